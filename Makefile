@@ -1,0 +1,67 @@
+# llm-service: `make run` starts the service on its embedded default, `make test` proves it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export PYTHONPATH := $(CURDIR)/service:$(CURDIR)/clients/python/src
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+CLIENT_SRC := $(shell find clients/python -name '*.py' -o -name '*.pyi' -o -name pyproject.toml 2>/dev/null)
+GEN_DIR := clients/python/src/llm_client/_proto
+NPM_STAMP := protos/node_modules/.installed
+BUF := protos/node_modules/.bin/buf
+
+.PHONY: help venv run test lint proto proto-check parity typecheck clean
+
+help:
+	@echo "make run    start the service with the bundled config (demo route -> bundled fake upstream)"
+	@echo "make test   set up and run every test"
+	@echo "make lint   ruff, mypy, buf lint, generated-code freshness"
+	@echo "make proto  regenerate the Python code from protos/"
+
+# The virtual environment, installed only from the hash-checked lock.
+$(VENV)/.deps: requirements-dev.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
+	touch $@
+
+# The client package, installed (not editable) so `python -m llm_client` works from the venv.
+$(VENV)/.client: $(VENV)/.deps $(CLIENT_SRC)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --no-index ./clients/python
+	touch $@
+
+venv: $(VENV)/.client
+
+$(NPM_STAMP): protos/package.json protos/package-lock.json
+	cd protos && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+proto: $(VENV)/.deps
+	$(PY) protos/gen_python.py clients/python/src
+
+proto-check: $(VENV)/.deps
+	@tmp=$$(mktemp -d) && $(PY) protos/gen_python.py $$tmp && \
+	  if diff -r -x __pycache__ $$tmp/llm_client/_proto $(GEN_DIR) >/dev/null; then echo "generated code is up to date"; \
+	  else echo "generated code in $(GEN_DIR) is stale: run 'make proto' and commit" >&2; rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
+
+run: venv
+	$(PY) -m llm_service --config service/llm_service/default_config.yaml
+
+lint: venv $(NPM_STAMP) proto-check
+	$(BIN)/ruff check service tests clients/python protos
+	$(BIN)/mypy
+	cd protos && node_modules/.bin/buf lint
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: venv lint
+	$(BIN)/pytest
+
+parity: venv
+	$(PY) tests/parity.py
+
+clean:
+	rm -rf $(VENV) protos/node_modules .pytest_cache .mypy_cache .ruff_cache

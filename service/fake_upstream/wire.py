@@ -1,0 +1,206 @@
+"""The providers' wire formats: OpenAI chat completions and Anthropic Messages, JSON and SSE."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from fake_upstream.script import Script, ToolCallSpec
+
+_ANTHROPIC_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def _call_id(tc: ToolCallSpec, i: int, prefix: str) -> str:
+    return tc.id or f"{prefix}{i + 1}"
+
+
+def _fragments(arguments: str, fragment: bool) -> list[str]:
+    if not fragment or len(arguments) < 4:
+        return [arguments]
+    step = max(1, len(arguments) // 3)
+    return [arguments[i : i + step] for i in range(0, len(arguments), step)]
+
+
+def error_body(script: Script, anthropic: bool) -> dict[str, Any]:
+    """The JSON error body for an HTTP error status, in the provider's format."""
+    err = dict(script.error or {})
+    message = err.pop("message", f"fake upstream error {script.status}")
+    if anthropic:
+        etype = err.pop("type", _ANTHROPIC_ERROR_TYPES.get(script.status, "api_error"))
+        return {"type": "error", "error": {"type": etype, "message": message, **err}}
+    etype = err.pop("type", "rate_limit_exceeded" if script.status == 429 else "invalid_request_error")
+    return {"error": {"message": message, "type": etype, "param": None, "code": err.pop("code", None), **err}}
+
+
+# --- OpenAI chat completions ---------------------------------------------------------------
+
+
+def _openai_usage(script: Script) -> dict[str, Any] | None:
+    u = script.usage
+    if u is None:
+        return None
+    return {
+        "prompt_tokens": u.input,
+        "completion_tokens": u.output,
+        "total_tokens": u.input + u.output,
+        "prompt_tokens_details": {"cached_tokens": u.cached},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning},
+    }
+
+
+def openai_json(script: Script, model: str) -> dict[str, Any]:
+    """A non-streamed chat completion."""
+    message: dict[str, Any] = {"role": "assistant", "content": script.text or None}
+    if script.reasoning:
+        message["reasoning_content"] = script.reasoning
+    if script.tool_calls:
+        message["tool_calls"] = [
+            {"id": _call_id(tc, i, "call_"), "type": "function", "function": {"name": tc.name, "arguments": tc.arguments}}
+            for i, tc in enumerate(script.tool_calls)
+        ]
+    body: dict[str, Any] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": script.model or model,
+        "choices": [{"index": 0, "message": message, "finish_reason": script.effective_finish_reason()}],
+    }
+    if script.usage_mode != "none":
+        body["usage"] = _openai_usage(script)
+    return body
+
+
+def openai_sse(script: Script, model: str) -> Iterator[bytes]:
+    """The SSE events of a streamed chat completion, one chunk each."""
+    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": script.model or model}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict[str, Any] | None = None) -> bytes:
+        obj: dict[str, Any] = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        if usage is not None:
+            obj["usage"] = usage
+        return f"data: {_dumps(obj)}\n\n".encode()
+
+    yield chunk({"role": "assistant", "content": ""})
+    for piece in _split(script.reasoning):
+        yield chunk({"reasoning_content": piece})
+    for piece in script.text_pieces():
+        yield chunk({"content": piece})
+    for i, tc in enumerate(script.tool_calls):
+        index = 0 if script.tool_index_zero else i
+        frags = _fragments(tc.arguments, script.fragment_tool_calls)
+        first = {"index": index, "id": _call_id(tc, i, "call_"), "type": "function", "function": {"name": tc.name, "arguments": frags[0]}}
+        yield chunk({"tool_calls": [first]})
+        for frag in frags[1:]:
+            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": frag}}]})
+    usage = _openai_usage(script)
+    finish = script.effective_finish_reason()
+    yield chunk({}, finish, usage if script.usage_mode == "finish" else None)
+    if script.usage_mode == "trailing" and usage is not None:
+        yield f"data: {_dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
+    yield b"data: [DONE]\n\n"
+
+
+def _split(text: str) -> list[str]:
+    if not text:
+        return []
+    words = text.split(" ")
+    return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+
+
+# --- Anthropic Messages --------------------------------------------------------------------
+
+
+def _anthropic_usage(script: Script, output: bool = True) -> dict[str, Any]:
+    u = script.usage
+    if u is None or script.usage_mode == "none":
+        return {"input_tokens": 0, "output_tokens": 0}
+    return {
+        "input_tokens": u.input,
+        "output_tokens": u.output if output else 1,
+        "cache_read_input_tokens": u.cached,
+        "cache_creation_input_tokens": u.cache_creation,
+    }
+
+
+def anthropic_json(script: Script, model: str) -> dict[str, Any]:
+    """A non-streamed Messages response."""
+    content: list[dict[str, Any]] = []
+    if script.reasoning:
+        content.append({"type": "thinking", "thinking": script.reasoning, "signature": script.thinking_signature or "sig"})
+    if script.text:
+        content.append({"type": "text", "text": script.text})
+    for i, tc in enumerate(script.tool_calls):
+        try:
+            args = json.loads(tc.arguments)
+        except json.JSONDecodeError:
+            args = {}
+        content.append({"type": "tool_use", "id": _call_id(tc, i, "toolu_"), "name": tc.name, "input": args})
+    return {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": script.model or model,
+        "content": content,
+        "stop_reason": _anthropic_stop(script),
+        "stop_sequence": None,
+        "usage": _anthropic_usage(script),
+    }
+
+
+def _anthropic_stop(script: Script) -> str:
+    reason = script.effective_finish_reason()
+    return _ANTHROPIC_STOP.get(reason, reason)
+
+
+def anthropic_sse(script: Script, model: str) -> Iterator[bytes]:
+    """The SSE events of a streamed Messages response."""
+
+    def event(name: str, data: dict[str, Any]) -> bytes:
+        return f"event: {name}\ndata: {_dumps({'type': name, **data})}\n\n".encode()
+
+    message = {
+        "id": "msg_fake", "type": "message", "role": "assistant", "model": script.model or model,
+        "content": [], "stop_reason": None, "stop_sequence": None, "usage": _anthropic_usage(script, output=False),
+    }
+    yield event("message_start", {"message": message})
+    index = 0
+    if script.reasoning:
+        yield event("content_block_start", {"index": index, "content_block": {"type": "thinking", "thinking": ""}})
+        for piece in _split(script.reasoning):
+            yield event("content_block_delta", {"index": index, "delta": {"type": "thinking_delta", "thinking": piece}})
+        yield event("content_block_delta", {"index": index, "delta": {"type": "signature_delta", "signature": script.thinking_signature or "sig"}})
+        yield event("content_block_stop", {"index": index})
+        index += 1
+    pieces = script.text_pieces()
+    if pieces:
+        yield event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
+        for piece in pieces:
+            yield event("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": piece}})
+        yield event("content_block_stop", {"index": index})
+        index += 1
+    for i, tc in enumerate(script.tool_calls):
+        block = {"type": "tool_use", "id": _call_id(tc, i, "toolu_"), "name": tc.name, "input": {}}
+        yield event("content_block_start", {"index": index, "content_block": block})
+        for frag in _fragments(tc.arguments, script.fragment_tool_calls):
+            yield event("content_block_delta", {"index": index, "delta": {"type": "input_json_delta", "partial_json": frag}})
+        yield event("content_block_stop", {"index": index})
+        index += 1
+    out = script.usage.output if script.usage is not None and script.usage_mode != "none" else 0
+    yield event("message_delta", {"delta": {"stop_reason": _anthropic_stop(script), "stop_sequence": None}, "usage": {"output_tokens": out}})
+    yield event("message_stop", {})

@@ -1,0 +1,279 @@
+"""Between protobuf and the core's plain types, validating the caller's request on the way in.
+
+Every rejection is an InvalidRequest naming the field path (`messages[2].tool_call_id`),
+so the caller sees exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any
+
+from llm_client._proto.llm.v1 import llm_service_pb2 as pb
+
+from llm_service.core import types
+from llm_service.core.errors import InvalidRequest
+
+TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SCHEMA_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+METADATA_MAX_CHARS = 256
+
+_ROLES = {pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant", pb.ROLE_TOOL: "tool", pb.ROLE_SYSTEM: "system"}
+_TOOL_MODES = {pb.TOOL_CHOICE_MODE_AUTO: "auto", pb.TOOL_CHOICE_MODE_NONE: "none", pb.TOOL_CHOICE_MODE_REQUIRED: "required"}
+_FINISH = {
+    "stop": pb.FINISH_REASON_STOP, "end_turn": pb.FINISH_REASON_STOP, "stop_sequence": pb.FINISH_REASON_STOP,
+    "length": pb.FINISH_REASON_LENGTH, "max_tokens": pb.FINISH_REASON_LENGTH,
+    "tool_calls": pb.FINISH_REASON_TOOL_CALLS, "tool_use": pb.FINISH_REASON_TOOL_CALLS,
+    "function_call": pb.FINISH_REASON_TOOL_CALLS,
+    "content_filter": pb.FINISH_REASON_CONTENT_FILTER, "refusal": pb.FINISH_REASON_CONTENT_FILTER,
+    "safety": pb.FINISH_REASON_CONTENT_FILTER,
+}
+
+Request = pb.CompleteRequest | pb.StreamRequest
+
+
+def _json_object(text: str, field: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(field, f"{what} must be a JSON object: {exc.msg} at position {exc.pos}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest(field, f"{what} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _content(msg: pb.Message, i: int) -> str | list[dict[str, Any]] | None:
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(msg.parts):
+        field = f"messages[{i}].parts[{j}]"
+        kind = part.WhichOneof("part")
+        if kind == "text":
+            parts.append({"type": "text", "text": part.text})
+        elif kind == "image_url":
+            url = part.image_url.url
+            if not url.startswith(("https://", "http://", "data:")):
+                raise InvalidRequest(f"{field}.image_url.url", "must be an http(s) or data: URL")
+            image: dict[str, Any] = {"url": url}
+            if part.image_url.detail:
+                image["detail"] = part.image_url.detail
+            parts.append({"type": "image_url", "image_url": image})
+        elif kind == "inline_image":
+            mime = part.inline_image.mime_type
+            if not re.fullmatch(r"image/[A-Za-z0-9.+-]+", mime):
+                raise InvalidRequest(f"{field}.inline_image.mime_type", "must be an image MIME type such as image/png")
+            if not part.inline_image.data:
+                raise InvalidRequest(f"{field}.inline_image.data", "must not be empty")
+            data = base64.b64encode(part.inline_image.data).decode()
+            parts.append({"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}})
+        else:
+            raise InvalidRequest(field, "exactly one of text, image_url or inline_image must be set")
+        if kind != "text" and msg.role != pb.ROLE_USER:
+            raise InvalidRequest(field, "images are accepted in user messages only")
+    if not parts:
+        return None
+    if all(p["type"] == "text" for p in parts):
+        return "".join(p["text"] for p in parts)
+    return parts
+
+
+def messages_from_proto(messages: Any, field_prefix: str = "messages") -> list[dict[str, Any]]:
+    """The conversation as OpenAI chat-format dicts, validated."""
+    if not messages:
+        raise InvalidRequest(field_prefix, "at least one message is required")
+    out: list[dict[str, Any]] = []
+    open_calls: set[str] = set()
+    for i, msg in enumerate(messages):
+        field = f"{field_prefix}[{i}]"
+        role = _ROLES.get(msg.role)
+        if role is None:
+            raise InvalidRequest(f"{field}.role", "must be ROLE_USER, ROLE_ASSISTANT, ROLE_TOOL or ROLE_SYSTEM")
+        content = _content(msg, i)
+        if msg.tool_calls and role != "assistant":
+            raise InvalidRequest(f"{field}.tool_calls", "only assistant messages carry tool calls")
+        if msg.tool_call_id and role != "tool":
+            raise InvalidRequest(f"{field}.tool_call_id", "only tool messages carry a tool_call_id")
+        entry: dict[str, Any] = {"role": role, "content": content}
+        if role == "assistant" and msg.tool_calls:
+            calls = []
+            for j, tc in enumerate(msg.tool_calls):
+                tc_field = f"{field}.tool_calls[{j}]"
+                if not tc.id:
+                    raise InvalidRequest(f"{tc_field}.id", "is required")
+                if not TOOL_NAME_RE.match(tc.name):
+                    raise InvalidRequest(f"{tc_field}.name", "must be 1-64 letters, digits, '_' or '-'")
+                _json_object(tc.arguments_json or "{}", f"{tc_field}.arguments_json", "arguments")
+                calls.append({"id": tc.id, "type": "function",
+                              "function": {"name": tc.name, "arguments": tc.arguments_json or "{}"}})
+                open_calls.add(tc.id)
+            entry["tool_calls"] = calls
+        if role == "tool":
+            if not msg.tool_call_id:
+                raise InvalidRequest(f"{field}.tool_call_id", "is required for a tool message")
+            if msg.tool_call_id not in open_calls:
+                raise InvalidRequest(f"{field}.tool_call_id",
+                                     "must answer a tool call made by an earlier assistant message")
+            entry["tool_call_id"] = msg.tool_call_id
+            entry["content"] = content if content is not None else ""
+            if msg.name:
+                entry["name"] = msg.name
+        elif role in ("user", "system") and content is None:
+            raise InvalidRequest(f"{field}.parts", f"a {role} message needs content")
+        out.append(entry)
+    return out
+
+
+def tools_from_proto(tools: Any) -> tuple[types.ToolSpec, ...]:
+    """The tools, their names and JSON Schemas validated."""
+    specs: list[types.ToolSpec] = []
+    seen: set[str] = set()
+    for i, tool in enumerate(tools):
+        field = f"tools[{i}]"
+        if not TOOL_NAME_RE.match(tool.name):
+            raise InvalidRequest(f"{field}.name", "must be 1-64 letters, digits, '_' or '-'")
+        if tool.name in seen:
+            raise InvalidRequest(f"{field}.name", f"duplicate tool name '{tool.name}'")
+        seen.add(tool.name)
+        params = _json_object(tool.parameters_json, f"{field}.parameters_json", "the parameters schema") if tool.parameters_json else {}
+        if params.get("type", "object") != "object":
+            raise InvalidRequest(f"{field}.parameters_json", 'the schema\'s "type" must be "object"')
+        if not isinstance(params.get("properties", {}), dict):
+            raise InvalidRequest(f"{field}.parameters_json", '"properties" must be an object')
+        required = params.get("required", [])
+        if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+            raise InvalidRequest(f"{field}.parameters_json", '"required" must be a list of property names')
+        specs.append(types.ToolSpec(tool.name, tool.description, params))
+    return tuple(specs)
+
+
+def call_from_proto(req: Request, max_metadata_entries: int) -> types.CallRequest:
+    """A validated CallRequest from a CompleteRequest or StreamRequest."""
+    messages = messages_from_proto(req.messages)
+    tools = tools_from_proto(req.tools)
+    tool_choice: str | dict[str, Any] | None = None
+    if req.HasField("tool_choice"):
+        which = req.tool_choice.WhichOneof("choice")
+        if which == "tool_name":
+            if req.tool_choice.tool_name not in {t.name for t in tools}:
+                raise InvalidRequest("tool_choice.tool_name", "must name one of the request's tools")
+            tool_choice = {"type": "function", "function": {"name": req.tool_choice.tool_name}}
+        elif which == "mode" and req.tool_choice.mode != pb.TOOL_CHOICE_MODE_UNSPECIFIED:
+            tool_choice = _TOOL_MODES.get(req.tool_choice.mode)
+            if tool_choice is None:
+                raise InvalidRequest("tool_choice.mode", "unknown mode")
+    if req.HasField("max_tokens") and req.max_tokens <= 0:
+        raise InvalidRequest("max_tokens", "must be positive")
+    if req.HasField("temperature") and not 0.0 <= req.temperature <= 2.0:
+        raise InvalidRequest("temperature", "must be between 0 and 2")
+    if req.HasField("top_p") and not 0.0 <= req.top_p <= 1.0:
+        raise InvalidRequest("top_p", "must be between 0 and 1")
+    if req.HasField("max_retries") and req.max_retries < 0:
+        raise InvalidRequest("max_retries", "must not be negative")
+    if any(not s for s in req.stop_sequences):
+        raise InvalidRequest("stop_sequences", "must not contain empty strings")
+    if len(req.metadata) > max_metadata_entries:
+        raise InvalidRequest("metadata", f"at most {max_metadata_entries} entries")
+    for k, v in req.metadata.items():
+        if len(k) > METADATA_MAX_CHARS or len(v) > METADATA_MAX_CHARS:
+            raise InvalidRequest(f"metadata[{k[:40]}]", f"keys and values are at most {METADATA_MAX_CHARS} characters")
+    response_format = None
+    if req.HasField("response_format"):
+        rf = req.response_format
+        name = rf.name or "response"
+        if not SCHEMA_NAME_RE.match(name):
+            raise InvalidRequest("response_format.name", "must be 1-64 letters, digits, '_' or '-'")
+        schema = _json_object(rf.json_schema, "response_format.json_schema", "the schema")
+        spec: dict[str, Any] = {"name": name, "schema": schema}
+        if rf.strict:
+            spec["strict"] = True
+        response_format = {"type": "json_schema", "json_schema": spec}
+    return types.CallRequest(
+        messages=messages,
+        system=req.system,
+        tools=tools,
+        tool_choice=tool_choice,
+        max_tokens=req.max_tokens if req.HasField("max_tokens") else None,
+        temperature=req.temperature if req.HasField("temperature") else None,
+        top_p=req.top_p if req.HasField("top_p") else None,
+        stop=tuple(req.stop_sequences),
+        seed=req.seed if req.HasField("seed") else None,
+        json_mode=req.json_mode,
+        response_format=response_format,
+        max_retries=req.max_retries if req.HasField("max_retries") else None,
+    )
+
+
+def count_call_from_proto(req: pb.CountTokensRequest) -> types.CallRequest:
+    """The CallRequest whose input tokens CountTokens estimates."""
+    return types.CallRequest(messages=messages_from_proto(req.messages), system=req.system, tools=tools_from_proto(req.tools))
+
+
+# --- outgoing ------------------------------------------------------------------------------------
+
+
+def finish_reason_to_proto(raw: str) -> pb.FinishReason.ValueType:
+    """The normalised finish reason for a provider's raw one."""
+    if not raw:
+        return pb.FINISH_REASON_UNSPECIFIED
+    return _FINISH.get(raw, pb.FINISH_REASON_OTHER)
+
+
+def usage_to_proto(u: types.Usage) -> pb.Usage:
+    """Usage as protobuf."""
+    return pb.Usage(
+        input_tokens=u.input_tokens, output_tokens=u.output_tokens, cached_input_tokens=u.cached_input_tokens,
+        cache_creation_tokens=u.cache_creation_tokens, reasoning_tokens=u.reasoning_tokens,
+    )
+
+
+def gateway_to_proto(g: types.GatewayInfo) -> pb.GatewayInfo:
+    """GatewayInfo as protobuf."""
+    info = pb.GatewayInfo(route=g.route, attempts=g.attempts)
+    info.upstream_duration.FromNanoseconds(int(g.upstream_s * 1e9))
+    return info
+
+
+def tool_call_to_proto(tc: types.ToolCall) -> pb.ToolCall:
+    """A tool call as protobuf."""
+    return pb.ToolCall(id=tc.id, name=tc.name, arguments_json=tc.arguments_json)
+
+
+def _thinking(blocks: tuple[types.ThinkingBlock, ...]) -> list[pb.ThinkingBlock]:
+    return [pb.ThinkingBlock(thinking=b.thinking, signature=b.signature, redacted_data=b.redacted_data) for b in blocks]
+
+
+def finish_to_proto(f: types.Finish) -> pb.Finish:
+    """The finish event as protobuf."""
+    return pb.Finish(
+        finish_reason=finish_reason_to_proto(f.finish_reason), provider_finish_reason=f.finish_reason,
+        usage=usage_to_proto(f.usage), cost_usd=f.cost_usd, provider_model=f.provider_model,
+        gateway=gateway_to_proto(f.gateway), thinking_blocks=_thinking(f.thinking_blocks),
+    )
+
+
+def completion_to_proto(c: types.Completion) -> pb.CompleteResponse:
+    """A whole answer as CompleteResponse."""
+    f = c.finish
+    return pb.CompleteResponse(
+        text=c.text, tool_calls=[tool_call_to_proto(tc) for tc in c.tool_calls], reasoning=c.reasoning,
+        finish_reason=finish_reason_to_proto(f.finish_reason), provider_finish_reason=f.finish_reason,
+        usage=usage_to_proto(f.usage), cost_usd=f.cost_usd, provider_model=f.provider_model,
+        gateway=gateway_to_proto(f.gateway), thinking_blocks=_thinking(f.thinking_blocks),
+    )
+
+
+_TEXT_END = pb.StreamResponse(text_end=pb.TextEnd())
+
+
+def event_to_proto(event: types.Event) -> pb.StreamResponse:
+    """One core event as a StreamResponse."""
+    if isinstance(event, types.TextDelta):
+        return pb.StreamResponse(text_delta=pb.TextDelta(text=event.text))
+    if isinstance(event, types.ReasoningDelta):
+        return pb.StreamResponse(reasoning_delta=pb.ReasoningDelta(text=event.text))
+    if isinstance(event, types.ToolCall):
+        return pb.StreamResponse(tool_call=tool_call_to_proto(event))
+    if isinstance(event, types.TextEnd):
+        return _TEXT_END
+    return pb.StreamResponse(finish=finish_to_proto(event))

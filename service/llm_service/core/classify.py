@@ -1,0 +1,100 @@
+"""The one place provider exceptions become the service's exception family.
+
+Most specific first: a context-window error is also a bad request. LiteLLM's
+OpenAI handler reports 5xx, 402, 403 and 404 as BadRequestError with the real
+status_code, so the status code decides before the class does. Messages shown
+to callers are built here from the upstream's words with every configured key
+removed, and cut short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from litellm import exceptions as lx
+
+from llm_service.core import errors
+
+UPSTREAM_MESSAGE_MAX_CHARS = 300
+_TRANSIENT_STATUSES = frozenset({500, 502, 503, 504, 520, 522, 524, 529})
+_BAD_RESPONSE_MARKERS = ("expecting value", "unable to get json response", "expecting property name", "invalid json")
+
+
+def response_headers(exc: BaseException) -> Mapping[str, str]:
+    """The upstream's HTTP response headers carried by a LiteLLM exception, if any."""
+    headers = getattr(exc, "litellm_response_headers", None)
+    if headers:
+        return {str(k).lower(): str(v) for k, v in headers.items()}
+    response = getattr(exc, "response", None)
+    raw = getattr(response, "headers", None)
+    if raw:
+        return {str(k).lower(): str(v) for k, v in raw.items()}
+    return {}
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """text with every secret replaced by ***, cut to UPSTREAM_MESSAGE_MAX_CHARS."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    if len(text) > UPSTREAM_MESSAGE_MAX_CHARS:
+        text = text[:UPSTREAM_MESSAGE_MAX_CHARS] + "…"
+    return text
+
+
+def _upstream_words(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    text = str(getattr(exc, "message", "") or exc)
+    for prefix in ("litellm.", "OpenAIException - ", "AnthropicException - "):
+        if prefix in text:
+            text = text.rsplit(prefix, 1)[-1]
+    return text
+
+
+def classify(exc: BaseException, secrets: Iterable[str] = ()) -> errors.LLMError:
+    """Translate a provider exception into the family. Unknown ones become LLMError (INTERNAL)."""
+    if isinstance(exc, errors.LLMError):
+        return exc
+    status = getattr(exc, "status_code", None)
+    status = status if isinstance(status, int) else None
+    words = redact(_upstream_words(exc), secrets)
+    lowered = words.lower()
+    if isinstance(exc, (asyncio.TimeoutError, lx.Timeout)):
+        return errors.UpstreamUnavailable("the upstream timed out", upstream_status=status)
+    if isinstance(exc, lx.ContextWindowExceededError):
+        return errors.ContextWindowExceeded(f"the conversation does not fit the model's context window: {words}", upstream_status=status)
+    if isinstance(exc, lx.ContentPolicyViolationError):
+        return errors.ContentPolicyViolation(f"the provider refused the request by its content policy: {words}", upstream_status=status)
+    if isinstance(exc, lx.RateLimitError) or status == 429:
+        return errors.RateLimited("the upstream is rate-limiting this route", upstream_status=429)
+    if status == 401 or isinstance(exc, lx.AuthenticationError):
+        return errors.UpstreamAuthFailed("the provider rejected the server's key for this route (HTTP 401)", upstream_status=401)
+    if status == 402 or "insufficient credit" in lowered or "insufficient_quota" in lowered:
+        return errors.InsufficientCredits("the provider account for this route has no credit left", upstream_status=status)
+    if status == 403 or isinstance(exc, lx.PermissionDeniedError):
+        return errors.UpstreamPermissionDenied(f"the provider refused the server's key access (HTTP 403): {words}", upstream_status=403)
+    if any(marker in lowered for marker in _BAD_RESPONSE_MARKERS):
+        return errors.UpstreamBadResponse("the upstream answered with something that is not its wire format", upstream_status=status)
+    if status == 404 or isinstance(exc, lx.NotFoundError):
+        return errors.UpstreamNotFound(f"the provider does not know this route's model: {words}", upstream_status=404)
+    if (status is not None and status in _TRANSIENT_STATUSES) or isinstance(
+        exc, (lx.APIConnectionError, lx.InternalServerError, lx.ServiceUnavailableError, lx.BadGatewayError, ConnectionError, OSError)
+    ):
+        return errors.UpstreamUnavailable(f"the upstream is unavailable: {words}", upstream_status=status)
+    if isinstance(exc, (lx.BadRequestError, lx.UnprocessableEntityError)) or status in (400, 422):
+        return errors.UpstreamBadRequest(f"the provider rejected the request: {words}", upstream_status=status)
+    return errors.LLMError("internal error")
+
+
+def is_transient(err: errors.LLMError) -> bool:
+    """Whether another attempt may succeed where this one failed (PC16): 5xx, connection, timeout."""
+    return type(err) is errors.UpstreamUnavailable or isinstance(err, errors.UpstreamBadResponse)
+
+
+def describe(exc: BaseException) -> dict[str, Any]:
+    """Safe facts about an exception for the log: its type and status, never its text."""
+    return {"error_type": type(exc).__name__, "upstream_status": getattr(exc, "status_code", None)}

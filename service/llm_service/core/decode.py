@@ -1,0 +1,103 @@
+"""Decoding what LiteLLM returns into provider-neutral Chunks.
+
+The only module that reads LiteLLM's response objects; a lean decoder for the hot
+wire formats can replace it without touching assembly or retries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llm_service.core.types import Chunk, ThinkingBlock, ToolFragment, Usage
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def usage_from(obj: Any) -> Usage | None:
+    """Usage from a LiteLLM/OpenAI usage object or dict (PC21); None when absent or all zero."""
+    if obj is None:
+        return None
+
+    def get(o: Any, name: str) -> Any:
+        return o.get(name) if isinstance(o, dict) else getattr(o, name, None)
+
+    details = get(obj, "prompt_tokens_details")
+    cached = _int(get(details, "cached_tokens")) if details is not None else 0
+    if not cached:
+        cached = _int(get(obj, "cache_read_input_tokens"))
+    creation = _int(get(obj, "cache_creation_input_tokens"))
+    out_details = get(obj, "completion_tokens_details")
+    reasoning = _int(get(out_details, "reasoning_tokens")) if out_details is not None else 0
+    usage = Usage(
+        input_tokens=_int(get(obj, "prompt_tokens")),
+        output_tokens=_int(get(obj, "completion_tokens")),
+        cached_input_tokens=cached,
+        cache_creation_tokens=creation,
+        reasoning_tokens=reasoning,
+    )
+    return None if usage == Usage() else usage
+
+
+def _thinking_blocks(raw: Any) -> list[ThinkingBlock]:
+    blocks: list[ThinkingBlock] = []
+    for b in raw or []:
+        get = b.get if isinstance(b, dict) else (lambda k, _b=b: getattr(_b, k, None))
+        if get("type") == "redacted_thinking":
+            blocks.append(ThinkingBlock(redacted_data=str(get("data") or "")))
+        else:
+            blocks.append(ThinkingBlock(thinking=str(get("thinking") or ""), signature=str(get("signature") or "")))
+    return blocks
+
+
+def decode_stream_chunk(chunk: Any) -> Chunk:
+    """One LiteLLM ModelResponseStream into a Chunk."""
+    out = Chunk(model=getattr(chunk, "model", "") or "", usage=usage_from(getattr(chunk, "usage", None)))
+    choices = getattr(chunk, "choices", None)
+    if not choices:
+        return out
+    choice = choices[0]
+    delta = getattr(choice, "delta", None)
+    if delta is not None:
+        out.text = getattr(delta, "content", None) or ""
+        out.reasoning = getattr(delta, "reasoning_content", None) or ""
+        for tc in getattr(delta, "tool_calls", None) or []:
+            fn = getattr(tc, "function", None)
+            out.tool_fragments.append(
+                ToolFragment(
+                    index=getattr(tc, "index", None),
+                    id=getattr(tc, "id", None) or None,
+                    name=(getattr(fn, "name", None) or None) if fn is not None else None,
+                    arguments=(getattr(fn, "arguments", None) or "") if fn is not None else "",
+                )
+            )
+        out.thinking_blocks = _thinking_blocks(getattr(delta, "thinking_blocks", None))
+    out.finish_reason = getattr(choice, "finish_reason", None) or None
+    return out
+
+
+def decode_response(response: Any) -> Chunk:
+    """A whole LiteLLM ModelResponse into one Chunk (tool calls as whole fragments)."""
+    out = Chunk(model=getattr(response, "model", "") or "", usage=usage_from(getattr(response, "usage", None)))
+    choices = getattr(response, "choices", None)
+    if not choices:
+        return out
+    choice = choices[0]
+    msg = getattr(choice, "message", None)
+    if msg is not None:
+        out.text = getattr(msg, "content", None) or ""
+        out.reasoning = getattr(msg, "reasoning_content", None) or ""
+        for i, tc in enumerate(getattr(msg, "tool_calls", None) or []):
+            fn = getattr(tc, "function", None)
+            out.tool_fragments.append(
+                ToolFragment(
+                    index=i,
+                    id=getattr(tc, "id", None) or f"call_{i}",
+                    name=getattr(fn, "name", None) or "",
+                    arguments=getattr(fn, "arguments", None) or "",
+                )
+            )
+        out.thinking_blocks = _thinking_blocks(getattr(msg, "thinking_blocks", None))
+    out.finish_reason = getattr(choice, "finish_reason", None) or None
+    return out

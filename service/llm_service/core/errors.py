@@ -1,0 +1,131 @@
+"""The service's own exception family. Provider errors are translated into it in one
+place (`core.classify`); one module (`llm_service.status`) maps it to gRPC."""
+
+from __future__ import annotations
+
+
+class LLMError(Exception):
+    """Base of the family. message is safe to show a caller: no keys, no prompts."""
+
+    reason = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        upstream_status: int | None = None,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+        self.upstream_status = upstream_status
+        self.attempts = attempts
+
+
+class InvalidRequest(LLMError):
+    """The caller's request is malformed; field names the offending field path."""
+
+    reason = "INVALID_REQUEST"
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"{field}: {description}")
+        self.field = field
+        self.description = description
+
+
+class RouteNotFound(LLMError):
+    """No route of that name is configured."""
+
+    reason = "ROUTE_NOT_FOUND"
+
+
+class RouteNotReady(LLMError):
+    """The route has no provider key configured on the server."""
+
+    reason = "ROUTE_KEY_MISSING"
+
+
+class ContextWindowExceeded(LLMError):
+    """The conversation does not fit the model's context window."""
+
+    reason = "CONTEXT_WINDOW_EXCEEDED"
+
+
+class ContentPolicyViolation(LLMError):
+    """The provider refused the request by its content policy."""
+
+    reason = "CONTENT_POLICY_VIOLATION"
+
+
+class UpstreamBadRequest(LLMError):
+    """The provider rejected the request as invalid."""
+
+    reason = "UPSTREAM_BAD_REQUEST"
+
+
+class UpstreamAuthFailed(LLMError):
+    """The provider rejected the server's key (not the caller's credentials)."""
+
+    reason = "UPSTREAM_AUTH_FAILED"
+
+
+class UpstreamPermissionDenied(UpstreamAuthFailed):
+    """The provider refused the server's key access to this model."""
+
+    reason = "UPSTREAM_PERMISSION_DENIED"
+
+
+class InsufficientCredits(LLMError):
+    """The provider account has no credit left (HTTP 402)."""
+
+    reason = "UPSTREAM_INSUFFICIENT_CREDITS"
+
+
+class UpstreamNotFound(LLMError):
+    """The provider does not know the route's model or endpoint."""
+
+    reason = "UPSTREAM_MODEL_NOT_FOUND"
+
+
+class RateLimited(LLMError):
+    """The provider kept rate-limiting; retry_after_s is the delay it asked for."""
+
+    reason = "UPSTREAM_RATE_LIMITED"
+
+
+class UpstreamUnavailable(LLMError):
+    """The provider failed (5xx, connection error, timeout) and retries did not help."""
+
+    reason = "UPSTREAM_UNAVAILABLE"
+
+
+class UpstreamBadResponse(LLMError):
+    """The provider answered with something that is not its wire format."""
+
+    reason = "UPSTREAM_BAD_RESPONSE"
+
+
+class UpstreamStalled(UpstreamUnavailable):
+    """The provider went silent mid-answer for longer than the route's idle timeout."""
+
+    reason = "UPSTREAM_STALLED"
+
+
+class ToolArgumentsInvalid(LLMError):
+    """The model's arguments for a tool call are not a JSON object and could not be repaired."""
+
+    reason = "TOOL_ARGUMENTS_INVALID"
+
+    def __init__(self, tool_name: str) -> None:
+        super().__init__(
+            f"the model's arguments for tool '{tool_name}' are not valid JSON and could not be repaired"
+        )
+        self.tool_name = tool_name
+
+
+class DeadlineExceeded(LLMError):
+    """The caller's deadline passed before the upstream answered."""
+
+    reason = "DEADLINE_EXCEEDED"

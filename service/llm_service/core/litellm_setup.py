@@ -1,0 +1,110 @@
+"""LiteLLM's process-wide settings and the reference provider's work-arounds (PC28).
+
+Applied once at start-up by `install()`. When LiteLLM's internals have moved, a
+work-around is skipped with one warning naming the LiteLLM version.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import litellm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SetupReport:
+    """Which work-arounds were applied."""
+
+    litellm_version: str
+    oauth_header_fix: bool
+    metadata_none_guard: bool
+
+
+_REPORT: SetupReport | None = None
+
+
+def litellm_version() -> str:
+    """The installed LiteLLM release."""
+    try:
+        return importlib.metadata.version("litellm")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _oauth_header_fix() -> bool:
+    """Send Claude subscription tokens as Authorization: Bearer only, with the OAuth beta flag (PC05).
+
+    LiteLLM puts an api_key that is an OAuth token into x-api-key, which Anthropic rejects.
+    """
+    try:
+        from litellm.llms.anthropic.common_utils import AnthropicModelInfo
+        from litellm.types.llms.anthropic import ANTHROPIC_OAUTH_BETA_HEADER, ANTHROPIC_OAUTH_TOKEN_PREFIX
+    except ImportError:
+        log.warning(
+            "LiteLLM %s: Anthropic OAuth header fix not applied (internals moved); "
+            "Claude subscription keys may be rejected", litellm_version(),
+        )
+        return False
+    original = AnthropicModelInfo.validate_environment
+    if getattr(original, "_llm_service_patched", False):
+        return True
+
+    @functools.wraps(original)
+    def validate_environment(self: Any, headers: dict, model: str, messages: list, optional_params: dict,
+                             litellm_params: dict, api_key: str | None = None, api_base: str | None = None) -> dict:
+        result: dict = original(self, headers, model, messages, optional_params, litellm_params,
+                                api_key=api_key, api_base=api_base)
+        auth = str(result.get("authorization", ""))
+        x_api_key = str(result.get("x-api-key", ""))
+        if x_api_key.startswith(ANTHROPIC_OAUTH_TOKEN_PREFIX) or auth.startswith(f"Bearer {ANTHROPIC_OAUTH_TOKEN_PREFIX}"):
+            token = x_api_key if x_api_key.startswith(ANTHROPIC_OAUTH_TOKEN_PREFIX) else auth.removeprefix("Bearer ").strip()
+            result.pop("x-api-key", None)
+            result["authorization"] = f"Bearer {token}"
+            beta = [b.strip() for b in str(result.get("anthropic-beta", "")).split(",") if b.strip()]
+            if ANTHROPIC_OAUTH_BETA_HEADER not in beta:
+                beta.append(ANTHROPIC_OAUTH_BETA_HEADER)
+            result["anthropic-beta"] = ",".join(beta)
+        return result
+
+    validate_environment._llm_service_patched = True  # type: ignore[attr-defined]
+    AnthropicModelInfo.validate_environment = validate_environment  # type: ignore[method-assign]
+    return True
+
+
+def _metadata_none_guard() -> bool:
+    """Drop metadata=None before LiteLLM's error handler trips over it (the reference's crash guard)."""
+    original = getattr(litellm, "acompletion", None)
+    if original is None:
+        log.warning("LiteLLM %s: metadata=None guard not applied (acompletion not found)", litellm_version())
+        return False
+    if getattr(original, "_llm_service_patched", False):
+        return True
+
+    @functools.wraps(original)
+    async def acompletion(*args: Any, **kwargs: Any) -> Any:
+        if "metadata" in kwargs and kwargs["metadata"] is None:
+            del kwargs["metadata"]
+        return await original(*args, **kwargs)
+
+    acompletion._llm_service_patched = True  # type: ignore[attr-defined]
+    litellm.acompletion = acompletion
+    return True
+
+
+def install() -> SetupReport:
+    """Apply LiteLLM's settings and the work-arounds, once per process."""
+    global _REPORT
+    if _REPORT is None:
+        litellm.drop_params = True  # unsupported parameters are dropped, not forwarded (PC11)
+        litellm.suppress_debug_info = True
+        litellm.num_retries = 0
+        litellm.telemetry = False
+        logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+        _REPORT = SetupReport(litellm_version(), _oauth_header_fix(), _metadata_none_guard())
+    return _REPORT

@@ -1,0 +1,362 @@
+"""The provider core's entry points: stream() and complete() on a route, with retries.
+
+Each attempt is built by `request`, sent through LiteLLM, decoded by `decode` and
+assembled by `assembly`; this module only decides what happens between attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import litellm
+
+from llm_service.config import Config, Route
+from llm_service.core import errors
+from llm_service.core.assembly import StreamAssembler
+from llm_service.core.classify import classify, describe, response_headers
+from llm_service.core.decode import decode_response, decode_stream_chunk, usage_from
+from llm_service.core.request import UpstreamRequest, build_messages, build_request
+from llm_service.core.retry import Deadline, RetryLimits, RetryReason, backoff_delay, delay_from_headers
+from llm_service.core.types import (
+    CallRequest,
+    Completion,
+    Event,
+    Finish,
+    GatewayInfo,
+    ReasoningDelta,
+    TextDelta,
+    TextEnd,
+    ToolCall,
+    Usage,
+)
+
+log = logging.getLogger(__name__)
+
+RetryHook = Callable[[Route, RetryReason], None]
+
+
+@dataclass
+class _CallState:
+    """Bookkeeping for one call across its attempts."""
+
+    route: Route
+    limits: RetryLimits
+    deadline: Deadline
+    attempts: int = 0
+    upstream_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.retries: dict[RetryReason, int] = {}
+
+    def retries_of(self, reason: RetryReason) -> int:
+        return self.retries.get(reason, 0)
+
+    def gateway(self) -> GatewayInfo:
+        return GatewayInfo(route=self.route.name, attempts=self.attempts, upstream_s=self.upstream_s)
+
+
+class Provider:
+    """Completes calls on configured routes through LiteLLM."""
+
+    def __init__(self, config: Config, on_retry: RetryHook | None = None) -> None:
+        self.config = config
+        self._on_retry = on_retry
+
+    # --- shared ----------------------------------------------------------------------------
+
+    def _state(self, route: Route, call: CallRequest, deadline: Deadline) -> _CallState:
+        limits = RetryLimits.for_call(self.config.retry, self.config.server.max_retries_cap, route.max_retries, call.max_retries)
+        return _CallState(route, limits, deadline)
+
+    def _request(self, route: Route, call: CallRequest, state: _CallState, stream: bool) -> UpstreamRequest:
+        if not route.ready:
+            assert route.key_source is not None
+            raise errors.RouteNotReady(
+                f"route '{route.name}' has no provider key on the server: set {route.key_source.describe()}"
+            )
+        return build_request(
+            route, call, stream=stream, cc=self.config.claude_code, hive_api_base=self.config.hive_api_base,
+            timeout_s=self._attempt_timeout(route, state.deadline),
+        )
+
+    @staticmethod
+    def _attempt_timeout(route: Route, deadline: Deadline) -> float:
+        remaining = deadline.remaining()
+        return route.timeout_s if remaining is None else max(0.001, min(route.timeout_s, remaining))
+
+    async def _wait_before_retry(self, state: _CallState, reason: RetryReason, delay_s: float, err: errors.LLMError) -> None:
+        """Count and sleep for a retry, or raise err when the budget or the deadline forbids it (PC13)."""
+        if state.retries_of(reason) >= state.limits.allowed(reason):
+            err.attempts = state.attempts
+            err.retry_after_s = delay_s if err.retry_after_s is None else err.retry_after_s
+            raise err
+        if not state.deadline.allows_wait(delay_s):
+            err.attempts = state.attempts
+            err.retry_after_s = delay_s
+            raise err
+        state.retries[reason] = state.retries_of(reason) + 1
+        if self._on_retry is not None:
+            self._on_retry(state.route, reason)
+        log.info("retrying", extra={"route": state.route.name, "reason": reason.value, "delay_s": round(delay_s, 3),
+                                    "attempt": state.attempts})
+        await asyncio.sleep(delay_s)
+
+    def _failure_delay(self, state: _CallState, reason: RetryReason, exc: BaseException) -> float:
+        cfg = self.config.retry
+        asked = delay_from_headers(response_headers(exc), cfg.max_delay_s)
+        if asked is not None:
+            return asked
+        return backoff_delay(state.retries_of(reason), cfg)
+
+    async def _handle_failure(self, state: _CallState, req: UpstreamRequest, exc: Exception) -> None:
+        """Retry a failed attempt when its kind is retryable (PC12, PC16); raise it otherwise."""
+        err = classify(exc, req.secrets)
+        if type(err) is errors.LLMError:
+            log.error("unexpected upstream failure", exc_info=exc, extra={"route": state.route.name, **describe(exc)})
+        if isinstance(err, errors.RateLimited):
+            reason = RetryReason.RATE_LIMIT
+        elif isinstance(err, (errors.UpstreamUnavailable, errors.UpstreamBadResponse)):
+            reason = RetryReason.TRANSIENT
+        else:
+            err.attempts = state.attempts
+            raise err from None
+        await self._wait_before_retry(state, reason, self._failure_delay(state, reason, exc), err)
+
+    def _finish(self, req: UpstreamRequest, asm: StreamAssembler, state: _CallState) -> Finish:
+        usage = asm.usage or Usage()
+        return Finish(
+            finish_reason=asm.final_finish_reason(),
+            usage=usage,
+            cost_usd=cost_usd(req.model, usage),
+            provider_model=asm.model or req.model,
+            gateway=state.gateway(),
+            thinking_blocks=tuple(asm.thinking),
+        )
+
+    # --- streaming -------------------------------------------------------------------------
+
+    async def stream(self, route: Route, call: CallRequest, deadline: Deadline) -> AsyncIterator[Event]:
+        """Stream events for the call: deltas as they come, then tool calls, text end and finish.
+
+        Raises an LLMError on failure. Once an event was yielded, nothing is retried (PC17).
+        """
+        state = self._state(route, call, deadline)
+        req = self._request(route, call, state, stream=True)
+        if req.is_minimax:  # their streamed chunks break LiteLLM's parser (PC24)
+            completion = await self._complete(route, call, state, self._request(route, call, state, stream=False))
+            for event in completion_events(completion):
+                yield event
+            return
+        while True:
+            asm = StreamAssembler()
+            sent = False
+            try:
+                async for event in self._stream_attempt(req, state, asm):
+                    sent = True
+                    yield event
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if sent:
+                    err = classify(exc, req.secrets)
+                    err.attempts = state.attempts
+                    raise err from None
+                await self._handle_failure(state, req, exc)
+                continue
+            if not asm.has_content and asm.finish_reason != "length":
+                delay = self.config.retry.empty_stream_delay_s
+                if state.retries_of(RetryReason.EMPTY_STREAM) < state.limits.empty_stream and deadline.allows_wait(delay):
+                    state.retries[RetryReason.EMPTY_STREAM] = state.retries_of(RetryReason.EMPTY_STREAM) + 1
+                    if self._on_retry is not None:
+                        self._on_retry(route, RetryReason.EMPTY_STREAM)
+                    log.info("retrying", extra={"route": route.name, "reason": "empty_stream", "delay_s": delay})
+                    await asyncio.sleep(delay)
+                    continue
+            for call_event in asm.tool_calls():
+                yield call_event
+            if asm.text_parts:
+                yield TextEnd()
+            yield self._finish(req, asm, state)
+            return
+
+    async def _stream_attempt(self, req: UpstreamRequest, state: _CallState, asm: StreamAssembler) -> AsyncIterator[Event]:
+        """One upstream streaming request; closes the upstream response however it ends."""
+        req.kwargs["timeout"] = self._attempt_timeout(state.route, state.deadline)
+        state.attempts += 1
+        started = time.monotonic()
+        response: Any = None
+        try:
+            async with asyncio.timeout(state.deadline.remaining()):
+                response = await litellm.acompletion(**req.kwargs)
+            iterator = response.__aiter__()
+            while True:
+                chunk_started = time.monotonic()
+                try:
+                    async with asyncio.timeout(state.deadline.remaining()):
+                        raw = await iterator.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    state.upstream_s += time.monotonic() - chunk_started
+                for event in asm.feed(decode_stream_chunk(raw)):
+                    yield event
+            if asm.usage is None:
+                asm.usage = summed_usage(response)
+        except TimeoutError:
+            raise errors.DeadlineExceeded("the caller's deadline passed while waiting for the upstream") from None
+        finally:
+            if response is None:
+                state.upstream_s += time.monotonic() - started
+            else:
+                await close_quietly(response)
+
+    # --- unary -----------------------------------------------------------------------------
+
+    async def complete(self, route: Route, call: CallRequest, deadline: Deadline) -> Completion:
+        """The whole answer for the call. Raises an LLMError on failure."""
+        state = self._state(route, call, deadline)
+        req = self._request(route, call, state, stream=False)
+        if req.is_codex:  # the Codex backend only streams (PC06)
+            return await collect(self.stream(route, call, deadline))
+        return await self._complete(route, call, state, req)
+
+    async def _complete(self, route: Route, call: CallRequest, state: _CallState, req: UpstreamRequest) -> Completion:
+        while True:
+            req.kwargs["timeout"] = self._attempt_timeout(route, state.deadline)
+            state.attempts += 1
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(state.deadline.remaining()):
+                    response = await litellm.acompletion(**req.kwargs)
+            except TimeoutError:
+                raise errors.DeadlineExceeded("the caller's deadline passed while waiting for the upstream") from None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._handle_failure(state, req, exc)
+                continue
+            finally:
+                state.upstream_s += time.monotonic() - started
+            asm = StreamAssembler()
+            asm.feed(decode_response(response))
+            if not asm.has_content and not _empty_is_expected(req, asm):
+                delay = backoff_delay(state.retries_of(RetryReason.EMPTY_RESPONSE), self.config.retry)
+                reason = RetryReason.EMPTY_RESPONSE
+                if state.retries_of(reason) < state.limits.allowed(reason) and state.deadline.allows_wait(delay):
+                    state.retries[reason] = state.retries_of(reason) + 1
+                    if self._on_retry is not None:
+                        self._on_retry(route, reason)
+                    log.info("retrying", extra={"route": route.name, "reason": reason.value, "delay_s": round(delay, 3)})
+                    await asyncio.sleep(delay)
+                    continue
+            return Completion(
+                text=asm.text,
+                reasoning=asm.reasoning,
+                tool_calls=tuple(asm.tool_calls()),
+                finish=self._finish(req, asm, state),
+            )
+
+    # --- tokens ----------------------------------------------------------------------------
+
+    async def count_tokens(self, route: Route, call: CallRequest) -> tuple[int, str]:
+        """Input tokens for the call on the route: LiteLLM's counter, else characters / 4 (PC27)."""
+        model = build_request(route, call, stream=False, cc=self.config.claude_code,
+                              hive_api_base=self.config.hive_api_base, timeout_s=1.0).model
+        messages = build_messages(call, system=call.system, model=model, oauth=False, codex=False, cc=self.config.claude_code)
+        return await asyncio.to_thread(estimate_tokens, model, messages, call)
+
+
+def estimate_tokens(model: str, messages: list[dict[str, Any]], call: CallRequest | None = None) -> tuple[int, str]:
+    """LiteLLM's token counter for the model, else characters / 4; says which (PC27)."""
+    tools = [t.parameters | {"name": t.name, "description": t.description} for t in call.tools] if call else []
+    try:
+        count = litellm.token_counter(model=model, messages=messages)
+        if tools:
+            count += litellm.token_counter(model=model, text=str(tools))
+        return int(count), "litellm"
+    except Exception:
+        chars = sum(len(str(m.get("content", ""))) for m in messages) + len(str(tools) if tools else "")
+        return chars // 4, "estimate"
+
+
+def _empty_is_expected(req: UpstreamRequest, asm: StreamAssembler) -> bool:
+    """PC14: an empty answer is final after an assistant turn, or when the token budget ran out."""
+    if asm.finish_reason == "length":
+        return True
+    last_role = next((m.get("role") for m in reversed(req.kwargs["messages"]) if m.get("role") != "system"), None)
+    return last_role == "assistant"
+
+
+def summed_usage(response: Any) -> Usage | None:
+    """Usage rebuilt from the stream's chunks LiteLLM kept, for providers that put none on a chunk (PC21)."""
+    chunks = getattr(response, "chunks", None)
+    if not chunks:
+        return None
+    try:
+        from litellm.litellm_core_utils.streaming_handler import calculate_total_usage
+
+        return usage_from(calculate_total_usage(chunks=chunks))
+    except Exception:
+        return None
+
+
+def cost_usd(model: str, usage: Usage) -> float:
+    """The call's cost as LiteLLM prices the model; 0.0 when it cannot (PC21)."""
+    if usage.is_empty():
+        return 0.0
+    try:
+        prompt, completion = litellm.cost_per_token(
+            model=model, prompt_tokens=usage.input_tokens, completion_tokens=usage.output_tokens,
+            cache_read_input_tokens=usage.cached_input_tokens,
+            cache_creation_input_tokens=usage.cache_creation_tokens,
+        )
+        return float(prompt) + float(completion)
+    except Exception:
+        return 0.0
+
+
+async def close_quietly(response: Any) -> None:
+    """Close an upstream stream so its HTTP connection is released, ignoring errors."""
+    closer = getattr(response, "aclose", None)
+    if closer is None:
+        return
+    try:
+        await closer()
+    except Exception:
+        log.debug("closing the upstream stream failed", exc_info=True)
+
+
+def completion_events(completion: Completion) -> list[Event]:
+    """The event sequence a stream would have produced for a whole answer (PC24)."""
+    events: list[Event] = []
+    if completion.reasoning:
+        events.append(ReasoningDelta(completion.reasoning))
+    if completion.text:
+        events.append(TextDelta(completion.text))
+    events.extend(completion.tool_calls)
+    if completion.text:
+        events.append(TextEnd())
+    events.append(completion.finish)
+    return events
+
+
+async def collect(events: AsyncIterator[Event]) -> Completion:
+    """A whole answer from a stream of events (PC06)."""
+    text: list[str] = []
+    reasoning: list[str] = []
+    calls: list[ToolCall] = []
+    async for event in events:
+        if isinstance(event, TextDelta):
+            text.append(event.text)
+        elif isinstance(event, ReasoningDelta):
+            reasoning.append(event.text)
+        elif isinstance(event, ToolCall):
+            calls.append(event)
+        elif isinstance(event, Finish):
+            return Completion("".join(text), "".join(reasoning), tuple(calls), event)
+    raise errors.UpstreamBadResponse("the upstream stream ended without a finish")

@@ -1,0 +1,119 @@
+"""The retry engine's decisions: which failures are retried, how often, after how long.
+
+One layer only: LiteLLM's own retries are switched off, so a gRPC call makes exactly
+the upstream attempts this policy allows. Every wait is bounded by the caller's
+deadline (PC13): a wait that would pass it ends the call at once instead.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+from llm_service.config import RetryConfig
+
+
+class RetryReason(enum.Enum):
+    """Why an attempt is retried; the value is the metric label."""
+
+    RATE_LIMIT = "rate_limit"
+    EMPTY_RESPONSE = "empty_response"
+    EMPTY_STREAM = "empty_stream"
+    TRANSIENT = "transient"
+    TOOL_COMPAT = "tool_compat"
+
+
+def delay_from_headers(headers: Mapping[str, str], max_delay_s: float, now: float | None = None) -> float | None:
+    """The wait the upstream asked for (PC12), clamped to [0, max_delay_s], or None.
+
+    Order: retry-after-ms (milliseconds), retry-after in seconds, retry-after as an HTTP date.
+    """
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return _clamp(float(ms) / 1000.0, max_delay_s)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return _clamp(float(value), max_delay_s)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    current = time.time() if now is None else now
+    return _clamp(when.timestamp() - current, max_delay_s)
+
+
+def _clamp(delay: float, max_delay_s: float) -> float:
+    if delay != delay:  # NaN
+        return 0.0
+    return min(max(delay, 0.0), max_delay_s)
+
+
+def backoff_delay(retry_index: int, cfg: RetryConfig, rng: random.Random | None = None) -> float:
+    """Exponential backoff base * 2^retry_index with jitter, clamped to [0, max_delay_s]."""
+    delay = cfg.backoff_base_s * (2 ** min(retry_index, 30))
+    if cfg.jitter_ratio:
+        r = rng.random() if rng is not None else random.random()
+        delay *= 1.0 - cfg.jitter_ratio + 2 * cfg.jitter_ratio * r
+    return _clamp(delay, cfg.max_delay_s)
+
+
+@dataclass(frozen=True)
+class RetryLimits:
+    """How many retries of each reason one call may make."""
+
+    rate_limit: int
+    empty_stream: int
+    transient: int
+
+    @classmethod
+    def for_call(cls, cfg: RetryConfig, cap: int, route_max: int | None, call_max: int | None) -> RetryLimits:
+        """Limits for a call: the configured ones, lowered by the route's and the caller's max_retries.
+
+        The caller's value is capped by the server's max_retries_cap; 0 means no retries at all.
+        """
+        limit = cfg.rate_limit_max_retries
+        if route_max is not None:
+            limit = min(limit, route_max)
+        if call_max is not None:
+            limit = min(limit, max(0, min(call_max, cap)))
+        return cls(
+            rate_limit=limit,
+            empty_stream=min(cfg.empty_stream_max_retries, limit),
+            transient=min(cfg.transient_max_retries, limit),
+        )
+
+    def allowed(self, reason: RetryReason) -> int:
+        """Retries allowed for a reason. Empty responses share the rate-limit budget (as the reference)."""
+        if reason in (RetryReason.RATE_LIMIT, RetryReason.EMPTY_RESPONSE):
+            return self.rate_limit
+        if reason is RetryReason.EMPTY_STREAM:
+            return self.empty_stream
+        if reason is RetryReason.TRANSIENT:
+            return self.transient
+        return 1
+
+
+class Deadline:
+    """The caller's deadline as a monotonic instant (None: no deadline)."""
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self.at = None if timeout_s is None else time.monotonic() + timeout_s
+
+    def remaining(self) -> float | None:
+        """Seconds left, never negative; None without a deadline."""
+        return None if self.at is None else max(0.0, self.at - time.monotonic())
+
+    def allows_wait(self, wait_s: float) -> bool:
+        """Whether waiting wait_s still leaves time for another attempt."""
+        return self.at is None or time.monotonic() + wait_s < self.at

@@ -1,0 +1,95 @@
+"""Building and running the gRPC server: LLMService, health, reflection, graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from llm_client._proto.llm.v1 import llm_service_pb2 as pb
+from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
+
+from llm_service.config import Config
+from llm_service.core import litellm_setup
+from llm_service.core.provider import Provider
+from llm_service.servicer import LLMServicer
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LLMService"].full_name
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class RunningServer:
+    """A started server and what it needs to drain."""
+
+    server: grpc.aio.Server
+    health: HealthServicer
+    port: int
+    config: Config
+
+    async def drain(self, grace_s: float | None = None) -> None:
+        """Fail health, refuse new RPCs, let in-flight ones finish within the grace period."""
+        grace = self.config.server.drain_grace_s if grace_s is None else grace_s
+        log.info("draining", extra={"grace_s": grace})
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        log.info("stopped")
+
+
+async def start(config: Config, listen: str | None = None) -> RunningServer:
+    """Start serving on listen (default: the configured address); returns once listening."""
+    report = litellm_setup.install()
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    provider = Provider(config)
+    pb_grpc.add_LLMServiceServicer_to_server(LLMServicer(config, provider), server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    address = listen or config.server.listen
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "serving",
+        extra={"address": address.rsplit(":", 1)[0] + f":{port}", "routes": sorted(config.routes),
+               "litellm_version": report.litellm_version},
+    )
+    return RunningServer(server, health, port, config)
+
+
+async def serve_until_signalled(config: Config, listen: str | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then drain and return."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    fake = None
+    if config.fake_upstream:
+        from fake_upstream import FakeUpstream
+
+        host, port = config.fake_upstream.rsplit(":", 1)
+        fake = FakeUpstream(host, int(port))
+        await fake.start()
+        log.info("fake upstream started", extra={"address": fake.base_url})
+    running = await start(config, listen)
+    await stop.wait()
+    await running.drain()
+    if fake is not None:
+        await fake.stop()
