@@ -206,6 +206,9 @@ def build_request(
         "timeout": timeout_s,
         "num_retries": 0,
         "max_retries": 0,
+        # LiteLLM 1.106 routes any call with tools through its proxy's MCP gateway check,
+        # which imports the optional `mcp` package; this service never uses that gateway.
+        "_skip_mcp_handler": True,
     }
     if api_base:
         kwargs["api_base"] = api_base

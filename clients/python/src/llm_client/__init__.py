@@ -1,0 +1,40 @@
+"""Python client for llm-service: typed calls over the generated llm.v1 stubs.
+
+    from llm_client import LLMClient, user
+    with LLMClient("127.0.0.1:50051") as client:
+        print(client.complete("demo", [user("Hello")]).text)
+        for event in client.stream("demo", [user("Hello")]):
+            ...
+
+It depends on grpcio, protobuf and googleapis-common-protos only (never LiteLLM).
+"""
+
+from llm_client._proto.llm.v1 import llm_service_pb2 as pb
+from llm_client.client import (
+    AsyncLLMClient,
+    Completion,
+    LLMClient,
+    LLMServiceError,
+    StreamEvent,
+    assistant,
+    channel_options,
+    error_from_rpc,
+    system,
+    tool_result,
+    user,
+)
+
+__all__ = [
+    "AsyncLLMClient",
+    "Completion",
+    "LLMClient",
+    "LLMServiceError",
+    "StreamEvent",
+    "assistant",
+    "channel_options",
+    "error_from_rpc",
+    "pb",
+    "system",
+    "tool_result",
+    "user",
+]

@@ -1,0 +1,120 @@
+"""Shared fixtures: the fake upstream and a real gRPC server on loopback, each in its own thread.
+
+Nothing here mocks LiteLLM: the server sends real HTTP to the fake upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from fake_upstream import FakeUpstream
+from llm_client import LLMClient, channel_options, pb
+from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
+
+from llm_service.config import Config, parse_config
+from llm_service.server import RunningServer, start
+
+SENTINEL_KEY = "sk-test-SENTINEL-provider-key-0123456789"
+
+
+def test_config(fake_url: str, **overrides: Any) -> Config:
+    """A configuration whose routes all point at the fake upstream, with fast retries."""
+    raw: dict[str, Any] = {
+        "server": {"listen": "127.0.0.1:0", "drain_grace_s": 5},
+        "retry": {"backoff_base_s": 0.01, "max_delay_s": 2.0, "empty_stream_delay_s": 0.01, "jitter_ratio": 0.0},
+        "routes": {
+            "openai": {"model": "openai/test-model", "api_base": f"{fake_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}},
+            "anthropic": {"model": "anthropic/claude-test", "api_base": fake_url, "key": {"env": "TEST_PROVIDER_KEY"}},
+            "refused": {"model": "openai/test-model", "api_base": "http://127.0.0.1:9/v1"},
+            "nokey": {"model": "openai/test-model", "api_base": f"{fake_url}/v1", "key": {"env": "UNSET_KEY_VARIABLE"}},
+        },
+    }
+    for section, values in overrides.items():
+        raw.setdefault(section, {}).update(values)
+    return parse_config(raw, "<tests>", {"TEST_PROVIDER_KEY": SENTINEL_KEY})
+
+
+class ServerThread:
+    """A real grpc.aio server running on its own event loop in a daemon thread."""
+
+    def __init__(self, config: Config) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.running: RunningServer | None = None
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        async def boot() -> None:
+            try:
+                self.running = await start(config, "127.0.0.1:0")
+            except BaseException as exc:  # reported to the test thread
+                errors.append(exc)
+            ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.create_task(boot())
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True, name="grpc-server")
+        self.thread.start()
+        ready.wait(30)
+        if errors:
+            raise errors[0]
+        assert self.running is not None
+        self.port = self.running.port
+        self.target = f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        """Stop at once and end the thread."""
+        assert self.running is not None
+        asyncio.run_coroutine_threadsafe(self.running.drain(0), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def fake() -> Iterator[FakeUpstream]:
+    """The fake upstream for the whole session."""
+    upstream = FakeUpstream().start_in_thread()
+    yield upstream
+    upstream.stop_thread()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fake(request: pytest.FixtureRequest) -> None:
+    """Each test starts with no queued scripts and no recorded requests."""
+    if "fake" in request.fixturenames:
+        request.getfixturevalue("fake").reset()
+
+
+@pytest.fixture(scope="session")
+def server(fake: FakeUpstream) -> Iterator[ServerThread]:
+    """A real server on loopback whose routes point at the fake upstream."""
+    srv = ServerThread(test_config(fake.base_url))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def stub(server: ServerThread) -> Iterator[pb_grpc.LLMServiceStub]:
+    """A raw generated stub on a plain channel (no client-side retries)."""
+    channel = grpc.insecure_channel(server.target)
+    yield pb_grpc.LLMServiceStub(channel)
+    channel.close()
+
+
+@pytest.fixture
+def client(server: ServerThread) -> Iterator[LLMClient]:
+    """The Python client, with channel retries off so attempt counts are exact."""
+    with LLMClient(server.target, options=channel_options(retries=False)) as c:
+        yield c
+
+
+def user_msg(text: str = "Hello") -> pb.Message:
+    """A user message."""
+    return pb.Message(role=pb.ROLE_USER, parts=[pb.ContentPart(text=text)])
