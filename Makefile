@@ -13,7 +13,7 @@ GEN_DIR := clients/python/src/llm_client/_proto
 NPM_STAMP := protos/node_modules/.installed
 BUF := protos/node_modules/.bin/buf
 
-.PHONY: help venv run test lint proto proto-check parity typecheck clean
+.PHONY: help venv run test lint proto proto-check typecheck clean lock
 
 help:
 	@echo "make run    start the service with the bundled config (demo route -> bundled fake upstream)"
@@ -51,6 +51,7 @@ run: venv
 
 lint: venv $(NPM_STAMP) proto-check
 	$(BIN)/ruff check service tests clients/python protos
+	$(BIN)/ruff format --check -q service tests clients/python protos
 	$(BIN)/mypy
 	cd protos && node_modules/.bin/buf lint
 
@@ -60,8 +61,10 @@ typecheck: venv
 test: venv lint
 	$(BIN)/pytest
 
-parity: venv
-	$(PY) tests/parity.py
-
 clean:
 	rm -rf $(VENV) protos/node_modules .pytest_cache .mypy_cache .ruff_cache
+
+# Recompile the hash-checked locks from requirements*.in (needs uv in the venv or on PATH).
+lock:
+	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 requirements.in -o requirements.lock
+	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 requirements-dev.in -o requirements-dev.lock

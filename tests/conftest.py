@@ -12,10 +12,10 @@ from typing import Any
 
 import grpc
 import pytest
+
 from fake_upstream import FakeUpstream
 from llm_client import LLMClient, channel_options, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-
 from llm_service.config import Config, parse_config
 from llm_service.server import RunningServer, start
 

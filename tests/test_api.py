@@ -6,10 +6,10 @@ import json
 
 import grpc
 import pytest
+
 from fake_upstream import FakeUpstream, Script, ToolCallSpec, Usage
 from llm_client import LLMClient, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-
 from tests.conftest import user_msg
 
 ROUTES = ["openai", "anthropic"]
@@ -46,8 +46,11 @@ def test_stream_sends_deltas_then_text_end_then_one_finish(route: str, client: L
 
 @pytest.mark.parametrize("route", ROUTES)
 def test_tool_calls_round_trip_json_exactly(route: str, client: LLMClient, fake: FakeUpstream) -> None:
-    schema = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "maximum": 10}},
-              "required": ["city"]}
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer", "maximum": 10}},
+        "required": ["city"],
+    }
     tool = pb.Tool(name="get_weather", description="Weather by city", parameters_json=json.dumps(schema))
     fake.script(Script(text="", tool_calls=(ToolCallSpec("get_weather", '{"city": "Paris", "days": 3}', "call_9"),)))
     events = list(client.stream(route, [user_msg("Weather?")], tools=[tool], timeout=10))
@@ -78,11 +81,14 @@ def test_tool_results_and_assistant_tool_calls_reach_the_upstream(client: LLMCli
 
 
 def test_images_by_url_and_inline_bytes_are_sent_as_image_parts(stub: pb_grpc.LLMServiceStub, fake: FakeUpstream) -> None:
-    msg = pb.Message(role=pb.ROLE_USER, parts=[
-        pb.ContentPart(text="What is this?"),
-        pb.ContentPart(image_url=pb.ImageUrl(url="https://example.invalid/cat.png")),
-        pb.ContentPart(inline_image=pb.InlineImage(data=b"\x89PNG", mime_type="image/png")),
-    ])
+    msg = pb.Message(
+        role=pb.ROLE_USER,
+        parts=[
+            pb.ContentPart(text="What is this?"),
+            pb.ContentPart(image_url=pb.ImageUrl(url="https://example.invalid/cat.png")),
+            pb.ContentPart(inline_image=pb.InlineImage(data=b"\x89PNG", mime_type="image/png")),
+        ],
+    )
     fake.script(Script(text="A cat."))
     stub.Complete(pb.CompleteRequest(model="openai", messages=[msg]), timeout=10)
     content = fake.requests()[-1].body["messages"][0]["content"]
@@ -91,8 +97,17 @@ def test_images_by_url_and_inline_bytes_are_sent_as_image_parts(stub: pb_grpc.LL
 
 
 def test_sampling_parameters_are_forwarded(stub: pb_grpc.LLMServiceStub, fake: FakeUpstream) -> None:
-    req = pb.CompleteRequest(model="openai", messages=[user_msg()], system="Be brief.", max_tokens=33, temperature=0.5,
-                             top_p=0.9, stop_sequences=["END"], seed=7, metadata={"team": "search"})
+    req = pb.CompleteRequest(
+        model="openai",
+        messages=[user_msg()],
+        system="Be brief.",
+        max_tokens=33,
+        temperature=0.5,
+        top_p=0.9,
+        stop_sequences=["END"],
+        seed=7,
+        metadata={"team": "search"},
+    )
     stub.Complete(req, timeout=10)
     body = fake.requests()[-1].body
     assert body["messages"][0] == {"role": "system", "content": "Be brief."}
@@ -133,7 +148,10 @@ def test_health_and_reflection_are_served(server: object) -> None:
     with grpc.insecure_channel(target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "llm.v1.LLMService"):
-            assert health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+            assert (
+                health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+                == health_pb2.HealthCheckResponse.SERVING
+            )
         refl = reflection_pb2_grpc.ServerReflectionStub(channel)
         answers = list(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
         names = {s.name for s in answers[0].list_services_response.service}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import grpc
+
 from fake_upstream import FakeUpstream, Script
 from llm_client import pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-
 from tests.conftest import user_msg
 
 CLOSE_WITHIN_S = 0.5
@@ -31,7 +31,9 @@ def test_cancelled_stream_mid_answer_closes_the_upstream_request(stub: pb_grpc.L
     assert _aborted_request(fake) - cancelled_at < CLOSE_WITHIN_S
 
 
-def test_cancelled_stream_before_first_token_closes_the_upstream_request(stub: pb_grpc.LLMServiceStub, fake: FakeUpstream) -> None:
+def test_cancelled_stream_before_first_token_closes_the_upstream_request(
+    stub: pb_grpc.LLMServiceStub, fake: FakeUpstream
+) -> None:
     fake.script(Script(first_byte_delay_s=30))
     call = stub.Stream(pb.StreamRequest(model="anthropic", messages=[user_msg()]), timeout=30)
     fake.wait_for(lambda rs: len(rs) == 1)

@@ -21,7 +21,10 @@ GOOD_ROUTE = {"model": "openai/gpt-4o-mini", "key": {"env": "K"}}
         ({"routes": {"a": {"api_base": "http://x"}}}, "routes.a.model: expected a LiteLLM model string"),
         ({"routes": {"a": {**GOOD_ROUTE, "timeout_s": "soon"}}}, "routes.a.timeout_s: expected seconds > 0, got 'soon'"),
         ({"routes": {"a": {**GOOD_ROUTE, "api_base": "ftp://x"}}}, "routes.a.api_base: expected an http(s) URL"),
-        ({"routes": {"a": {**GOOD_ROUTE, "key": {"env": "A", "file": "/f"}}}}, "routes.a.key: expected exactly one of env or file"),
+        (
+            {"routes": {"a": {**GOOD_ROUTE, "key": {"env": "A", "file": "/f"}}}},
+            "routes.a.key: expected exactly one of env or file",
+        ),
         ({"routes": {"a": {**GOOD_ROUTE, "colour": "red"}}}, "routes.a.colour: expected one of"),
         ({"routes": {"a": {**GOOD_ROUTE, "fallbacks": ["b"]}}}, "routes.a.fallbacks: expected names of other routes"),
         ({"server": {"listen": "nowhere"}, "routes": {"a": GOOD_ROUTE}}, "server.listen: expected host:port"),
@@ -38,7 +41,7 @@ def test_bad_config_names_file_key_and_expectation(raw: dict, expected: str) -> 
 def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("routes: [unclosed")
-    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
         load_config(bad, {})
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml", {})
@@ -47,8 +50,13 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
 def test_server_refuses_to_start_on_a_bad_file(tmp_path: Path) -> None:
     bad = tmp_path / "routes.yaml"
     bad.write_text("routes:\n  a:\n    model: openai/x\n    timeout_s: -1\n")
-    proc = subprocess.run([sys.executable, "-m", "llm_service", "--config", str(bad)], capture_output=True, text=True,
-                          env={"PYTHONPATH": f"{ROOT / 'service'}:{ROOT / 'clients/python/src'}"}, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "llm_service", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": f"{ROOT / 'service'}:{ROOT / 'clients/python/src'}"},
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert f"{bad}: routes.a.timeout_s: expected seconds > 0, got -1.0" in proc.stderr
 
@@ -56,8 +64,11 @@ def test_server_refuses_to_start_on_a_bad_file(tmp_path: Path) -> None:
 def test_keys_come_from_environment_or_file_and_never_print(tmp_path: Path) -> None:
     key_file = tmp_path / "key"
     key_file.write_text("sk-from-file\n")
-    cfg = parse_config({"routes": {"env": GOOD_ROUTE, "file": {"model": "openai/x", "key": {"file": str(key_file)}}}},
-                       "c.yaml", {"K": "sk-from-env"})
+    cfg = parse_config(
+        {"routes": {"env": GOOD_ROUTE, "file": {"model": "openai/x", "key": {"file": str(key_file)}}}},
+        "c.yaml",
+        {"K": "sk-from-env"},
+    )
     assert cfg.routes["env"].key == Secret("sk-from-env")
     assert cfg.routes["file"].key == Secret("sk-from-file")
     assert "sk-from" not in repr(cfg) and "sk-from" not in str(cfg.routes["env"].key)

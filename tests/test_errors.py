@@ -6,10 +6,10 @@ import time
 
 import grpc
 import pytest
+
 from fake_upstream import FakeUpstream, Script
 from llm_client import LLMClient, LLMServiceError, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-
 from tests.conftest import SENTINEL_KEY, user_msg
 
 
@@ -43,14 +43,17 @@ def test_unknown_route_is_not_found(client: LLMClient, fake: FakeUpstream) -> No
         ({"tools": [pb.Tool(name="t", parameters_json="{not json")]}, "tools[0].parameters_json"),
         ({"tools": [pb.Tool(name="t", parameters_json='{"type": "array"}')]}, "tools[0].parameters_json"),
         ({"tools": [pb.Tool(name="bad name!")]}, "tools[0].name"),
-        ({"messages": [pb.Message(role=pb.ROLE_TOOL, tool_call_id="nope", parts=[pb.ContentPart(text="x")])]},
-         "messages[0].tool_call_id"),
+        (
+            {"messages": [pb.Message(role=pb.ROLE_TOOL, tool_call_id="nope", parts=[pb.ContentPart(text="x")])]},
+            "messages[0].tool_call_id",
+        ),
         ({"temperature": 3.0}, "temperature"),
         ({"response_format": pb.ResponseFormat(json_schema="[1, 2]")}, "response_format.json_schema"),
     ],
 )
-def test_invalid_requests_name_the_field(stub: pb_grpc.LLMServiceStub, fake: FakeUpstream,
-                                         request_kwargs: dict[str, object], field: str) -> None:
+def test_invalid_requests_name_the_field(
+    stub: pb_grpc.LLMServiceStub, fake: FakeUpstream, request_kwargs: dict[str, object], field: str
+) -> None:
     from llm_client import error_from_rpc
 
     fields: dict[str, object] = {"model": "openai", "messages": [user_msg()], **request_kwargs}
@@ -72,8 +75,15 @@ def test_rate_limit_exhausted_is_resource_exhausted_with_retry_info(client: LLMC
 
 
 def test_context_window_exceeded(client: LLMClient, fake: FakeUpstream) -> None:
-    fake.script(Script(status=400, error={"message": "This model's maximum context length is 8192 tokens. However, "
-                                           "your messages resulted in 9000 tokens", "code": "context_length_exceeded"}))
+    fake.script(
+        Script(
+            status=400,
+            error={
+                "message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens",
+                "code": "context_length_exceeded",
+            },
+        )
+    )
     err = _complete_error(client)
     assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "CONTEXT_WINDOW_EXCEEDED")
     assert len(fake.requests()) == 1, "never retried"
@@ -138,7 +148,6 @@ def test_deadline_bounds_the_upstream_timeout(stub: pb_grpc.LLMServiceStub, fake
 
 def test_unexpected_failure_is_internal_with_a_generic_message(fake: FakeUpstream, caplog: pytest.LogCaptureFixture) -> None:
     from llm_service.core.provider import Provider
-
     from tests.conftest import ServerThread, test_config
 
     class BrokenProvider(Provider):

@@ -8,7 +8,6 @@ import logging
 
 from fake_upstream import FakeUpstream, Script, Usage
 from llm_client import LLMClient
-
 from llm_service.logs import JsonFormatter
 from tests.conftest import SENTINEL_KEY, user_msg
 

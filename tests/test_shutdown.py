@@ -14,11 +14,11 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from fake_upstream import FakeUpstream, Script
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from fake_upstream import FakeUpstream, Script
 from llm_client import pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-
 from tests.conftest import user_msg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,8 +39,13 @@ def test_sigterm_lets_an_in_flight_stream_finish_then_exits_zero(fake: FakeUpstr
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'service'}:{ROOT / 'clients/python/src'}"}
-    proc = subprocess.Popen([sys.executable, "-m", "llm_service", "--config", str(path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llm_service", "--config", str(path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         grpc.channel_ready_future(channel).result(timeout=30)

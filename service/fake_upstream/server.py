@@ -143,8 +143,12 @@ class FakeUpstream:
             body = raw.decode(errors="replace")
         with self._lock:
             rec = RecordedRequest(
-                seq=len(self._requests), method=request.method, path=request.path,
-                headers=dict(request.headers), body=body, started_at=time.monotonic(),
+                seq=len(self._requests),
+                method=request.method,
+                path=request.path,
+                headers=dict(request.headers),
+                body=body,
+                started_at=time.monotonic(),
             )
             self._requests.append(rec)
         self._notify()
@@ -222,9 +226,9 @@ class FakeUpstream:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
-        server = site._server
+        server: Any = site._server
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         """Stop serving."""

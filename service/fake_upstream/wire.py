@@ -104,7 +104,12 @@ def openai_sse(script: Script, model: str) -> Iterator[bytes]:
     for i, tc in enumerate(script.tool_calls):
         index = 0 if script.tool_index_zero else i
         frags = _fragments(tc.arguments, script.fragment_tool_calls)
-        first = {"index": index, "id": _call_id(tc, i, "call_"), "type": "function", "function": {"name": tc.name, "arguments": frags[0]}}
+        first = {
+            "index": index,
+            "id": _call_id(tc, i, "call_"),
+            "type": "function",
+            "function": {"name": tc.name, "arguments": frags[0]},
+        }
         yield chunk({"tool_calls": [first]})
         for frag in frags[1:]:
             yield chunk({"tool_calls": [{"index": index, "function": {"arguments": frag}}]})
@@ -174,9 +179,15 @@ def anthropic_sse(script: Script, model: str) -> Iterator[bytes]:
     def event(name: str, data: dict[str, Any]) -> bytes:
         return f"event: {name}\ndata: {_dumps({'type': name, **data})}\n\n".encode()
 
-    message = {
-        "id": "msg_fake", "type": "message", "role": "assistant", "model": script.model or model,
-        "content": [], "stop_reason": None, "stop_sequence": None, "usage": _anthropic_usage(script, output=False),
+    message: dict[str, Any] = {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": script.model or model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": _anthropic_usage(script, output=False),
     }
     yield event("message_start", {"message": message})
     index = 0
@@ -184,7 +195,10 @@ def anthropic_sse(script: Script, model: str) -> Iterator[bytes]:
         yield event("content_block_start", {"index": index, "content_block": {"type": "thinking", "thinking": ""}})
         for piece in _split(script.reasoning):
             yield event("content_block_delta", {"index": index, "delta": {"type": "thinking_delta", "thinking": piece}})
-        yield event("content_block_delta", {"index": index, "delta": {"type": "signature_delta", "signature": script.thinking_signature or "sig"}})
+        yield event(
+            "content_block_delta",
+            {"index": index, "delta": {"type": "signature_delta", "signature": script.thinking_signature or "sig"}},
+        )
         yield event("content_block_stop", {"index": index})
         index += 1
     pieces = script.text_pieces()
@@ -202,5 +216,8 @@ def anthropic_sse(script: Script, model: str) -> Iterator[bytes]:
         yield event("content_block_stop", {"index": index})
         index += 1
     out = script.usage.output if script.usage is not None and script.usage_mode != "none" else 0
-    yield event("message_delta", {"delta": {"stop_reason": _anthropic_stop(script), "stop_sequence": None}, "usage": {"output_tokens": out}})
+    yield event(
+        "message_delta",
+        {"delta": {"stop_reason": _anthropic_stop(script), "stop_sequence": None}, "usage": {"output_tokens": out}},
+    )
     yield event("message_stop", {})

@@ -15,10 +15,16 @@ from llm_service.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, load the configuration, serve until signalled."""
     parser = argparse.ArgumentParser(prog="llm_service", description="gRPC gateway to LLM providers")
-    parser.add_argument("--config", default=os.environ.get("LLM_SERVICE_CONFIG", str(DEFAULT_CONFIG_PATH)),
-                        help="routes YAML file (env LLM_SERVICE_CONFIG; default: the bundled config)")
-    parser.add_argument("--listen", default=os.environ.get("LLM_SERVICE_LISTEN"),
-                        help="host:port to serve on (env LLM_SERVICE_LISTEN; default: the config's server.listen)")
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("LLM_SERVICE_CONFIG", str(DEFAULT_CONFIG_PATH)),
+        help="routes YAML file (env LLM_SERVICE_CONFIG; default: the bundled config)",
+    )
+    parser.add_argument(
+        "--listen",
+        default=os.environ.get("LLM_SERVICE_LISTEN"),
+        help="host:port to serve on (env LLM_SERVICE_LISTEN; default: the config's server.listen)",
+    )
     parser.add_argument("--check-config", action="store_true", help="validate the config file and exit")
     args = parser.parse_args(argv)
     try:

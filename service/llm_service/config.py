@@ -219,8 +219,9 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
         listen=s.get("listen", str, ServerConfig.listen, "host:port", _host_port),
         drain_grace_s=s.get("drain_grace_s", float, ServerConfig.drain_grace_s, "seconds >= 0", _non_negative),
         max_retries_cap=s.get("max_retries_cap", int, ServerConfig.max_retries_cap, "an integer >= 0", _non_negative),
-        log_level=s.get("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR",
-                        lambda v: v in ("DEBUG", "INFO", "WARNING", "ERROR")),
+        log_level=s.get(
+            "log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR", lambda v: v in ("DEBUG", "INFO", "WARNING", "ERROR")
+        ),
         max_metadata_entries=s.get("max_metadata_entries", int, 16, "an integer >= 0", _non_negative),
     )
     s.done()
@@ -231,7 +232,9 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
         backoff_base_s=r.get("backoff_base_s", float, d.backoff_base_s, "seconds >= 0", _non_negative),
         max_delay_s=r.get("max_delay_s", float, d.max_delay_s, "seconds >= 0", _non_negative),
         jitter_ratio=r.get("jitter_ratio", float, d.jitter_ratio, "a ratio from 0 to 1", lambda v: 0 <= v <= 1),
-        empty_stream_max_retries=r.get("empty_stream_max_retries", int, d.empty_stream_max_retries, "an integer >= 0", _non_negative),
+        empty_stream_max_retries=r.get(
+            "empty_stream_max_retries", int, d.empty_stream_max_retries, "an integer >= 0", _non_negative
+        ),
         empty_stream_delay_s=r.get("empty_stream_delay_s", float, d.empty_stream_delay_s, "seconds >= 0", _non_negative),
         transient_max_retries=r.get("transient_max_retries", int, d.transient_max_retries, "an integer >= 0", _non_negative),
     )
@@ -266,8 +269,15 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
                 raise ConfigError(f"{source}: routes.{route.name}.fallbacks: expected names of other routes, got {fb!r}")
     top.done()
     return Config(
-        source=source, server=server, retry=retry, claude_code=cc, hive_api_base=hive_api_base,
-        routes=routes, fake_upstream=fake, debug_dump_dir=dump_dir, debug_dump_keep=dump_keep,
+        source=source,
+        server=server,
+        retry=retry,
+        claude_code=cc,
+        hive_api_base=hive_api_base,
+        routes=routes,
+        fake_upstream=fake,
+        debug_dump_dir=dump_dir,
+        debug_dump_keep=dump_keep,
     )
 
 

@@ -12,7 +12,6 @@ import re
 from typing import Any
 
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
-
 from llm_service.core import types
 from llm_service.core.errors import InvalidRequest
 
@@ -23,11 +22,16 @@ METADATA_MAX_CHARS = 256
 _ROLES = {pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant", pb.ROLE_TOOL: "tool", pb.ROLE_SYSTEM: "system"}
 _TOOL_MODES = {pb.TOOL_CHOICE_MODE_AUTO: "auto", pb.TOOL_CHOICE_MODE_NONE: "none", pb.TOOL_CHOICE_MODE_REQUIRED: "required"}
 _FINISH = {
-    "stop": pb.FINISH_REASON_STOP, "end_turn": pb.FINISH_REASON_STOP, "stop_sequence": pb.FINISH_REASON_STOP,
-    "length": pb.FINISH_REASON_LENGTH, "max_tokens": pb.FINISH_REASON_LENGTH,
-    "tool_calls": pb.FINISH_REASON_TOOL_CALLS, "tool_use": pb.FINISH_REASON_TOOL_CALLS,
+    "stop": pb.FINISH_REASON_STOP,
+    "end_turn": pb.FINISH_REASON_STOP,
+    "stop_sequence": pb.FINISH_REASON_STOP,
+    "length": pb.FINISH_REASON_LENGTH,
+    "max_tokens": pb.FINISH_REASON_LENGTH,
+    "tool_calls": pb.FINISH_REASON_TOOL_CALLS,
+    "tool_use": pb.FINISH_REASON_TOOL_CALLS,
     "function_call": pb.FINISH_REASON_TOOL_CALLS,
-    "content_filter": pb.FINISH_REASON_CONTENT_FILTER, "refusal": pb.FINISH_REASON_CONTENT_FILTER,
+    "content_filter": pb.FINISH_REASON_CONTENT_FILTER,
+    "refusal": pb.FINISH_REASON_CONTENT_FILTER,
     "safety": pb.FINISH_REASON_CONTENT_FILTER,
 }
 
@@ -104,16 +108,16 @@ def messages_from_proto(messages: Any, field_prefix: str = "messages") -> list[d
                 if not TOOL_NAME_RE.match(tc.name):
                     raise InvalidRequest(f"{tc_field}.name", "must be 1-64 letters, digits, '_' or '-'")
                 _json_object(tc.arguments_json or "{}", f"{tc_field}.arguments_json", "arguments")
-                calls.append({"id": tc.id, "type": "function",
-                              "function": {"name": tc.name, "arguments": tc.arguments_json or "{}"}})
+                calls.append(
+                    {"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": tc.arguments_json or "{}"}}
+                )
                 open_calls.add(tc.id)
             entry["tool_calls"] = calls
         if role == "tool":
             if not msg.tool_call_id:
                 raise InvalidRequest(f"{field}.tool_call_id", "is required for a tool message")
             if msg.tool_call_id not in open_calls:
-                raise InvalidRequest(f"{field}.tool_call_id",
-                                     "must answer a tool call made by an earlier assistant message")
+                raise InvalidRequest(f"{field}.tool_call_id", "must answer a tool call made by an earlier assistant message")
             entry["tool_call_id"] = msg.tool_call_id
             entry["content"] = content if content is not None else ""
             if msg.name:
@@ -135,7 +139,11 @@ def tools_from_proto(tools: Any) -> tuple[types.ToolSpec, ...]:
         if tool.name in seen:
             raise InvalidRequest(f"{field}.name", f"duplicate tool name '{tool.name}'")
         seen.add(tool.name)
-        params = _json_object(tool.parameters_json, f"{field}.parameters_json", "the parameters schema") if tool.parameters_json else {}
+        params = (
+            _json_object(tool.parameters_json, f"{field}.parameters_json", "the parameters schema")
+            if tool.parameters_json
+            else {}
+        )
         if params.get("type", "object") != "object":
             raise InvalidRequest(f"{field}.parameters_json", 'the schema\'s "type" must be "object"')
         if not isinstance(params.get("properties", {}), dict):
@@ -222,8 +230,11 @@ def finish_reason_to_proto(raw: str) -> pb.FinishReason.ValueType:
 def usage_to_proto(u: types.Usage) -> pb.Usage:
     """Usage as protobuf."""
     return pb.Usage(
-        input_tokens=u.input_tokens, output_tokens=u.output_tokens, cached_input_tokens=u.cached_input_tokens,
-        cache_creation_tokens=u.cache_creation_tokens, reasoning_tokens=u.reasoning_tokens,
+        input_tokens=u.input_tokens,
+        output_tokens=u.output_tokens,
+        cached_input_tokens=u.cached_input_tokens,
+        cache_creation_tokens=u.cache_creation_tokens,
+        reasoning_tokens=u.reasoning_tokens,
     )
 
 
@@ -246,9 +257,13 @@ def _thinking(blocks: tuple[types.ThinkingBlock, ...]) -> list[pb.ThinkingBlock]
 def finish_to_proto(f: types.Finish) -> pb.Finish:
     """The finish event as protobuf."""
     return pb.Finish(
-        finish_reason=finish_reason_to_proto(f.finish_reason), provider_finish_reason=f.finish_reason,
-        usage=usage_to_proto(f.usage), cost_usd=f.cost_usd, provider_model=f.provider_model,
-        gateway=gateway_to_proto(f.gateway), thinking_blocks=_thinking(f.thinking_blocks),
+        finish_reason=finish_reason_to_proto(f.finish_reason),
+        provider_finish_reason=f.finish_reason,
+        usage=usage_to_proto(f.usage),
+        cost_usd=f.cost_usd,
+        provider_model=f.provider_model,
+        gateway=gateway_to_proto(f.gateway),
+        thinking_blocks=_thinking(f.thinking_blocks),
     )
 
 
@@ -256,10 +271,16 @@ def completion_to_proto(c: types.Completion) -> pb.CompleteResponse:
     """A whole answer as CompleteResponse."""
     f = c.finish
     return pb.CompleteResponse(
-        text=c.text, tool_calls=[tool_call_to_proto(tc) for tc in c.tool_calls], reasoning=c.reasoning,
-        finish_reason=finish_reason_to_proto(f.finish_reason), provider_finish_reason=f.finish_reason,
-        usage=usage_to_proto(f.usage), cost_usd=f.cost_usd, provider_model=f.provider_model,
-        gateway=gateway_to_proto(f.gateway), thinking_blocks=_thinking(f.thinking_blocks),
+        text=c.text,
+        tool_calls=[tool_call_to_proto(tc) for tc in c.tool_calls],
+        reasoning=c.reasoning,
+        finish_reason=finish_reason_to_proto(f.finish_reason),
+        provider_finish_reason=f.finish_reason,
+        usage=usage_to_proto(f.usage),
+        cost_usd=f.cost_usd,
+        provider_model=f.provider_model,
+        gateway=gateway_to_proto(f.gateway),
+        thinking_blocks=_thinking(f.thinking_blocks),
     )
 
 

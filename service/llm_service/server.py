@@ -11,9 +11,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-
 from llm_service.config import Config
 from llm_service.core import litellm_setup
 from llm_service.core.provider import Provider
@@ -68,8 +68,11 @@ async def start(config: Config, listen: str | None = None) -> RunningServer:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "serving",
-        extra={"address": address.rsplit(":", 1)[0] + f":{port}", "routes": sorted(config.routes),
-               "litellm_version": report.litellm_version},
+        extra={
+            "address": address.rsplit(":", 1)[0] + f":{port}",
+            "routes": sorted(config.routes),
+            "litellm_version": report.litellm_version,
+        },
     )
     return RunningServer(server, health, port, config)
 

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-
 from llm_service import convert
 from llm_service.config import Config, Route
 from llm_service.core import errors, types
@@ -40,9 +40,13 @@ class _RpcRecord:
         if finish is not None:
             u = finish.usage
             self.fields.update(
-                attempts=finish.gateway.attempts, input_tokens=u.input_tokens, output_tokens=u.output_tokens,
-                cached_input_tokens=u.cached_input_tokens, finish_reason=finish.finish_reason,
-                cost_usd=finish.cost_usd, upstream_ms=round(finish.gateway.upstream_s * 1000, 1),
+                attempts=finish.gateway.attempts,
+                input_tokens=u.input_tokens,
+                output_tokens=u.output_tokens,
+                cached_input_tokens=u.cached_input_tokens,
+                finish_reason=finish.finish_reason,
+                cost_usd=finish.cost_usd,
+                upstream_ms=round(finish.gateway.upstream_s * 1000, 1),
             )
 
     def failed(self, mapped: MappedStatus, err: errors.LLMError) -> None:
@@ -78,7 +82,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
             err = errors.LLMError("internal error")
         return to_status(err, route), err
 
-    async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.CompleteResponse:  # type: ignore[override]
+    async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.CompleteResponse:
         """Answer in one response."""
         rec = _RpcRecord("Complete", request)
         failure: MappedStatus | None = None
@@ -97,10 +101,11 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
             raise
         finally:
             rec.emit()
+        assert failure is not None
         await context.abort(failure.code, failure.message, failure.trailing_metadata)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def Stream(self, request: pb.StreamRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamResponse]:  # type: ignore[override]
+    async def Stream(self, request: pb.StreamRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamResponse]:
         """Answer as a stream of events."""
         rec = _RpcRecord("Stream", request)
         failure: MappedStatus | None = None
@@ -127,7 +132,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
             yield pb.StreamResponse(error=pb.StreamError(code=failure.code.name, reason=failure.reason, message=failure.message))
             await context.abort(failure.code, failure.message, failure.trailing_metadata)
 
-    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:  # type: ignore[override]
+    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
         """The configured routes."""
         models = [
             pb.Model(name=r.name, provider=r.provider, provider_model=r.model, ready=r.ready, fallbacks=list(r.fallbacks))
@@ -135,7 +140,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         ]
         return pb.ListModelsResponse(models=models)
 
-    async def CountTokens(self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext) -> pb.CountTokensResponse:  # type: ignore[override]
+    async def CountTokens(self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext) -> pb.CountTokensResponse:
         """The input-token estimate for a request on a route."""
         rec = _RpcRecord("CountTokens", request)
         failure: MappedStatus | None = None
@@ -151,5 +156,6 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
             rec.failed(failure, err)
         finally:
             rec.emit()
+        assert failure is not None
         await context.abort(failure.code, failure.message, failure.trailing_metadata)
         raise AssertionError("unreachable")  # pragma: no cover

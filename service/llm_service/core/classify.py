@@ -47,7 +47,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 def _upstream_words(exc: BaseException) -> str:
     body = getattr(exc, "body", None)
     if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"]
+        return str(body["message"])
     text = str(getattr(exc, "message", "") or exc)
     for prefix in ("litellm.", "OpenAIException - ", "AnthropicException - "):
         if prefix in text:
@@ -66,9 +66,13 @@ def classify(exc: BaseException, secrets: Iterable[str] = ()) -> errors.LLMError
     if isinstance(exc, (asyncio.TimeoutError, lx.Timeout)):
         return errors.UpstreamUnavailable("the upstream timed out", upstream_status=status)
     if isinstance(exc, lx.ContextWindowExceededError):
-        return errors.ContextWindowExceeded(f"the conversation does not fit the model's context window: {words}", upstream_status=status)
+        return errors.ContextWindowExceeded(
+            f"the conversation does not fit the model's context window: {words}", upstream_status=status
+        )
     if isinstance(exc, lx.ContentPolicyViolationError):
-        return errors.ContentPolicyViolation(f"the provider refused the request by its content policy: {words}", upstream_status=status)
+        return errors.ContentPolicyViolation(
+            f"the provider refused the request by its content policy: {words}", upstream_status=status
+        )
     if isinstance(exc, lx.RateLimitError) or status == 429:
         return errors.RateLimited("the upstream is rate-limiting this route", upstream_status=429)
     if status == 401 or isinstance(exc, lx.AuthenticationError):
@@ -76,13 +80,18 @@ def classify(exc: BaseException, secrets: Iterable[str] = ()) -> errors.LLMError
     if status == 402 or "insufficient credit" in lowered or "insufficient_quota" in lowered:
         return errors.InsufficientCredits("the provider account for this route has no credit left", upstream_status=status)
     if status == 403 or isinstance(exc, lx.PermissionDeniedError):
-        return errors.UpstreamPermissionDenied(f"the provider refused the server's key access (HTTP 403): {words}", upstream_status=403)
+        return errors.UpstreamPermissionDenied(
+            f"the provider refused the server's key access (HTTP 403): {words}", upstream_status=403
+        )
     if any(marker in lowered for marker in _BAD_RESPONSE_MARKERS):
-        return errors.UpstreamBadResponse("the upstream answered with something that is not its wire format", upstream_status=status)
+        return errors.UpstreamBadResponse(
+            "the upstream answered with something that is not its wire format", upstream_status=status
+        )
     if status == 404 or isinstance(exc, lx.NotFoundError):
         return errors.UpstreamNotFound(f"the provider does not know this route's model: {words}", upstream_status=404)
     if (status is not None and status in _TRANSIENT_STATUSES) or isinstance(
-        exc, (lx.APIConnectionError, lx.InternalServerError, lx.ServiceUnavailableError, lx.BadGatewayError, ConnectionError, OSError)
+        exc,
+        (lx.APIConnectionError, lx.InternalServerError, lx.ServiceUnavailableError, lx.BadGatewayError, ConnectionError, OSError),
     ):
         return errors.UpstreamUnavailable(f"the upstream is unavailable: {words}", upstream_status=status)
     if isinstance(exc, (lx.BadRequestError, lx.UnprocessableEntityError)) or status in (400, 422):

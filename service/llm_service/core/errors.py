@@ -119,9 +119,7 @@ class ToolArgumentsInvalid(LLMError):
     reason = "TOOL_ARGUMENTS_INVALID"
 
     def __init__(self, tool_name: str) -> None:
-        super().__init__(
-            f"the model's arguments for tool '{tool_name}' are not valid JSON and could not be repaired"
-        )
+        super().__init__(f"the model's arguments for tool '{tool_name}' are not valid JSON and could not be repaired")
         self.tool_name = tool_name
 
 

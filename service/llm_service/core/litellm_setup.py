@@ -47,8 +47,8 @@ def _oauth_header_fix() -> bool:
         from litellm.types.llms.anthropic import ANTHROPIC_OAUTH_BETA_HEADER, ANTHROPIC_OAUTH_TOKEN_PREFIX
     except ImportError:
         log.warning(
-            "LiteLLM %s: Anthropic OAuth header fix not applied (internals moved); "
-            "Claude subscription keys may be rejected", litellm_version(),
+            "LiteLLM %s: Anthropic OAuth header fix not applied (internals moved); Claude subscription keys may be rejected",
+            litellm_version(),
         )
         return False
     original = AnthropicModelInfo.validate_environment
@@ -56,10 +56,19 @@ def _oauth_header_fix() -> bool:
         return True
 
     @functools.wraps(original)
-    def validate_environment(self: Any, headers: dict, model: str, messages: list, optional_params: dict,
-                             litellm_params: dict, api_key: str | None = None, api_base: str | None = None) -> dict:
-        result: dict = original(self, headers, model, messages, optional_params, litellm_params,
-                                api_key=api_key, api_base=api_base)
+    def validate_environment(
+        self: Any,
+        headers: dict[str, Any],
+        model: str,
+        messages: list[Any],
+        optional_params: dict[str, Any],
+        litellm_params: dict[str, Any],
+        api_key: str | None = None,
+        api_base: str | None = None,
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = original(
+            self, headers, model, messages, optional_params, litellm_params, api_key=api_key, api_base=api_base
+        )
         auth = str(result.get("authorization", ""))
         x_api_key = str(result.get("x-api-key", ""))
         if x_api_key.startswith(ANTHROPIC_OAUTH_TOKEN_PREFIX) or auth.startswith(f"Bearer {ANTHROPIC_OAUTH_TOKEN_PREFIX}"):

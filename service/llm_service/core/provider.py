@@ -80,7 +80,11 @@ class Provider:
                 f"route '{route.name}' has no provider key on the server: set {route.key_source.describe()}"
             )
         return build_request(
-            route, call, stream=stream, cc=self.config.claude_code, hive_api_base=self.config.hive_api_base,
+            route,
+            call,
+            stream=stream,
+            cc=self.config.claude_code,
+            hive_api_base=self.config.hive_api_base,
             timeout_s=self._attempt_timeout(route, state.deadline),
         )
 
@@ -102,8 +106,10 @@ class Provider:
         state.retries[reason] = state.retries_of(reason) + 1
         if self._on_retry is not None:
             self._on_retry(state.route, reason)
-        log.info("retrying", extra={"route": state.route.name, "reason": reason.value, "delay_s": round(delay_s, 3),
-                                    "attempt": state.attempts})
+        log.info(
+            "retrying",
+            extra={"route": state.route.name, "reason": reason.value, "delay_s": round(delay_s, 3), "attempt": state.attempts},
+        )
         await asyncio.sleep(delay_s)
 
     def _failure_delay(self, state: _CallState, reason: RetryReason, exc: BaseException) -> float:
@@ -265,8 +271,9 @@ class Provider:
 
     async def count_tokens(self, route: Route, call: CallRequest) -> tuple[int, str]:
         """Input tokens for the call on the route: LiteLLM's counter, else characters / 4 (PC27)."""
-        model = build_request(route, call, stream=False, cc=self.config.claude_code,
-                              hive_api_base=self.config.hive_api_base, timeout_s=1.0).model
+        model = build_request(
+            route, call, stream=False, cc=self.config.claude_code, hive_api_base=self.config.hive_api_base, timeout_s=1.0
+        ).model
         messages = build_messages(call, system=call.system, model=model, oauth=False, codex=False, cc=self.config.claude_code)
         return await asyncio.to_thread(estimate_tokens, model, messages, call)
 
@@ -311,7 +318,9 @@ def cost_usd(model: str, usage: Usage) -> float:
         return 0.0
     try:
         prompt, completion = litellm.cost_per_token(
-            model=model, prompt_tokens=usage.input_tokens, completion_tokens=usage.output_tokens,
+            model=model,
+            prompt_tokens=usage.input_tokens,
+            completion_tokens=usage.output_tokens,
             cache_read_input_tokens=usage.cached_input_tokens,
             cache_creation_input_tokens=usage.cache_creation_tokens,
         )

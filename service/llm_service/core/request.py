@@ -119,10 +119,7 @@ def claude_billing_block(messages: list[dict[str, Any]], cc: ClaudeCodeConfig) -
     text = _first_user_text(messages)
     sampled = "".join(_utf16_unit(text, i) for i in (4, 7, 20))
     digest = hashlib.sha256(f"{cc.billing_salt}{sampled}{cc.version}".encode()).hexdigest()
-    return (
-        f"x-anthropic-billing-header: cc_version={cc.version}.{digest[:3]}; "
-        f"cc_entrypoint={cc.entrypoint}; cch=00000;"
-    )
+    return f"x-anthropic-billing-header: cc_version={cc.version}.{digest[:3]}; cc_entrypoint={cc.entrypoint}; cch=00000;"
 
 
 def tool_to_openai(tool: ToolSpec) -> dict[str, Any]:

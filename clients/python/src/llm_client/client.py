@@ -109,9 +109,16 @@ class Completion:
     def from_proto(cls, r: pb.CompleteResponse) -> Completion:
         """Wrap a CompleteResponse."""
         return cls(
-            text=r.text, tool_calls=list(r.tool_calls), reasoning=r.reasoning,
-            finish_reason=pb.FinishReason.Name(r.finish_reason), usage=r.usage, cost_usd=r.cost_usd,
-            provider_model=r.provider_model, route=r.gateway.route, attempts=r.gateway.attempts, raw=r,
+            text=r.text,
+            tool_calls=list(r.tool_calls),
+            reasoning=r.reasoning,
+            finish_reason=pb.FinishReason.Name(r.finish_reason),
+            usage=r.usage,
+            cost_usd=r.cost_usd,
+            provider_model=r.provider_model,
+            route=r.gateway.route,
+            attempts=r.gateway.attempts,
+            raw=r,
         )
 
 
@@ -140,7 +147,10 @@ class _Accumulator:
         elif kind == "reasoning_delta":
             delta = r.reasoning_delta.text
         return StreamEvent(
-            kind=kind, delta=delta, text="".join(self.text), raw=r,
+            kind=kind,
+            delta=delta,
+            text="".join(self.text),
+            raw=r,
             tool_call=r.tool_call if kind == "tool_call" else None,
             finish=r.finish if kind == "finish" else None,
         )
@@ -181,9 +191,9 @@ def _details_from(trailing: Any) -> status_pb2.Status | None:
 
 def error_from_rpc(err: grpc.RpcError | grpc.aio.AioRpcError) -> LLMServiceError:
     """An LLMServiceError from a failed call, reading the rich status details."""
-    code: grpc.StatusCode = err.code()  # type: ignore[union-attr]
-    message: str = err.details() or ""  # type: ignore[union-attr]
-    status = _details_from(err.trailing_metadata())  # type: ignore[union-attr]
+    code: grpc.StatusCode = err.code()
+    message: str = err.details() or ""
+    status = _details_from(err.trailing_metadata())
     reason, metadata, delay, violations = "", {}, None, []
     for detail in status.details if status is not None else ():
         info = error_details_pb2.ErrorInfo()
@@ -202,11 +212,24 @@ def error_from_rpc(err: grpc.RpcError | grpc.aio.AioRpcError) -> LLMServiceError
 
 
 def _request_fields(
-    model: str, messages: Sequence[pb.Message], system: str, tools: Sequence[pb.Tool], max_tokens: int | None,
-    temperature: float | None, json_mode: bool, max_retries: int | None, metadata: dict[str, str] | None,
+    model: str,
+    messages: Sequence[pb.Message],
+    system: str,
+    tools: Sequence[pb.Tool],
+    max_tokens: int | None,
+    temperature: float | None,
+    json_mode: bool,
+    max_retries: int | None,
+    metadata: dict[str, str] | None,
 ) -> dict[str, Any]:
-    fields: dict[str, Any] = {"model": model, "messages": list(messages), "system": system, "tools": list(tools),
-                              "json_mode": json_mode, "metadata": metadata or {}}
+    fields: dict[str, Any] = {
+        "model": model,
+        "messages": list(messages),
+        "system": system,
+        "tools": list(tools),
+        "json_mode": json_mode,
+        "metadata": metadata or {},
+    }
     for name, value in (("max_tokens", max_tokens), ("temperature", temperature), ("max_retries", max_retries)):
         if value is not None:
             fields[name] = value
@@ -247,26 +270,46 @@ class LLMClient:
             raise error_from_rpc(err) from None
 
     def complete(
-        self, model: str, messages: Sequence[pb.Message], *, system: str = "", tools: Sequence[pb.Tool] = (),
-        max_tokens: int | None = None, temperature: float | None = None, json_mode: bool = False,
-        max_retries: int | None = None, metadata: dict[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+        self,
+        model: str,
+        messages: Sequence[pb.Message],
+        *,
+        system: str = "",
+        tools: Sequence[pb.Tool] = (),
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        json_mode: bool = False,
+        max_retries: int | None = None,
+        metadata: dict[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
     ) -> Completion:
         """One complete answer; timeout sets the gRPC deadline."""
-        req = pb.CompleteRequest(**_request_fields(model, messages, system, tools, max_tokens, temperature,
-                                                   json_mode, max_retries, metadata))
+        req = pb.CompleteRequest(
+            **_request_fields(model, messages, system, tools, max_tokens, temperature, json_mode, max_retries, metadata)
+        )
         try:
             return Completion.from_proto(self.stub.Complete(req, timeout=timeout))
         except grpc.RpcError as err:
             raise error_from_rpc(err) from None
 
     def stream(
-        self, model: str, messages: Sequence[pb.Message], *, system: str = "", tools: Sequence[pb.Tool] = (),
-        max_tokens: int | None = None, temperature: float | None = None, json_mode: bool = False,
-        max_retries: int | None = None, metadata: dict[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+        self,
+        model: str,
+        messages: Sequence[pb.Message],
+        *,
+        system: str = "",
+        tools: Sequence[pb.Tool] = (),
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        json_mode: bool = False,
+        max_retries: int | None = None,
+        metadata: dict[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
     ) -> Iterator[StreamEvent]:
         """Streamed events; each carries the accumulated text. Raises LLMServiceError on failure."""
-        req = pb.StreamRequest(**_request_fields(model, messages, system, tools, max_tokens, temperature,
-                                                 json_mode, max_retries, metadata))
+        req = pb.StreamRequest(
+            **_request_fields(model, messages, system, tools, max_tokens, temperature, json_mode, max_retries, metadata)
+        )
         acc = _Accumulator()
         call = self.stub.Stream(req, timeout=timeout)
         try:
@@ -293,9 +336,7 @@ class AsyncLLMClient:
     ) -> None:
         creds = _credentials(tls, token)
         opts = options if options is not None else channel_options()
-        self._channel = (
-            grpc.aio.secure_channel(target, creds, opts) if creds else grpc.aio.insecure_channel(target, opts)
-        )
+        self._channel = grpc.aio.secure_channel(target, creds, opts) if creds else grpc.aio.insecure_channel(target, opts)
         self.stub = pb_grpc.LLMServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncLLMClient:
@@ -309,26 +350,46 @@ class AsyncLLMClient:
         await self._channel.close()
 
     async def complete(
-        self, model: str, messages: Sequence[pb.Message], *, system: str = "", tools: Sequence[pb.Tool] = (),
-        max_tokens: int | None = None, temperature: float | None = None, json_mode: bool = False,
-        max_retries: int | None = None, metadata: dict[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+        self,
+        model: str,
+        messages: Sequence[pb.Message],
+        *,
+        system: str = "",
+        tools: Sequence[pb.Tool] = (),
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        json_mode: bool = False,
+        max_retries: int | None = None,
+        metadata: dict[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
     ) -> Completion:
         """One complete answer; timeout sets the gRPC deadline."""
-        req = pb.CompleteRequest(**_request_fields(model, messages, system, tools, max_tokens, temperature,
-                                                   json_mode, max_retries, metadata))
+        req = pb.CompleteRequest(
+            **_request_fields(model, messages, system, tools, max_tokens, temperature, json_mode, max_retries, metadata)
+        )
         try:
             return Completion.from_proto(await self.stub.Complete(req, timeout=timeout))
         except grpc.aio.AioRpcError as err:
             raise error_from_rpc(err) from None
 
     async def stream(
-        self, model: str, messages: Sequence[pb.Message], *, system: str = "", tools: Sequence[pb.Tool] = (),
-        max_tokens: int | None = None, temperature: float | None = None, json_mode: bool = False,
-        max_retries: int | None = None, metadata: dict[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+        self,
+        model: str,
+        messages: Sequence[pb.Message],
+        *,
+        system: str = "",
+        tools: Sequence[pb.Tool] = (),
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        json_mode: bool = False,
+        max_retries: int | None = None,
+        metadata: dict[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
     ) -> AsyncIterator[StreamEvent]:
         """Streamed events; each carries the accumulated text. Raises LLMServiceError on failure."""
-        req = pb.StreamRequest(**_request_fields(model, messages, system, tools, max_tokens, temperature,
-                                                 json_mode, max_retries, metadata))
+        req = pb.StreamRequest(
+            **_request_fields(model, messages, system, tools, max_tokens, temperature, json_mode, max_retries, metadata)
+        )
         acc = _Accumulator()
         call = self.stub.Stream(req, timeout=timeout)
         try:
