@@ -35,7 +35,9 @@ $(VENV)/.client: $(VENV)/.deps $(CLIENT_SRC)
 venv: $(VENV)/.client
 
 $(NPM_STAMP): protos/package.json protos/package-lock.json
-	cd protos && npm ci --no-audit --no-fund --loglevel=error
+	@# npm install (not ci): this npm omits other platforms' optional packages from the lock, which npm ci rejects.
+	@# Versions and integrity hashes still come from package-lock.json; --no-save never rewrites it.
+	cd protos && npm install --no-save --no-audit --no-fund --loglevel=error
 	touch $@
 
 proto: $(VENV)/.deps
