@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print the raw responses as JSON")
     parser.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds (default 120)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     with LLMClient(args.target) as client:
         try:
             return _run(client, args)
