@@ -170,3 +170,48 @@ def test_unexpected_failure_is_internal_with_a_generic_message(fake: FakeUpstrea
         assert "secret internal detail" in caplog.text, "the traceback goes to the log"
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize(
+    ("script", "code", "reason"),
+    [
+        (
+            Script(status=400, error={"message": "content policy violation", "code": "content_policy_violation"}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "CONTENT_POLICY_VIOLATION",
+        ),
+        (
+            Script(status=400, error={"message": "unsupported parameter"}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "UPSTREAM_BAD_REQUEST",
+        ),
+        (
+            Script(status=402, error={"message": "Insufficient credits"}),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "UPSTREAM_INSUFFICIENT_CREDITS",
+        ),
+        (Script(status=403), grpc.StatusCode.FAILED_PRECONDITION, "UPSTREAM_PERMISSION_DENIED"),
+        (
+            Script(status=404, error={"message": "model not found"}),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "UPSTREAM_MODEL_NOT_FOUND",
+        ),
+        (Script(body_raw="<html>not json</html>"), grpc.StatusCode.UNAVAILABLE, "UPSTREAM_BAD_RESPONSE"),
+    ],
+)
+def test_other_upstream_failures_map_to_their_rows(
+    client: LLMClient, fake: FakeUpstream, script: Script, code: grpc.StatusCode, reason: str
+) -> None:
+    fake.script(script)
+    err = _complete_error(client, max_retries=0)
+    assert (err.code, err.reason) == (code, reason)
+    assert len(fake.requests()) == 1
+
+
+def test_unrepairable_tool_arguments_name_the_tool(client: LLMClient, fake: FakeUpstream) -> None:
+    from fake_upstream import ToolCallSpec
+
+    fake.script(Script(text="", tool_calls=(ToolCallSpec("lookup", "not json at all", "call_1"),)))
+    err = _stream_error(client)
+    assert (err.code, err.reason) == (grpc.StatusCode.UNAVAILABLE, "TOOL_ARGUMENTS_INVALID")
+    assert err.metadata["tool_name"] == "lookup" and "'lookup'" in err.message
