@@ -93,16 +93,10 @@ class Provider:
         remaining = deadline.remaining()
         return route.timeout_s if remaining is None else max(0.001, min(route.timeout_s, remaining))
 
-    async def _wait_before_retry(self, state: _CallState, reason: RetryReason, delay_s: float, err: errors.LLMError) -> None:
-        """Count and sleep for a retry, or raise err when the budget or the deadline forbids it (PC13)."""
-        if state.retries_of(reason) >= state.limits.allowed(reason):
-            err.attempts = state.attempts
-            err.retry_after_s = delay_s if err.retry_after_s is None else err.retry_after_s
-            raise err
-        if not state.deadline.allows_wait(delay_s):
-            err.attempts = state.attempts
-            err.retry_after_s = delay_s
-            raise err
+    async def _retry_if_allowed(self, state: _CallState, reason: RetryReason, delay_s: float) -> bool:
+        """Count, report and sleep for one retry; False when the budget or the deadline forbids it (PC13)."""
+        if state.retries_of(reason) >= state.limits.allowed(reason) or not state.deadline.allows_wait(delay_s):
+            return False
         state.retries[reason] = state.retries_of(reason) + 1
         if self._on_retry is not None:
             self._on_retry(state.route, reason)
@@ -111,6 +105,16 @@ class Provider:
             extra={"route": state.route.name, "reason": reason.value, "delay_s": round(delay_s, 3), "attempt": state.attempts},
         )
         await asyncio.sleep(delay_s)
+        return True
+
+    async def _wait_before_retry(self, state: _CallState, reason: RetryReason, delay_s: float, err: errors.LLMError) -> None:
+        """Retry after delay_s, or raise err carrying the delay when that is not allowed."""
+        exhausted = state.retries_of(reason) >= state.limits.allowed(reason)
+        if not await self._retry_if_allowed(state, reason, delay_s):
+            err.attempts = state.attempts
+            if not exhausted or err.retry_after_s is None:
+                err.retry_after_s = delay_s
+            raise err
 
     def _failure_delay(self, state: _CallState, reason: RetryReason, exc: BaseException) -> float:
         cfg = self.config.retry
@@ -175,13 +179,7 @@ class Provider:
                 await self._handle_failure(state, req, exc)
                 continue
             if not asm.has_content and asm.finish_reason != "length":
-                delay = self.config.retry.empty_stream_delay_s
-                if state.retries_of(RetryReason.EMPTY_STREAM) < state.limits.empty_stream and deadline.allows_wait(delay):
-                    state.retries[RetryReason.EMPTY_STREAM] = state.retries_of(RetryReason.EMPTY_STREAM) + 1
-                    if self._on_retry is not None:
-                        self._on_retry(route, RetryReason.EMPTY_STREAM)
-                    log.info("retrying", extra={"route": route.name, "reason": "empty_stream", "delay_s": delay})
-                    await asyncio.sleep(delay)
+                if await self._retry_if_allowed(state, RetryReason.EMPTY_STREAM, self.config.retry.empty_stream_delay_s):
                     continue
             for call_event in asm.tool_calls():
                 yield call_event
@@ -252,13 +250,7 @@ class Provider:
             asm.feed(decode_response(response))
             if not asm.has_content and not _empty_is_expected(req, asm):
                 delay = backoff_delay(state.retries_of(RetryReason.EMPTY_RESPONSE), self.config.retry)
-                reason = RetryReason.EMPTY_RESPONSE
-                if state.retries_of(reason) < state.limits.allowed(reason) and state.deadline.allows_wait(delay):
-                    state.retries[reason] = state.retries_of(reason) + 1
-                    if self._on_retry is not None:
-                        self._on_retry(route, reason)
-                    log.info("retrying", extra={"route": route.name, "reason": reason.value, "delay_s": round(delay, 3)})
-                    await asyncio.sleep(delay)
+                if await self._retry_if_allowed(state, RetryReason.EMPTY_RESPONSE, delay):
                     continue
             return Completion(
                 text=asm.text,
