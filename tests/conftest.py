@@ -20,6 +20,7 @@ from llm_service.config import Config, parse_config
 from llm_service.server import RunningServer, start
 
 SENTINEL_KEY = "sk-test-SENTINEL-provider-key-0123456789"
+OAUTH_SENTINEL_KEY = "sk-ant-oat01-SENTINEL-subscription-token-0123456789"
 
 
 def test_config(fake_url: str, **overrides: Any) -> Config:
@@ -32,11 +33,42 @@ def test_config(fake_url: str, **overrides: Any) -> Config:
             "anthropic": {"model": "anthropic/claude-test", "api_base": fake_url, "key": {"env": "TEST_PROVIDER_KEY"}},
             "refused": {"model": "openai/test-model", "api_base": "http://127.0.0.1:9/v1"},
             "nokey": {"model": "openai/test-model", "api_base": f"{fake_url}/v1", "key": {"env": "UNSET_KEY_VARIABLE"}},
+            # One route per provider family the provider core treats specially (PC01–PC25).
+            "bare": {"model": "gpt-4o-mini", "api_base": f"{fake_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}},
+            "gemini": {"model": "gemini/gemini-2.0-flash", "api_base": fake_url, "key": {"env": "TEST_PROVIDER_KEY"}},
+            "ollama": {"model": "ollama/llama3", "api_base": fake_url},
+            "openrouter": {
+                "model": "openrouter/meta-llama/llama-3-8b",
+                "api_base": f"{fake_url}/api/v1",
+                "key": {"env": "TEST_PROVIDER_KEY"},
+            },
+            "openrouter-claude": {
+                "model": "openrouter/anthropic/claude-sonnet-4",
+                "api_base": f"{fake_url}/api/v1",
+                "key": {"env": "TEST_PROVIDER_KEY"},
+            },
+            "kimi": {"model": "kimi/kimi-k2", "api_base": f"{fake_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}},
+            "hive": {"model": "hive/hive-coder", "key": {"env": "TEST_PROVIDER_KEY"}},
+            "minimax": {"model": "minimax/MiniMax-M2", "api_base": f"{fake_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}},
+            "codex": {
+                "model": "openai/gpt-5-codex",
+                "api_base": f"{fake_url}/chatgpt.com/backend-api/codex",
+                "key": {"env": "TEST_PROVIDER_KEY"},
+            },
+            "claude-subscription": {
+                "model": "anthropic/claude-sonnet-4-5",
+                "api_base": fake_url,
+                "key": {"env": "TEST_OAUTH_KEY"},
+            },
         },
+        "hive_api_base": f"{fake_url}/v1",
     }
     for section, values in overrides.items():
-        raw.setdefault(section, {}).update(values)
-    return parse_config(raw, "<tests>", {"TEST_PROVIDER_KEY": SENTINEL_KEY})
+        if isinstance(values, dict):
+            raw.setdefault(section, {}).update(values)
+        else:
+            raw[section] = values
+    return parse_config(raw, "<tests>", {"TEST_PROVIDER_KEY": SENTINEL_KEY, "TEST_OAUTH_KEY": OAUTH_SENTINEL_KEY})
 
 
 class ServerThread:

@@ -10,7 +10,7 @@ import pytest
 from fake_upstream import FakeUpstream, Script, ToolCallSpec, Usage
 from llm_client import LLMClient, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from tests.conftest import user_msg
+from tests.conftest import ServerThread, user_msg
 
 ROUTES = ["openai", "anthropic"]
 
@@ -126,9 +126,10 @@ def test_provider_key_goes_upstream_from_server_config(stub: pb_grpc.LLMServiceS
     assert anthropic_req.headers["x-api-key"] == SENTINEL_KEY
 
 
-def test_list_models_lists_configured_routes_and_readiness(stub: pb_grpc.LLMServiceStub) -> None:
+def test_list_models_lists_configured_routes_and_readiness(stub: pb_grpc.LLMServiceStub, server: ServerThread) -> None:
     models = {m.name: m for m in stub.ListModels(pb.ListModelsRequest(), timeout=5).models}
-    assert set(models) == {"openai", "anthropic", "refused", "nokey"}
+    assert server.running is not None
+    assert set(models) == set(server.running.config.routes) and {"openai", "anthropic", "refused", "nokey"} <= set(models)
     assert models["anthropic"].provider == "anthropic" and models["anthropic"].provider_model == "anthropic/claude-test"
     assert models["openai"].ready and not models["nokey"].ready
 

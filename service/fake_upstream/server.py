@@ -7,14 +7,26 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from fake_upstream.script import Script, scenario_for_model
-from fake_upstream.wire import anthropic_json, anthropic_sse, error_body, openai_json, openai_sse
+from fake_upstream.wire import (
+    anthropic_json,
+    anthropic_sse,
+    error_body,
+    gemini_json,
+    gemini_sse,
+    ollama_json,
+    ollama_ndjson,
+    openai_json,
+    openai_sse,
+    responses_json,
+    responses_sse,
+)
 
 KEEPALIVE_INTERVAL_S = 0.2
 
@@ -152,42 +164,38 @@ class FakeUpstream:
             )
             self._requests.append(rec)
         self._notify()
-        anthropic = request.path.endswith("/messages")
-        if not anthropic and not request.path.endswith("/chat/completions"):
+        payload = body if isinstance(body, dict) else {}
+        wire = wire_for(request.path, payload)
+        if wire is None:
             self._finish(rec, "completed")
             return web.json_response({"error": {"message": f"fake upstream: no such path {request.path}"}}, status=404)
-        payload = body if isinstance(body, dict) else {}
-        model = str(payload.get("model", ""))
-        script = self._next_script(model, _last_user_text(payload))
+        script = self._next_script(wire.model, _last_user_text(payload))
         try:
-            return await self._answer(request, rec, script, payload, anthropic)
+            return await self._answer(request, rec, script, wire)
         except (asyncio.CancelledError, ConnectionResetError):
             self._finish(rec, "aborted")
             raise
 
-    async def _answer(
-        self, request: web.Request, rec: RecordedRequest, script: Script, payload: dict[str, Any], anthropic: bool
-    ) -> web.StreamResponse:
-        model = str(payload.get("model", ""))
+    async def _answer(self, request: web.Request, rec: RecordedRequest, script: Script, wire: Wire) -> web.StreamResponse:
+        model = wire.model
         if script.first_byte_delay_s:
             await asyncio.sleep(script.first_byte_delay_s)
         if script.status != 200 or script.error is not None:
             self._finish(rec, "completed")
-            return web.json_response(error_body(script, anthropic), status=script.status, headers=script.headers)
+            return web.json_response(error_body(script, wire.name == "anthropic"), status=script.status, headers=script.headers)
         if script.body_raw is not None:
             self._finish(rec, "completed")
             return web.Response(text=script.body_raw, content_type="application/json", headers=script.headers)
-        if not payload.get("stream"):
+        if not wire.stream:
             self._finish(rec, "completed")
-            data = anthropic_json(script, model) if anthropic else openai_json(script, model)
-            return web.json_response(data, headers=script.headers)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **script.headers})
+            return web.json_response(wire.whole(script, model), headers=script.headers)
+        resp = web.StreamResponse(headers={"Content-Type": wire.content_type, "Cache-Control": "no-cache", **script.headers})
         await resp.prepare(request)
         events: Iterator[bytes]
         if script.sse_raw is not None:
             events = (line.encode() + b"\n\n" for line in script.sse_raw)
         else:
-            events = anthropic_sse(script, model) if anthropic else openai_sse(script, model)
+            events = wire.streamed(script, model)
         for event in events:
             if script.disconnect_after_chunks is not None and rec.chunks_sent >= script.disconnect_after_chunks:
                 self._finish(rec, "disconnected")
@@ -269,12 +277,47 @@ class FakeUpstream:
             self._thread.join(timeout=5)
 
 
+@dataclass(frozen=True)
+class Wire:
+    """The provider format a request path speaks, and what it asked for."""
+
+    name: str
+    model: str
+    stream: bool
+    whole: Callable[[Script, str], dict[str, Any]]
+    streamed: Callable[[Script, str], Iterator[bytes]]
+    content_type: str = "text/event-stream"
+
+
+def wire_for(path: str, payload: dict[str, Any]) -> Wire | None:
+    """The wire format for a provider path, or None for a path no provider has."""
+    model = str(payload.get("model", ""))
+    stream = bool(payload.get("stream"))
+    if path.endswith("/chat/completions"):
+        return Wire("openai", model, stream, openai_json, openai_sse)
+    if path.endswith("/responses"):
+        return Wire("responses", model, stream, responses_json, responses_sse)
+    if path.endswith("/messages"):
+        return Wire("anthropic", model, stream, anthropic_json, anthropic_sse)
+    if path.endswith("/api/chat"):  # Ollama streams unless told not to
+        return Wire("ollama", model, payload.get("stream", True) is not False, ollama_json, ollama_ndjson, "application/x-ndjson")
+    if ":generateContent" in path or ":streamGenerateContent" in path:  # Gemini: /models/{model}:{method}
+        model = path.rsplit("/", 1)[-1].split(":", 1)[0]
+        return Wire("gemini", model, ":streamGenerateContent" in path, gemini_json, gemini_sse)
+    return None
+
+
 def _last_user_text(payload: dict[str, Any]) -> str:
-    for msg in reversed(payload.get("messages") or []):
+    """What the caller said last, in any of the wire formats (for the echo answer)."""
+    messages = payload.get("messages") or payload.get("input") or payload.get("contents") or []
+    for msg in reversed(messages if isinstance(messages, list) else []):
         if isinstance(msg, dict) and msg.get("role") == "user":
             content = msg.get("content")
             if isinstance(content, str):
                 return content
             if isinstance(content, list):
                 return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            parts = msg.get("parts")
+            if isinstance(parts, list):
+                return " ".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
     return ""

@@ -221,3 +221,208 @@ def anthropic_sse(script: Script, model: str) -> Iterator[bytes]:
         {"delta": {"stop_reason": _anthropic_stop(script), "stop_sequence": None}, "usage": {"output_tokens": out}},
     )
     yield event("message_stop", {})
+
+
+# --- Ollama /api/chat ------------------------------------------------------------------------
+
+_OLLAMA_DONE = {"tool_calls": "stop"}
+
+
+def _ollama_message(script: Script, text: str, with_tools: bool) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if with_tools and script.tool_calls:
+        message["tool_calls"] = [
+            {"function": {"name": tc.name, "arguments": json.loads(tc.arguments)}} for tc in script.tool_calls
+        ]
+    return message
+
+
+def _ollama_final(script: Script, model: str, message: dict[str, Any]) -> dict[str, Any]:
+    u = script.usage
+    reason = script.effective_finish_reason()
+    body: dict[str, Any] = {
+        "model": script.model or model,
+        "created_at": "2026-01-01T00:00:00Z",
+        "message": message,
+        "done": True,
+        "done_reason": _OLLAMA_DONE.get(reason, reason),
+    }
+    if u is not None and script.usage_mode != "none":
+        body.update(prompt_eval_count=u.input, eval_count=u.output)
+    return body
+
+
+def ollama_json(script: Script, model: str) -> dict[str, Any]:
+    """A non-streamed /api/chat answer."""
+    return _ollama_final(script, model, _ollama_message(script, script.text, with_tools=True))
+
+
+def ollama_ndjson(script: Script, model: str) -> Iterator[bytes]:
+    """A streamed /api/chat answer: one JSON object per line, the last with done=true."""
+    for piece in script.text_pieces():
+        line = {
+            "model": script.model or model,
+            "created_at": "2026-01-01T00:00:00Z",
+            "message": {"role": "assistant", "content": piece},
+            "done": False,
+        }
+        yield (_dumps(line) + "\n").encode()
+    yield (_dumps(_ollama_final(script, model, _ollama_message(script, "", with_tools=True))) + "\n").encode()
+
+
+# --- Gemini generateContent ------------------------------------------------------------------
+
+_GEMINI_FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "content_filter": "SAFETY"}
+
+
+def _gemini_usage(script: Script) -> dict[str, Any] | None:
+    u = script.usage
+    if u is None or script.usage_mode == "none":
+        return None
+    return {
+        "promptTokenCount": u.input,
+        "candidatesTokenCount": u.output,
+        "totalTokenCount": u.input + u.output,
+        "cachedContentTokenCount": u.cached,
+    }
+
+
+def _gemini_chunk(script: Script, model: str, parts: list[dict[str, Any]], finish: bool) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
+    body: dict[str, Any] = {"candidates": [candidate], "modelVersion": script.model or model, "responseId": "fake-gemini"}
+    if finish:
+        reason = script.effective_finish_reason()
+        candidate["finishReason"] = _GEMINI_FINISH.get(reason, "OTHER")
+        usage = _gemini_usage(script)
+        if usage is not None:
+            body["usageMetadata"] = usage
+    return body
+
+
+def _gemini_call_parts(script: Script) -> list[dict[str, Any]]:
+    return [{"functionCall": {"name": tc.name, "args": json.loads(tc.arguments)}} for tc in script.tool_calls]
+
+
+def gemini_json(script: Script, model: str) -> dict[str, Any]:
+    """A non-streamed generateContent answer."""
+    parts = ([{"text": script.text}] if script.text else []) + _gemini_call_parts(script)
+    return _gemini_chunk(script, model, parts, finish=True)
+
+
+def gemini_sse(script: Script, model: str) -> Iterator[bytes]:
+    """A streamGenerateContent?alt=sse answer: text pieces, then tool calls with the finish."""
+    pieces = script.text_pieces()
+    for piece in pieces[:-1] if not script.tool_calls else pieces:
+        yield f"data: {_dumps(_gemini_chunk(script, model, [{'text': piece}], finish=False))}\r\n\r\n".encode()
+    last = _gemini_call_parts(script) if script.tool_calls else ([{"text": pieces[-1]}] if pieces else [])
+    yield f"data: {_dumps(_gemini_chunk(script, model, last, finish=True))}\r\n\r\n".encode()
+
+
+# --- OpenAI Responses API (the Codex backend) -----------------------------------------------
+
+
+def _responses_usage(script: Script) -> dict[str, Any] | None:
+    u = script.usage
+    if u is None or script.usage_mode == "none":
+        return None
+    return {
+        "input_tokens": u.input,
+        "input_tokens_details": {"cached_tokens": u.cached},
+        "output_tokens": u.output,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning},
+        "total_tokens": u.input + u.output,
+    }
+
+
+def _responses_output(script: Script) -> list[dict[str, Any]]:
+    output: list[dict[str, Any]] = []
+    if script.text:
+        output.append(
+            {
+                "id": "msg_fake",
+                "type": "message",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": script.text, "annotations": []}],
+            }
+        )
+    for i, tc in enumerate(script.tool_calls):
+        output.append(
+            {
+                "id": f"fc_fake_{i + 1}",
+                "type": "function_call",
+                "status": "completed",
+                "call_id": _call_id(tc, i, "call_"),
+                "name": tc.name,
+                "arguments": tc.arguments,
+            }
+        )
+    return output
+
+
+def _responses_object(script: Script, model: str, status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": "resp_fake",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "model": script.model or model,
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "store": False,
+    }
+    if status == "completed":
+        body["usage"] = _responses_usage(script)
+    if script.effective_finish_reason() == "length" and status == "completed":
+        body["status"] = "incomplete"
+        body["incomplete_details"] = {"reason": "max_output_tokens"}
+    return body
+
+
+def responses_json(script: Script, model: str) -> dict[str, Any]:
+    """A non-streamed Responses API answer."""
+    return _responses_object(script, model, "completed", _responses_output(script))
+
+
+def responses_sse(script: Script, model: str) -> Iterator[bytes]:
+    """A streamed Responses API answer: output items with their deltas, then response.completed."""
+    seq = 0
+
+    def event(name: str, data: dict[str, Any]) -> bytes:
+        nonlocal seq
+        seq += 1
+        return f"event: {name}\ndata: {_dumps({'type': name, 'sequence_number': seq, **data})}\n\n".encode()
+
+    yield event("response.created", {"response": _responses_object(script, model, "in_progress", [])})
+    output = _responses_output(script)
+    for index, item in enumerate(output):
+        if item["type"] == "message":
+            yield event(
+                "response.output_item.added", {"output_index": index, "item": {**item, "status": "in_progress", "content": []}}
+            )
+            for piece in script.text_pieces():
+                yield event(
+                    "response.output_text.delta",
+                    {"item_id": item["id"], "output_index": index, "content_index": 0, "delta": piece, "logprobs": []},
+                )
+            yield event(
+                "response.output_text.done",
+                {"item_id": item["id"], "output_index": index, "content_index": 0, "text": script.text, "logprobs": []},
+            )
+        else:
+            yield event(
+                "response.output_item.added", {"output_index": index, "item": {**item, "status": "in_progress", "arguments": ""}}
+            )
+            for frag in _fragments(item["arguments"], script.fragment_tool_calls):
+                yield event(
+                    "response.function_call_arguments.delta", {"item_id": item["id"], "output_index": index, "delta": frag}
+                )
+            yield event(
+                "response.function_call_arguments.done",
+                {"item_id": item["id"], "output_index": index, "arguments": item["arguments"]},
+            )
+        yield event("response.output_item.done", {"output_index": index, "item": item})
+    final = _responses_object(script, model, "completed", output)
+    yield event("response.incomplete" if final["status"] == "incomplete" else "response.completed", {"response": final})

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import importlib.util
 import logging
+import sys
+import types
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +27,7 @@ class SetupReport:
     litellm_version: str
     oauth_header_fix: bool
     metadata_none_guard: bool
+    mcp_gateway_stub: bool
 
 
 _REPORT: SetupReport | None = None
@@ -106,6 +110,46 @@ def _metadata_none_guard() -> bool:
     return True
 
 
+_MCP_HANDLER_MODULE = "litellm.responses.mcp.litellm_proxy_mcp_handler"
+
+
+def _mcp_gateway_stub() -> bool:
+    """Let Responses-API models (the Codex backend, PC06) run without LiteLLM's proxy-only `mcp` dependency.
+
+    LiteLLM 1.106's responses() imports its proxy's MCP gateway module on every call, before
+    checking whether any tool names that gateway; the module needs the `mcp` package, which
+    this service does not install. The service never sends MCP tools, so a stand-in module
+    that says "no gateway tools" is what the real one would answer.
+    """
+    if importlib.util.find_spec("mcp") is not None or _MCP_HANDLER_MODULE in sys.modules:
+        return False
+    try:
+        from litellm.responses import main as responses_main
+    except ImportError:
+        log.warning("LiteLLM %s: MCP gateway stand-in not installed (internals moved)", litellm_version())
+        return False
+    if not hasattr(responses_main, "_responses_try_dispatch_mcp_gateway"):
+        log.warning(
+            "LiteLLM %s: MCP gateway stand-in not installed (responses() changed); check Responses-API models",
+            litellm_version(),
+        )
+        return False
+
+    class NoMCPGateway:
+        """Stands in for LiteLLM_Proxy_MCP_Handler: no tool ever names the proxy's MCP gateway."""
+
+        @staticmethod
+        def should_use_litellm_mcp_gateway(tools: Any) -> bool:
+            return False
+
+        _should_use_litellm_mcp_gateway = should_use_litellm_mcp_gateway
+
+    stand_in = types.ModuleType(_MCP_HANDLER_MODULE)
+    stand_in.LiteLLM_Proxy_MCP_Handler = NoMCPGateway  # type: ignore[attr-defined]
+    sys.modules[_MCP_HANDLER_MODULE] = stand_in
+    return True
+
+
 def install() -> SetupReport:
     """Apply LiteLLM's settings and the work-arounds, once per process."""
     global _REPORT
@@ -114,6 +158,9 @@ def install() -> SetupReport:
         litellm.suppress_debug_info = True
         litellm.num_retries = 0
         litellm.telemetry = False
+        # Token counting must never reach for the network: tokenizers not bundled with LiteLLM
+        # would be downloaded from Hugging Face, blocking the event loop until that times out.
+        litellm.disable_hf_tokenizer_download = True
         logging.getLogger("LiteLLM").setLevel(logging.WARNING)
-        _REPORT = SetupReport(litellm_version(), _oauth_header_fix(), _metadata_none_guard())
+        _REPORT = SetupReport(litellm_version(), _oauth_header_fix(), _metadata_none_guard(), _mcp_gateway_stub())
     return _REPORT

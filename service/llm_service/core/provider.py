@@ -7,6 +7,7 @@ assembled by `assembly`; this module only decides what happens between attempts.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -16,12 +17,14 @@ from typing import Any
 import litellm
 
 from llm_service.config import Config, Route
-from llm_service.core import errors
+from llm_service.core import errors, tool_compat
 from llm_service.core.assembly import StreamAssembler
 from llm_service.core.classify import classify, describe, response_headers
 from llm_service.core.decode import decode_response, decode_stream_chunk, usage_from
+from llm_service.core.dumps import FailedRequestDumps
 from llm_service.core.request import UpstreamRequest, build_messages, build_request
 from llm_service.core.retry import Deadline, RetryLimits, RetryReason, backoff_delay, delay_from_headers
+from llm_service.core.tokens import estimate_tokens
 from llm_service.core.types import (
     CallRequest,
     Completion,
@@ -66,6 +69,8 @@ class Provider:
     def __init__(self, config: Config, on_retry: RetryHook | None = None) -> None:
         self.config = config
         self._on_retry = on_retry
+        self._compat_models = tool_compat.CompatModels()
+        self._dumps = FailedRequestDumps(config.debug_dump_dir, config.debug_dump_keep) if config.debug_dump_dir else None
 
     # --- shared ----------------------------------------------------------------------------
 
@@ -73,7 +78,9 @@ class Provider:
         limits = RetryLimits.for_call(self.config.retry, self.config.server.max_retries_cap, route.max_retries, call.max_retries)
         return _CallState(route, limits, deadline)
 
-    def _request(self, route: Route, call: CallRequest, state: _CallState, stream: bool) -> UpstreamRequest:
+    def _request(
+        self, route: Route, call: CallRequest, state: _CallState, stream: bool, *, tool_compat_mode: bool = False
+    ) -> UpstreamRequest:
         if not route.ready:
             assert route.key_source is not None
             raise errors.RouteNotReady(
@@ -86,6 +93,8 @@ class Provider:
             cc=self.config.claude_code,
             hive_api_base=self.config.hive_api_base,
             timeout_s=self._attempt_timeout(route, state.deadline),
+            system_override=tool_compat.instruction(call.system, call.tools) if tool_compat_mode else None,
+            tools_override=() if tool_compat_mode else None,
         )
 
     @staticmethod
@@ -130,12 +139,48 @@ class Provider:
             log.error("unexpected upstream failure", exc_info=exc, extra={"route": state.route.name, **describe(exc)})
         if isinstance(err, errors.RateLimited):
             reason = RetryReason.RATE_LIMIT
+            await self._dump(state, req, "rate_limit")
         elif isinstance(err, (errors.UpstreamUnavailable, errors.UpstreamBadResponse)):
             reason = RetryReason.TRANSIENT
         else:
             err.attempts = state.attempts
             raise err from None
         await self._wait_before_retry(state, reason, self._failure_delay(state, reason, exc), err)
+
+    async def _dump(self, state: _CallState, req: UpstreamRequest, error_type: str) -> None:
+        """Write a failed-request dump when dumps are configured (PC26)."""
+        if self._dumps is not None:
+            await asyncio.to_thread(
+                self._dumps.write,
+                route=state.route.name,
+                model=req.model,
+                kwargs=req.kwargs,
+                error_type=error_type,
+                attempt=state.attempts,
+                secrets=req.secrets,
+            )
+
+    # --- OpenRouter tool compatibility (PC23) ----------------------------------------------
+
+    def _uses_tool_compat(self, req: UpstreamRequest, call: CallRequest) -> bool:
+        """Whether this model is known to need compatibility mode for tool calls."""
+        return bool(call.tools) and req.is_openrouter and req.model in self._compat_models
+
+    async def _switch_to_tool_compat(self, state: _CallState, req: UpstreamRequest, exc: Exception) -> bool:
+        """After OpenRouter refused native tools: remember the model and count the switch as a retry."""
+        if not (req.is_openrouter and "tools" in req.kwargs and tool_compat.rejects_native_tools(str(exc))):
+            return False
+        self._compat_models.remember(req.model)
+        log.warning("OpenRouter has no endpoint with native tools: tool compatibility mode", extra={"route": state.route.name})
+        return await self._retry_if_allowed(state, RetryReason.TOOL_COMPAT, 0.0)
+
+    async def _complete_tool_compat(self, route: Route, call: CallRequest, state: _CallState) -> Completion:
+        """The call without native tools, its JSON-only reply read back into text and tool calls."""
+        req = self._request(route, call, state, stream=False, tool_compat_mode=True)
+        reply = await self._complete(route, call, state, req)
+        text, calls = tool_compat.parse_reply(reply.text, call.tools)
+        finish = dataclasses.replace(reply.finish, finish_reason="tool_calls" if calls else reply.finish.finish_reason)
+        return Completion(text=text, reasoning=reply.reasoning, tool_calls=tuple(calls), finish=finish)
 
     def _finish(self, req: UpstreamRequest, asm: StreamAssembler, state: _CallState) -> Finish:
         usage = asm.usage or Usage()
@@ -162,6 +207,10 @@ class Provider:
             for event in completion_events(completion):
                 yield event
             return
+        if self._uses_tool_compat(req, call):
+            for event in completion_events(await self._complete_tool_compat(route, call, state)):
+                yield event
+            return
         while True:
             asm = StreamAssembler()
             sent = False
@@ -176,9 +225,14 @@ class Provider:
                     err = classify(exc, req.secrets)
                     err.attempts = state.attempts
                     raise err from None
+                if await self._switch_to_tool_compat(state, req, exc):
+                    for event in completion_events(await self._complete_tool_compat(route, call, state)):
+                        yield event
+                    return
                 await self._handle_failure(state, req, exc)
                 continue
             if not asm.has_content and asm.finish_reason != "length":
+                await self._dump(state, req, "empty_stream")
                 if await self._retry_if_allowed(state, RetryReason.EMPTY_STREAM, self.config.retry.empty_stream_delay_s):
                     continue
             for call_event in asm.tool_calls():
@@ -227,6 +281,8 @@ class Provider:
         req = self._request(route, call, state, stream=False)
         if req.is_codex:  # the Codex backend only streams (PC06)
             return await collect(self.stream(route, call, deadline))
+        if self._uses_tool_compat(req, call):
+            return await self._complete_tool_compat(route, call, state)
         return await self._complete(route, call, state, req)
 
     async def _complete(self, route: Route, call: CallRequest, state: _CallState, req: UpstreamRequest) -> Completion:
@@ -242,6 +298,8 @@ class Provider:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if await self._switch_to_tool_compat(state, req, exc):
+                    return await self._complete_tool_compat(route, call, state)
                 await self._handle_failure(state, req, exc)
                 continue
             finally:
@@ -249,6 +307,7 @@ class Provider:
             asm = StreamAssembler()
             asm.feed(decode_response(response))
             if not asm.has_content and not _empty_is_expected(req, asm):
+                await self._dump(state, req, "empty_response")
                 delay = backoff_delay(state.retries_of(RetryReason.EMPTY_RESPONSE), self.config.retry)
                 if await self._retry_if_allowed(state, RetryReason.EMPTY_RESPONSE, delay):
                     continue
@@ -267,20 +326,7 @@ class Provider:
             route, call, stream=False, cc=self.config.claude_code, hive_api_base=self.config.hive_api_base, timeout_s=1.0
         ).model
         messages = build_messages(call, system=call.system, model=model, oauth=False, codex=False, cc=self.config.claude_code)
-        return await asyncio.to_thread(estimate_tokens, model, messages, call)
-
-
-def estimate_tokens(model: str, messages: list[dict[str, Any]], call: CallRequest | None = None) -> tuple[int, str]:
-    """LiteLLM's token counter for the model, else characters / 4; says which (PC27)."""
-    tools = [t.parameters | {"name": t.name, "description": t.description} for t in call.tools] if call else []
-    try:
-        count = litellm.token_counter(model=model, messages=messages)
-        if tools:
-            count += litellm.token_counter(model=model, text=str(tools))
-        return int(count), "litellm"
-    except Exception:
-        chars = sum(len(str(m.get("content", ""))) for m in messages) + len(str(tools) if tools else "")
-        return chars // 4, "estimate"
+        return await asyncio.to_thread(estimate_tokens, model, messages, call.tools)
 
 
 def _empty_is_expected(req: UpstreamRequest, asm: StreamAssembler) -> bool:

@@ -92,12 +92,17 @@ def is_anthropic_model(model: str) -> bool:
 
 
 def _utf16_unit(text: str, index: int) -> str:
-    """The character at UTF-16 code unit index, as JavaScript's text[index]; "0" past the end."""
-    encoded = text.encode("utf-16-le")
+    """The character at UTF-16 code unit index, as JavaScript's text[index]; "0" past the end.
+
+    Half of a surrogate pair becomes U+FFFD, which is what JavaScript's UTF-8 encoder
+    hashes for it (the reference raised UnicodeEncodeError on such text).
+    """
+    encoded = text.encode("utf-16-le", errors="surrogatepass")
     offset = index * 2
     if offset + 2 > len(encoded):
         return "0"
-    return chr(int.from_bytes(encoded[offset : offset + 2], "little"))
+    unit = int.from_bytes(encoded[offset : offset + 2], "little")
+    return "\ufffd" if 0xD800 <= unit <= 0xDFFF else chr(unit)
 
 
 def _first_user_text(messages: list[dict[str, Any]]) -> str:
