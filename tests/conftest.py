@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -150,3 +151,14 @@ def client(server: ServerThread) -> Iterator[LLMClient]:
 def user_msg(text: str = "Hello") -> pb.Message:
     """A user message."""
     return pb.Message(role=pb.ROLE_USER, parts=[pb.ContentPart(text=text)])
+
+
+@contextmanager
+def custom_server(fake: FakeUpstream, **overrides: Any) -> Iterator[tuple[ServerThread, LLMClient]]:
+    """A server of its own with configuration overrides, and a client (channel retries off) for it."""
+    srv = ServerThread(test_config(fake.base_url, **overrides))
+    try:
+        with LLMClient(srv.target, options=channel_options(retries=False)) as c:
+            yield srv, c
+    finally:
+        srv.stop()
