@@ -180,12 +180,13 @@ class FakeUpstream:
         model = wire.model
         if script.first_byte_delay_s:
             await asyncio.sleep(script.first_byte_delay_s)
+        if script.body_raw is not None:
+            self._finish(rec, "completed")
+            kind = "text/html" if script.body_raw.lstrip().startswith("<") else "application/json"
+            return web.Response(text=script.body_raw, status=script.status, content_type=kind, headers=script.headers)
         if script.status != 200 or script.error is not None:
             self._finish(rec, "completed")
             return web.json_response(error_body(script, wire.name == "anthropic"), status=script.status, headers=script.headers)
-        if script.body_raw is not None:
-            self._finish(rec, "completed")
-            return web.Response(text=script.body_raw, content_type="application/json", headers=script.headers)
         if not wire.stream:
             self._finish(rec, "completed")
             return web.json_response(wire.whole(script, model), headers=script.headers)

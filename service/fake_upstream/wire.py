@@ -135,8 +135,8 @@ def _anthropic_usage(script: Script, output: bool = True) -> dict[str, Any]:
     u = script.usage
     if u is None or script.usage_mode == "none":
         return {"input_tokens": 0, "output_tokens": 0}
-    return {
-        "input_tokens": u.input,
+    return {  # Anthropic counts cache reads and writes apart from input_tokens; Usage.input is the total
+        "input_tokens": max(0, u.input - u.cached - u.cache_creation),
         "output_tokens": u.output if output else 1,
         "cache_read_input_tokens": u.cached,
         "cache_creation_input_tokens": u.cache_creation,

@@ -19,7 +19,14 @@ from llm_service.core import errors
 
 UPSTREAM_MESSAGE_MAX_CHARS = 300
 _TRANSIENT_STATUSES = frozenset({500, 502, 503, 504, 520, 522, 524, 529})
-_BAD_RESPONSE_MARKERS = ("expecting value", "unable to get json response", "expecting property name", "invalid json")
+_BAD_RESPONSE_MARKERS = (
+    "expecting value",
+    "unable to get json response",
+    "expecting property name",
+    "invalid json",
+    "failed to decode json",
+    "empty or invalid response from llm endpoint",
+)
 
 
 def response_headers(exc: BaseException) -> Mapping[str, str]:
@@ -55,6 +62,25 @@ def _upstream_words(exc: BaseException) -> str:
     return text
 
 
+def _answered_status(exc: BaseException) -> int:
+    """The HTTP status of an answer whose body could not be decoded.
+
+    LiteLLM reports such failures as status 500 of its own making. The real status is
+    on an exception further down the chain when the provider's handler kept it
+    (Anthropic's does); otherwise it was a success status: the provider SDKs only decode
+    a body as JSON when the status is 2xx, and report any other status as itself.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        real = getattr(getattr(current, "response", None), "status_code", None)
+        if isinstance(real, int) and real < 400:
+            return real
+        current = current.__cause__ or current.__context__
+    return 200
+
+
 def classify(exc: BaseException, secrets: Iterable[str] = ()) -> errors.LLMError:
     """Translate a provider exception into the family. Unknown ones become LLMError (INTERNAL)."""
     if isinstance(exc, errors.LLMError):
@@ -85,7 +111,7 @@ def classify(exc: BaseException, secrets: Iterable[str] = ()) -> errors.LLMError
         )
     if any(marker in lowered for marker in _BAD_RESPONSE_MARKERS):
         return errors.UpstreamBadResponse(
-            "the upstream answered with something that is not its wire format", upstream_status=status
+            "the upstream answered with something that is not its wire format", upstream_status=_answered_status(exc)
         )
     if status == 404 or isinstance(exc, lx.NotFoundError):
         return errors.UpstreamNotFound(f"the provider does not know this route's model: {words}", upstream_status=404)

@@ -28,6 +28,8 @@ def usage_from(obj: Any) -> Usage | None:
     if not cached:
         cached = _int(get(obj, "cache_read_input_tokens"))
     creation = _int(get(obj, "cache_creation_input_tokens"))
+    if not creation and details is not None:  # LiteLLM's usage summed over a stream keeps it here
+        creation = _int(get(details, "cache_creation_tokens")) or _int(get(details, "cache_write_tokens"))
     out_details = get(obj, "completion_tokens_details")
     reasoning = _int(get(out_details, "reasoning_tokens")) if out_details is not None else 0
     usage = Usage(

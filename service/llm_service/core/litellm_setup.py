@@ -28,6 +28,7 @@ class SetupReport:
     oauth_header_fix: bool
     metadata_none_guard: bool
     mcp_gateway_stub: bool
+    anthropic_malformed_sse_guard: bool
 
 
 _REPORT: SetupReport | None = None
@@ -150,6 +151,44 @@ def _mcp_gateway_stub() -> bool:
     return True
 
 
+MALFORMED_SSE_MESSAGE = "invalid JSON in the upstream's event stream"
+
+
+def _anthropic_malformed_sse_guard() -> bool:
+    """Fail an Anthropic stream whose SSE data is not JSON, instead of ending it quietly.
+
+    LiteLLM keeps an undecodable data line in a buffer, in case the rest of it comes
+    in a later line, and at the end of the stream drops whatever never decoded: the
+    caller would get a truncated answer that looks complete. At the end of the stream
+    a non-empty, undecodable buffer now raises.
+    """
+    try:
+        from litellm.llms.anthropic.chat.handler import ModelResponseIterator
+    except ImportError:
+        log.warning("LiteLLM %s: malformed-SSE guard not applied (internals moved)", litellm_version())
+        return False
+    original = getattr(ModelResponseIterator, "_handle_accumulated_json_chunk", None)
+    if original is None:
+        log.warning("LiteLLM %s: malformed-SSE guard not applied (internals moved)", litellm_version())
+        return False
+    if getattr(original, "_llm_service_patched", False):
+        return True
+
+    @functools.wraps(original)
+    def handle(self: Any, data_str: str, is_final: bool = False) -> Any:
+        result = original(self, data_str, is_final=is_final)
+        if is_final and result is None:
+            buffer = getattr(self, "_json_buffer", None)
+            leftover = buffer.snapshot() if buffer is not None and hasattr(buffer, "snapshot") else ""
+            if leftover.strip():
+                raise ValueError(MALFORMED_SSE_MESSAGE)
+        return result
+
+    handle._llm_service_patched = True  # type: ignore[attr-defined]
+    ModelResponseIterator._handle_accumulated_json_chunk = handle  # type: ignore[method-assign]
+    return True
+
+
 def install() -> SetupReport:
     """Apply LiteLLM's settings and the work-arounds, once per process."""
     global _REPORT
@@ -162,5 +201,11 @@ def install() -> SetupReport:
         # would be downloaded from Hugging Face, blocking the event loop until that times out.
         litellm.disable_hf_tokenizer_download = True
         logging.getLogger("LiteLLM").setLevel(logging.WARNING)
-        _REPORT = SetupReport(litellm_version(), _oauth_header_fix(), _metadata_none_guard(), _mcp_gateway_stub())
+        _REPORT = SetupReport(
+            litellm_version(),
+            _oauth_header_fix(),
+            _metadata_none_guard(),
+            _mcp_gateway_stub(),
+            _anthropic_malformed_sse_guard(),
+        )
     return _REPORT
