@@ -90,9 +90,17 @@ class _Slot:
 
 
 def normalise_finish_reason(raw: str | None, has_tool_calls: bool) -> str:
-    """Kimi's pause_turn becomes tool_calls or stop (PC25); others pass through."""
+    """Kimi's pause_turn becomes tool_calls or stop (PC25); others pass through.
+
+    LiteLLM 1.106 already turns an unknown finish reason such as pause_turn into
+    "stop", so a stop (or no reason) with tool calls collected is reported as
+    tool_calls too: the caller has calls to run either way. Some OpenAI-compatible
+    servers also say "stop" after tool calls.
+    """
     if raw == "pause_turn":
         return "tool_calls" if has_tool_calls else "stop"
+    if has_tool_calls and raw in (None, "", "stop"):
+        return "tool_calls"
     return raw or ""
 
 
