@@ -13,11 +13,14 @@ GEN_DIR := clients/python/src/llm_client/_proto
 NPM_STAMP := protos/node_modules/.installed
 BUF := protos/node_modules/.bin/buf
 
-.PHONY: help venv run test lint proto proto-check typecheck clean lock
+RESULTS := build/test-results
+
+.PHONY: help venv run test parity lint proto proto-check typecheck clean lock
 
 help:
 	@echo "make run    start the service with the bundled config (demo route -> bundled fake upstream)"
 	@echo "make test   set up and run every test"
+	@echo "make parity run the provider-core tests and print which tests prove each PC item"
 	@echo "make lint   ruff, mypy, buf lint, generated-code freshness"
 	@echo "make proto  regenerate the Python code from protos/"
 
@@ -60,11 +63,19 @@ lint: venv $(NPM_STAMP) proto-check
 typecheck: venv
 	$(BIN)/mypy
 
+# Every test, then the parity check: each provider-core item (PC01-PC28) has a passing test.
 test: venv lint
-	$(BIN)/pytest
+	@mkdir -p $(RESULTS)
+	$(BIN)/pytest --junitxml=$(RESULTS)/junit.xml
+	@$(PY) tests/parity.py --junit $(RESULTS)/junit.xml >/dev/null && echo "parity: every PC item has passing tests (make parity shows the table)"
+
+parity: venv
+	@mkdir -p $(RESULTS)
+	$(BIN)/pytest -q -k test_pc --junitxml=$(RESULTS)/parity.xml
+	$(PY) tests/parity.py --junit $(RESULTS)/parity.xml
 
 clean:
-	rm -rf $(VENV) protos/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) protos/node_modules .pytest_cache .mypy_cache .ruff_cache build
 
 # Recompile the hash-checked locks from requirements*.in (needs uv in the venv or on PATH).
 lock:

@@ -59,7 +59,7 @@ def test_pc18_text_deltas_arrive_while_the_upstream_is_still_sending(client: LLM
     for event in client.stream(route, [user_msg()], timeout=30):
         received.append(time.monotonic())
         events.append(event)
-    [req] = fake.requests()
+    [req] = fake.wait_for(lambda rs: len(rs) == 1 and rs[0].ended_at is not None)
     assert req.ended_at is not None
     assert received[0] < req.ended_at, "the first delta reached the caller before the upstream finished"
     assert [e.delta for e in events if e.kind == "text_delta"] == ["alpha ", "beta ", "gamma ", "delta"]

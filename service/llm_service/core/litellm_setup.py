@@ -122,7 +122,10 @@ def _mcp_gateway_stub() -> bool:
     this service does not install. The service never sends MCP tools, so a stand-in module
     that says "no gateway tools" is what the real one would answer.
     """
-    if importlib.util.find_spec("mcp") is not None or _MCP_HANDLER_MODULE in sys.modules:
+    installed = sys.modules.get(_MCP_HANDLER_MODULE)
+    if installed is not None:
+        return getattr(installed, "_llm_service_stand_in", False) is True
+    if importlib.util.find_spec("mcp") is not None:
         return False
     try:
         from litellm.responses import main as responses_main
@@ -147,6 +150,7 @@ def _mcp_gateway_stub() -> bool:
 
     stand_in = types.ModuleType(_MCP_HANDLER_MODULE)
     stand_in.LiteLLM_Proxy_MCP_Handler = NoMCPGateway  # type: ignore[attr-defined]
+    stand_in._llm_service_stand_in = True  # type: ignore[attr-defined]
     sys.modules[_MCP_HANDLER_MODULE] = stand_in
     return True
 
