@@ -323,6 +323,7 @@ def test_pc09_tools_are_sent_in_function_format_and_round_trip_exactly(client: L
             body["tools"][0]["name"] == "get_weather" and body["tools"][0]["input_schema"]["properties"] == schema["properties"]
         )
     [call] = result.tool_calls
+    assert (call.id, call.name, result.finish_reason) == ("call_9", "get_weather", "FINISH_REASON_TOOL_CALLS")
     decoded = json.loads(call.arguments_json)
     assert decoded == {"city": "Paris", "days": 3, "ratio": 0.5, "big": 12345678901234}
     assert isinstance(decoded["days"], int) and isinstance(decoded["big"], int)

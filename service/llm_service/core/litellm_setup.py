@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import sys
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,73 +43,84 @@ def litellm_version() -> str:
         return "unknown"
 
 
+def _wrap_once(owner: Any, name: str, wrap: Callable[[Any], Any], what: str) -> bool:
+    """Replace owner.<name> by wrap(original), once per process.
+
+    When LiteLLM's internals have moved (owner or attribute gone), logs one warning
+    naming the LiteLLM version and returns False.
+    """
+    original = getattr(owner, name, None) if owner is not None else None
+    if original is None:
+        log.warning("LiteLLM %s: %s not applied (internals moved)", litellm_version(), what)
+        return False
+    if getattr(original, "_llm_service_patched", False):
+        return True
+    patched = functools.wraps(original)(wrap(original))
+    patched._llm_service_patched = True  # type: ignore[attr-defined]
+    setattr(owner, name, patched)
+    return True
+
+
 def _oauth_header_fix() -> bool:
     """Send Claude subscription tokens as Authorization: Bearer only, with the OAuth beta flag (PC05).
 
-    LiteLLM puts an api_key that is an OAuth token into x-api-key, which Anthropic rejects.
+    LiteLLM releases before 1.8x put an api_key that is an OAuth token into x-api-key, which
+    Anthropic rejects; 1.106 gets this right itself, and then the fix changes nothing.
     """
+    owner: Any = None  # None when the module moved: _wrap_once reports it
     try:
         from litellm.llms.anthropic.common_utils import AnthropicModelInfo
         from litellm.types.llms.anthropic import ANTHROPIC_OAUTH_BETA_HEADER, ANTHROPIC_OAUTH_TOKEN_PREFIX
+
+        owner = AnthropicModelInfo
     except ImportError:
-        log.warning(
-            "LiteLLM %s: Anthropic OAuth header fix not applied (internals moved); Claude subscription keys may be rejected",
-            litellm_version(),
-        )
-        return False
-    original = AnthropicModelInfo.validate_environment
-    if getattr(original, "_llm_service_patched", False):
-        return True
+        pass
 
-    @functools.wraps(original)
-    def validate_environment(
-        self: Any,
-        headers: dict[str, Any],
-        model: str,
-        messages: list[Any],
-        optional_params: dict[str, Any],
-        litellm_params: dict[str, Any],
-        api_key: str | None = None,
-        api_base: str | None = None,
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = original(
-            self, headers, model, messages, optional_params, litellm_params, api_key=api_key, api_base=api_base
-        )
-        auth = str(result.get("authorization", ""))
-        x_api_key = str(result.get("x-api-key", ""))
-        if x_api_key.startswith(ANTHROPIC_OAUTH_TOKEN_PREFIX) or auth.startswith(f"Bearer {ANTHROPIC_OAUTH_TOKEN_PREFIX}"):
-            token = x_api_key if x_api_key.startswith(ANTHROPIC_OAUTH_TOKEN_PREFIX) else auth.removeprefix("Bearer ").strip()
-            result.pop("x-api-key", None)
-            result["authorization"] = f"Bearer {token}"
-            beta = [b.strip() for b in str(result.get("anthropic-beta", "")).split(",") if b.strip()]
-            if ANTHROPIC_OAUTH_BETA_HEADER not in beta:
-                beta.append(ANTHROPIC_OAUTH_BETA_HEADER)
-            result["anthropic-beta"] = ",".join(beta)
-        return result
+    def wrap(original: Any) -> Any:
+        def validate_environment(
+            self: Any,
+            headers: dict[str, Any],
+            model: str,
+            messages: list[Any],
+            optional_params: dict[str, Any],
+            litellm_params: dict[str, Any],
+            api_key: str | None = None,
+            api_base: str | None = None,
+        ) -> dict[str, Any]:
+            result: dict[str, Any] = original(
+                self, headers, model, messages, optional_params, litellm_params, api_key=api_key, api_base=api_base
+            )
+            auth = str(result.get("authorization", ""))
+            x_api_key = str(result.get("x-api-key", ""))
+            if x_api_key.startswith(ANTHROPIC_OAUTH_TOKEN_PREFIX) or auth.startswith(f"Bearer {ANTHROPIC_OAUTH_TOKEN_PREFIX}"):
+                token = x_api_key if x_api_key.startswith(ANTHROPIC_OAUTH_TOKEN_PREFIX) else auth.removeprefix("Bearer ").strip()
+                result.pop("x-api-key", None)
+                result["authorization"] = f"Bearer {token}"
+                beta = [b.strip() for b in str(result.get("anthropic-beta", "")).split(",") if b.strip()]
+                if ANTHROPIC_OAUTH_BETA_HEADER not in beta:
+                    beta.append(ANTHROPIC_OAUTH_BETA_HEADER)
+                result["anthropic-beta"] = ",".join(beta)
+            return result
 
-    validate_environment._llm_service_patched = True  # type: ignore[attr-defined]
-    AnthropicModelInfo.validate_environment = validate_environment  # type: ignore[method-assign]
-    return True
+        return validate_environment
+
+    return _wrap_once(
+        owner, "validate_environment", wrap, "Anthropic OAuth header fix (Claude subscription keys may be rejected)"
+    )
 
 
 def _metadata_none_guard() -> bool:
     """Drop metadata=None before LiteLLM's error handler trips over it (the reference's crash guard)."""
-    original = getattr(litellm, "acompletion", None)
-    if original is None:
-        log.warning("LiteLLM %s: metadata=None guard not applied (acompletion not found)", litellm_version())
-        return False
-    if getattr(original, "_llm_service_patched", False):
-        return True
 
-    @functools.wraps(original)
-    async def acompletion(*args: Any, **kwargs: Any) -> Any:
-        if "metadata" in kwargs and kwargs["metadata"] is None:
-            del kwargs["metadata"]
-        return await original(*args, **kwargs)
+    def wrap(original: Any) -> Any:
+        async def acompletion(*args: Any, **kwargs: Any) -> Any:
+            if "metadata" in kwargs and kwargs["metadata"] is None:
+                del kwargs["metadata"]
+            return await original(*args, **kwargs)
 
-    acompletion._llm_service_patched = True  # type: ignore[attr-defined]
-    litellm.acompletion = acompletion
-    return True
+        return acompletion
+
+    return _wrap_once(litellm, "acompletion", wrap, "metadata=None guard")
 
 
 _MCP_HANDLER_MODULE = "litellm.responses.mcp.litellm_proxy_mcp_handler"
@@ -166,31 +178,27 @@ def _anthropic_malformed_sse_guard() -> bool:
     caller would get a truncated answer that looks complete. At the end of the stream
     a non-empty, undecodable buffer now raises.
     """
+    owner: Any = None  # None when the module moved: _wrap_once reports it
     try:
         from litellm.llms.anthropic.chat.handler import ModelResponseIterator
+
+        owner = ModelResponseIterator
     except ImportError:
-        log.warning("LiteLLM %s: malformed-SSE guard not applied (internals moved)", litellm_version())
-        return False
-    original = getattr(ModelResponseIterator, "_handle_accumulated_json_chunk", None)
-    if original is None:
-        log.warning("LiteLLM %s: malformed-SSE guard not applied (internals moved)", litellm_version())
-        return False
-    if getattr(original, "_llm_service_patched", False):
-        return True
+        pass
 
-    @functools.wraps(original)
-    def handle(self: Any, data_str: str, is_final: bool = False) -> Any:
-        result = original(self, data_str, is_final=is_final)
-        if is_final and result is None:
-            buffer = getattr(self, "_json_buffer", None)
-            leftover = buffer.snapshot() if buffer is not None and hasattr(buffer, "snapshot") else ""
-            if leftover.strip():
-                raise ValueError(MALFORMED_SSE_MESSAGE)
-        return result
+    def wrap(original: Any) -> Any:
+        def handle(self: Any, data_str: str, is_final: bool = False) -> Any:
+            result = original(self, data_str, is_final=is_final)
+            if is_final and result is None:
+                buffer = getattr(self, "_json_buffer", None)
+                leftover = buffer.snapshot() if buffer is not None and hasattr(buffer, "snapshot") else ""
+                if leftover.strip():
+                    raise ValueError(MALFORMED_SSE_MESSAGE)
+            return result
 
-    handle._llm_service_patched = True  # type: ignore[attr-defined]
-    ModelResponseIterator._handle_accumulated_json_chunk = handle  # type: ignore[method-assign]
-    return True
+        return handle
+
+    return _wrap_once(owner, "_handle_accumulated_json_chunk", wrap, "malformed-SSE guard")
 
 
 def install() -> SetupReport:
