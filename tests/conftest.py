@@ -27,7 +27,7 @@ OAUTH_SENTINEL_KEY = "sk-ant-oat01-SENTINEL-subscription-token-0123456789"
 def test_config(fake_url: str, **overrides: Any) -> Config:
     """A configuration whose routes all point at the fake upstream, with fast retries."""
     raw: dict[str, Any] = {
-        "server": {"listen": "127.0.0.1:0", "drain_grace_s": 5},
+        "server": {"listen": "127.0.0.1:0", "drain_grace_s": 5, "metrics_listen": "127.0.0.1:0"},
         "retry": {"backoff_base_s": 0.01, "max_delay_s": 2.0, "empty_stream_delay_s": 0.01, "jitter_ratio": 0.0},
         "routes": {
             "openai": {"model": "openai/test-model", "api_base": f"{fake_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}},

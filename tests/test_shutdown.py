@@ -33,7 +33,7 @@ def _free_port() -> int:
 def test_sigterm_lets_an_in_flight_stream_finish_then_exits_zero(fake: FakeUpstream, tmp_path: Path) -> None:
     port = _free_port()
     config = {
-        "server": {"listen": f"127.0.0.1:{port}", "drain_grace_s": 10},
+        "server": {"listen": f"127.0.0.1:{port}", "drain_grace_s": 10, "metrics_listen": "127.0.0.1:0"},
         "routes": {"slow": {"model": "openai/slow", "api_base": f"{fake.base_url}/v1"}},
     }
     path = tmp_path / "config.yaml"

@@ -120,6 +120,7 @@ class ServerConfig:
     max_retries_cap: int = 10
     log_level: str = "INFO"
     max_metadata_entries: int = 16
+    metrics_listen: str = "127.0.0.1:9464"  # Prometheus /metrics; "" turns it off
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,13 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
             "log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR", lambda v: v in ("DEBUG", "INFO", "WARNING", "ERROR")
         ),
         max_metadata_entries=s.get("max_metadata_entries", int, 16, "an integer >= 0", _non_negative),
+        metrics_listen=s.get(
+            "metrics_listen",
+            str,
+            ServerConfig.metrics_listen,
+            'host:port, or "" for no metrics',
+            lambda v: v == "" or _host_port(v),
+        ),
     )
     s.done()
     r = top.sub("retry")

@@ -17,6 +17,7 @@ from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from llm_service.config import Config
 from llm_service.core import litellm_setup
 from llm_service.core.provider import Provider
+from llm_service.metrics import GrpcMetricsInterceptor, Metrics
 from llm_service.servicer import LLMServicer
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ class RunningServer:
     health: HealthServicer
     port: int
     config: Config
+    metrics: Metrics
+    metrics_port: int = 0
 
     async def drain(self, grace_s: float | None = None) -> None:
         """Fail health, refuse new RPCs, let in-flight ones finish within the grace period."""
@@ -39,21 +42,24 @@ class RunningServer:
         log.info("draining", extra={"grace_s": grace})
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        await asyncio.to_thread(self.metrics.close)
         log.info("stopped")
 
 
 async def start(config: Config, listen: str | None = None) -> RunningServer:
     """Start serving on listen (default: the configured address); returns once listening."""
     report = litellm_setup.install()
+    metrics = Metrics(report.litellm_version)
     server = grpc.aio.server(
+        interceptors=[GrpcMetricsInterceptor(metrics)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
-    provider = Provider(config)
-    pb_grpc.add_LLMServiceServicer_to_server(LLMServicer(config, provider), server)
+    provider = Provider(config, on_retry=metrics.retried)
+    pb_grpc.add_LLMServiceServicer_to_server(LLMServicer(config, provider, metrics), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -64,6 +70,7 @@ async def start(config: Config, listen: str | None = None) -> RunningServer:
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     await server.start()
+    metrics_port = metrics.serve(config.server.metrics_listen) if config.server.metrics_listen else 0
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
@@ -72,9 +79,10 @@ async def start(config: Config, listen: str | None = None) -> RunningServer:
             "address": address.rsplit(":", 1)[0] + f":{port}",
             "routes": sorted(config.routes),
             "litellm_version": report.litellm_version,
+            "metrics_port": metrics_port,
         },
     )
-    return RunningServer(server, health, port, config)
+    return RunningServer(server, health, port, config, metrics, metrics_port)
 
 
 async def serve_until_signalled(config: Config, listen: str | None = None) -> None:

@@ -20,6 +20,7 @@ from llm_service.config import Config, Route
 from llm_service.core import errors, types
 from llm_service.core.provider import Provider
 from llm_service.core.retry import Deadline
+from llm_service.metrics import Metrics
 from llm_service.status import MappedStatus, to_status
 
 log = logging.getLogger("llm_service.rpc")
@@ -27,14 +28,23 @@ ROUTE_NAME_SHOWN_MAX_CHARS = 64
 
 
 class _RpcRecord:
-    """What the one log line of an RPC says."""
+    """What an RPC reports when it ends: its one log line and its metrics."""
 
-    def __init__(self, rpc: str, request: Any) -> None:
+    def __init__(self, rpc: str, request: Any, metrics: Metrics) -> None:
         self.started = time.monotonic()
+        self.rpc = rpc
+        self.metrics = metrics
+        self.route: Route | None = None
         self.fields: dict[str, Any] = {"rpc": rpc, "code": "OK", "route": ""}
         metadata = getattr(request, "metadata", None)
         if metadata:
             self.fields["caller"] = dict(list(metadata.items())[:16])
+        metrics.inflight.labels(rpc).inc()
+
+    def routed(self, route: Route) -> None:
+        """The call names a configured route: from here on, route-labelled metrics may be touched."""
+        self.route = route
+        self.fields["route"] = route.name
 
     def finished(self, finish: types.Finish | None) -> None:
         if finish is not None:
@@ -48,23 +58,30 @@ class _RpcRecord:
                 cost_usd=finish.cost_usd,
                 upstream_ms=round(finish.gateway.upstream_s * 1000, 1),
             )
+            if self.route is not None:
+                self.metrics.answered(self.route, finish)
 
     def failed(self, mapped: MappedStatus, err: errors.LLMError) -> None:
         self.fields.update(code=mapped.code.name, reason=mapped.reason)
         if err.attempts:
             self.fields["attempts"] = err.attempts
+        self.metrics.failed(self.route, mapped.reason, err.attempts)
 
     def emit(self) -> None:
-        self.fields["latency_ms"] = round((time.monotonic() - self.started) * 1000, 1)
+        seconds = time.monotonic() - self.started
+        self.metrics.inflight.labels(self.rpc).dec()
+        self.metrics.finished(self.rpc, self.route, self.fields["code"], seconds)
+        self.fields["latency_ms"] = round(seconds * 1000, 1)
         log.info("rpc", extra=self.fields)
 
 
 class LLMServicer(pb_grpc.LLMServiceServicer):
     """Serves llm.v1.LLMService."""
 
-    def __init__(self, config: Config, provider: Provider) -> None:
+    def __init__(self, config: Config, provider: Provider, metrics: Metrics) -> None:
         self.config = config
         self.provider = provider
+        self.metrics = metrics
 
     def _route(self, name: str) -> Route:
         if not name:
@@ -84,11 +101,11 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
 
     async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.CompleteResponse:
         """Answer in one response."""
-        rec = _RpcRecord("Complete", request)
+        rec = _RpcRecord("Complete", request, self.metrics)
         failure: MappedStatus | None = None
         try:
             route = self._route(request.model)
-            rec.fields["route"] = route.name
+            rec.routed(route)
             call = convert.call_from_proto(request, self.config.server.max_metadata_entries)
             completion = await self.provider.complete(route, call, Deadline(context.time_remaining()))
             rec.finished(completion.finish)
@@ -107,15 +124,18 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
 
     async def Stream(self, request: pb.StreamRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamResponse]:
         """Answer as a stream of events."""
-        rec = _RpcRecord("Stream", request)
+        rec = _RpcRecord("Stream", request, self.metrics)
         failure: MappedStatus | None = None
         try:
             route = self._route(request.model)
-            rec.fields["route"] = route.name
+            rec.routed(route)
             call = convert.call_from_proto(request, self.config.server.max_metadata_entries)
             events = 0
             async for event in self.provider.stream(route, call, Deadline(context.time_remaining())):
+                if events == 0 and not isinstance(event, types.Finish):
+                    self.metrics.first_token(route, time.monotonic() - rec.started)
                 events += 1
+                self.metrics.streamed(route, event)
                 if isinstance(event, types.Finish):
                     rec.finished(event)
                 yield convert.event_to_proto(event)
@@ -129,6 +149,8 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         finally:
             rec.emit()
         if failure is not None:
+            if rec.route is not None:
+                self.metrics.stream_events.labels(rec.route.name, "error").inc()
             yield pb.StreamResponse(error=pb.StreamError(code=failure.code.name, reason=failure.reason, message=failure.message))
             await context.abort(failure.code, failure.message, failure.trailing_metadata)
 
@@ -142,11 +164,11 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
 
     async def CountTokens(self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext) -> pb.CountTokensResponse:
         """The input-token estimate for a request on a route."""
-        rec = _RpcRecord("CountTokens", request)
+        rec = _RpcRecord("CountTokens", request, self.metrics)
         failure: MappedStatus | None = None
         try:
             route = self._route(request.model)
-            rec.fields["route"] = route.name
+            rec.routed(route)
             count, method = await self.provider.count_tokens(route, convert.count_call_from_proto(request))
             rec.fields["input_tokens"] = count
             kind = pb.TOKEN_COUNT_METHOD_LITELLM if method == "litellm" else pb.TOKEN_COUNT_METHOD_ESTIMATE

@@ -1,0 +1,247 @@
+"""Prometheus metrics: requests, streams, retries, tokens, cost, errors, and the standard gRPC server series.
+
+Label values are bounded: `route` and `provider` come from the configuration only
+(an unknown route is rejected before any route-labelled series is touched), `rpc`
+and `grpc_method` from the service definition, `reason` and `kind` from fixed sets.
+No user, token or request ids ever become labels.
+
+With PROMETHEUS_MULTIPROC_DIR set (several worker processes), values live in that
+folder and /metrics serves the sum over all workers (prometheus_client multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+
+from llm_service import __version__
+from llm_service.config import Route
+from llm_service.core import types
+from llm_service.core.retry import RetryReason
+
+# LLM calls last from tens of milliseconds (a cached token count) to minutes (a long stream).
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+ATTEMPT_BUCKETS = (1, 2, 3, 5, 10)
+GRPC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+TOKEN_KINDS = ("input", "output", "cached_input", "cache_creation", "reasoning")
+EVENT_TYPES = {
+    types.TextDelta: "text_delta",
+    types.ReasoningDelta: "reasoning_delta",
+    types.ToolCall: "tool_call",
+    types.TextEnd: "text_end",
+    types.Finish: "finish",
+}
+
+
+def _multiprocess() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class Metrics:
+    """The service's metrics, in a registry of their own (several servers may share a process in tests)."""
+
+    def __init__(self, litellm_version: str) -> None:
+        # In multiprocess mode values go to files; the registry is only where the objects are made.
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("llm_requests", "RPCs by outcome.", ["rpc", "route", "provider", "code"], registry=r)
+        self.duration = Histogram(
+            "llm_request_duration_seconds", "RPC duration.", ["rpc", "route", "provider"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.inflight = Gauge("llm_inflight_requests", "RPCs in progress.", ["rpc"], multiprocess_mode="livesum", registry=r)
+        self.ttft = Histogram(
+            "llm_time_to_first_token_seconds",
+            "Time from a Stream call to its first content event.",
+            ["route", "provider"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.stream_events = Counter("llm_stream_events", "Stream events sent, by type.", ["route", "type"], registry=r)
+        self.retries = Counter("llm_retries", "Upstream retries, by reason.", ["route", "provider", "reason"], registry=r)
+        self.attempts = Histogram(
+            "llm_upstream_attempts", "Upstream attempts per call.", ["route"], buckets=ATTEMPT_BUCKETS, registry=r
+        )
+        self.tokens = Counter("llm_tokens", "Tokens, as the providers reported them.", ["route", "provider", "kind"], registry=r)
+        self.cost = Counter("llm_cost_usd", "Cost in USD, where LiteLLM can price the model.", ["route", "provider"], registry=r)
+        self.errors = Counter("llm_errors", "Failed calls, by ErrorInfo reason.", ["route", "reason"], registry=r)
+        self.grpc_started = Counter(
+            "grpc_server_started", "RPCs started.", ["grpc_type", "grpc_service", "grpc_method"], registry=r
+        )
+        self.grpc_handled = Counter(
+            "grpc_server_handled", "RPCs completed.", ["grpc_type", "grpc_service", "grpc_method", "grpc_code"], registry=r
+        )
+        self.grpc_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "RPC handling time.",
+            ["grpc_type", "grpc_service", "grpc_method"],
+            buckets=GRPC_BUCKETS,
+            registry=r,
+        )
+        self.grpc_sent = Counter(
+            "grpc_server_msg_sent", "Stream messages sent.", ["grpc_type", "grpc_service", "grpc_method"], registry=r
+        )
+        build = Gauge(
+            "llm_service_build_info", "Build information.", ["version", "litellm_version"], multiprocess_mode="max", registry=r
+        )
+        build.labels(__version__, litellm_version).set(1)
+        self._http: WSGIServer | None = None
+
+    # --- recording -----------------------------------------------------------------------------
+
+    def retried(self, route: Route, reason: RetryReason) -> None:
+        """One upstream retry (the provider core's on_retry hook)."""
+        self.retries.labels(route.name, route.provider, reason.value).inc()
+
+    def finished(self, rpc: str, route: Route | None, code: str, seconds: float) -> None:
+        """An RPC ended with this gRPC code name. route is None when the caller named no known route."""
+        if route is None:
+            return
+        self.requests.labels(rpc, route.name, route.provider, code).inc()
+        self.duration.labels(rpc, route.name, route.provider).observe(seconds)
+
+    def answered(self, route: Route, finish: types.Finish) -> None:
+        """Usage, cost and attempts of a successful call."""
+        u = finish.usage
+        for kind, value in zip(
+            TOKEN_KINDS,
+            (u.input_tokens, u.output_tokens, u.cached_input_tokens, u.cache_creation_tokens, u.reasoning_tokens),
+            strict=True,
+        ):
+            if value:
+                self.tokens.labels(route.name, route.provider, kind).inc(value)
+        if finish.cost_usd > 0:
+            self.cost.labels(route.name, route.provider).inc(finish.cost_usd)
+        self.attempts.labels(route.name).observe(finish.gateway.attempts)
+
+    def failed(self, route: Route | None, reason: str, attempts: int) -> None:
+        """A failed call, by ErrorInfo reason."""
+        if route is None:
+            return
+        self.errors.labels(route.name, reason).inc()
+        if attempts:
+            self.attempts.labels(route.name).observe(attempts)
+
+    def streamed(self, route: Route, event: types.Event) -> None:
+        """One stream event sent."""
+        self.stream_events.labels(route.name, EVENT_TYPES[type(event)]).inc()
+
+    def first_token(self, route: Route, seconds: float) -> None:
+        """Time to the first content event of a stream."""
+        self.ttft.labels(route.name, route.provider).observe(seconds)
+
+    # --- exposition ----------------------------------------------------------------------------
+
+    def exposition_registry(self) -> CollectorRegistry:
+        """What /metrics serves: this registry, or the sum over all workers in multiprocess mode."""
+        if not _multiprocess():
+            return self.registry
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+
+    def serve(self, listen: str) -> int:
+        """Serve /metrics over HTTP on host:port (port 0: any); returns the port."""
+        host, port = listen.rsplit(":", 1)
+        server, _ = start_http_server(int(port), host.strip("[]"), registry=self.exposition_registry())
+        self._http = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        """Stop serving /metrics."""
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
+class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """grpc_server_started/handled/handling_seconds for every RPC, under the usual names and labels."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        service, _, method = str(handler_call_details.method).lstrip("/").partition("/")
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, service, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            stream = handler.unary_stream
+            # An async generator yields its messages; a coroutine writes them with context.write().
+            wrapped = (
+                self._server_stream(stream, service, method)
+                if inspect.isasyncgenfunction(stream)
+                else self._unary(stream, service, method, "server_stream")
+            )
+            return grpc.unary_stream_rpc_method_handler(
+                wrapped,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # this service has no client-streaming RPCs
+
+    def _done(self, kind: str, service: str, method: str, started: float, code: str) -> None:
+        self.m.grpc_handled.labels(kind, service, method, code).inc()
+        self.m.grpc_seconds.labels(kind, service, method).observe(time.perf_counter() - started)
+
+    def _unary(self, behavior: Any, service: str, method: str, kind: str = "unary") -> Any:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            self.m.grpc_started.labels(kind, service, method).inc()
+            started = time.perf_counter()
+            code = "UNKNOWN"
+            try:
+                response = await behavior(request, context)
+                code = _code_name(context.code(), "OK")
+                return response
+            except BaseException:
+                code = _code_name(context.code(), "CANCELLED" if context.cancelled() else "UNKNOWN")
+                raise
+            finally:
+                self._done(kind, service, method, started, code)
+
+        return wrapped
+
+    def _server_stream(self, behavior: Any, service: str, method: str) -> Any:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            self.m.grpc_started.labels("server_stream", service, method).inc()
+            started = time.perf_counter()
+            sent = self.m.grpc_sent.labels("server_stream", service, method)
+            code = "UNKNOWN"
+            try:
+                async for message in behavior(request, context):
+                    sent.inc()
+                    yield message
+                code = _code_name(context.code(), "OK")
+            except BaseException:
+                code = _code_name(context.code(), "CANCELLED" if context.cancelled() else "UNKNOWN")
+                raise
+            finally:
+                self._done("server_stream", service, method, started, code)
+
+        return wrapped
+
+
+def _code_name(code: Any, default: str) -> str:
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    if isinstance(code, int):
+        return next((c.name for c in grpc.StatusCode if c.value[0] == code), default)
+    return default
