@@ -6,9 +6,12 @@ Nothing here mocks LiteLLM: the server sends real HTTP to the fake upstream.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -146,6 +149,21 @@ def client(server: ServerThread) -> Iterator[LLMClient]:
     """The Python client, with channel retries off so attempt counts are exact."""
     with LLMClient(server.target, options=channel_options(retries=False)) as c:
         yield c
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    """The environment a server subprocess needs: this one, with the source tree on PYTHONPATH."""
+    return {**os.environ, "PYTHONPATH": f"{ROOT / 'service'}:{ROOT / 'clients/python/src'}", **extra}
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def user_msg(text: str = "Hello") -> pb.Message:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,26 +17,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from fake_upstream import FakeUpstream, Script
 from llm_client import pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from tests.conftest import user_msg
+from tests.conftest import free_port, service_env, user_msg
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_sigterm_lets_an_in_flight_stream_finish_then_exits_zero(fake: FakeUpstream, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     config = {
         "server": {"listen": f"127.0.0.1:{port}", "drain_grace_s": 10, "metrics_listen": "127.0.0.1:0"},
         "routes": {"slow": {"model": "openai/slow", "api_base": f"{fake.base_url}/v1"}},
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'service'}:{ROOT / 'clients/python/src'}"}
+    env = service_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "llm_service", "--config", str(path)],
         env=env,

@@ -178,6 +178,10 @@ class FakeUpstream:
 
     async def _answer(self, request: web.Request, rec: RecordedRequest, script: Script, wire: Wire) -> web.StreamResponse:
         model = wire.model
+        rec.extra.update(status=script.status, stream=wire.stream, empty=not script.text and not script.tool_calls)
+        if script.status == 200 and script.body_raw is None and script.sse_raw is None and script.error is None:
+            if script.usage is not None and script.usage_mode != "none":
+                rec.extra["usage"] = asdict(script.usage)  # what this answer reports, for tests to compare against
         if script.first_byte_delay_s:
             await asyncio.sleep(script.first_byte_delay_s)
         if script.body_raw is not None:

@@ -107,18 +107,23 @@ class Metrics:
         self.requests.labels(rpc, route.name, route.provider, code).inc()
         self.duration.labels(rpc, route.name, route.provider).observe(seconds)
 
-    def answered(self, route: Route, finish: types.Finish) -> None:
-        """Usage, cost and attempts of a successful call."""
-        u = finish.usage
-        for kind, value in zip(
-            TOKEN_KINDS,
-            (u.input_tokens, u.output_tokens, u.cached_input_tokens, u.cache_creation_tokens, u.reasoning_tokens),
-            strict=True,
-        ):
+    def used(self, route: Route, usage: types.Usage, cost_usd: float) -> None:
+        """Tokens and cost of one answered upstream attempt (the provider core's on_usage hook)."""
+        values = (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_input_tokens,
+            usage.cache_creation_tokens,
+            usage.reasoning_tokens,
+        )
+        for kind, value in zip(TOKEN_KINDS, values, strict=True):
             if value:
                 self.tokens.labels(route.name, route.provider, kind).inc(value)
-        if finish.cost_usd > 0:
-            self.cost.labels(route.name, route.provider).inc(finish.cost_usd)
+        if cost_usd > 0:
+            self.cost.labels(route.name, route.provider).inc(cost_usd)
+
+    def answered(self, route: Route, finish: types.Finish) -> None:
+        """Attempts of a successful call."""
         self.attempts.labels(route.name).observe(finish.gateway.attempts)
 
     def failed(self, route: Route | None, reason: str, attempts: int) -> None:

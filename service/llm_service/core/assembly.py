@@ -114,6 +114,7 @@ class StreamAssembler:
         self._last_slot = 0
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
+        self.cost_usd = 0.0
         self.model = ""
         self.thinking: list[ThinkingBlock] = []
         self.chunks_seen = 0

@@ -41,6 +41,7 @@ from llm_service.core.types import (
 log = logging.getLogger(__name__)
 
 RetryHook = Callable[[Route, RetryReason], None]
+UsageHook = Callable[[Route, Usage, float], None]
 
 
 @dataclass
@@ -66,9 +67,10 @@ class _CallState:
 class Provider:
     """Completes calls on configured routes through LiteLLM."""
 
-    def __init__(self, config: Config, on_retry: RetryHook | None = None) -> None:
+    def __init__(self, config: Config, on_retry: RetryHook | None = None, on_usage: UsageHook | None = None) -> None:
         self.config = config
         self._on_retry = on_retry
+        self._on_usage = on_usage
         self._compat_models = tool_compat.CompatModels()
         self._dumps = FailedRequestDumps(config.debug_dump_dir, config.debug_dump_keep) if config.debug_dump_dir else None
 
@@ -182,12 +184,22 @@ class Provider:
         finish = dataclasses.replace(reply.finish, finish_reason="tool_calls" if calls else reply.finish.finish_reason)
         return Completion(text=text, reasoning=reply.reasoning, tool_calls=tuple(calls), finish=finish)
 
-    def _finish(self, req: UpstreamRequest, asm: StreamAssembler, state: _CallState) -> Finish:
+    def _attempt_answered(self, req: UpstreamRequest, state: _CallState, asm: StreamAssembler) -> None:
+        """Price an attempt that got an answer, and report what the upstream billed for it.
+
+        Every answered attempt is reported, including empty ones that are retried: the
+        provider bills them too, so token and cost counters must include them.
+        """
         usage = asm.usage or Usage()
+        asm.cost_usd = cost_usd(req.model, usage)
+        if self._on_usage is not None and not usage.is_empty():
+            self._on_usage(state.route, usage, asm.cost_usd)
+
+    def _finish(self, req: UpstreamRequest, asm: StreamAssembler, state: _CallState) -> Finish:
         return Finish(
             finish_reason=asm.final_finish_reason(),
-            usage=usage,
-            cost_usd=cost_usd(req.model, usage),
+            usage=asm.usage or Usage(),
+            cost_usd=asm.cost_usd,
             provider_model=asm.model or req.model,
             gateway=state.gateway(),
             thinking_blocks=tuple(asm.thinking),
@@ -265,6 +277,7 @@ class Provider:
                     yield event
             if asm.usage is None:
                 asm.usage = summed_usage(response)
+            self._attempt_answered(req, state, asm)
         except TimeoutError:
             raise errors.DeadlineExceeded("the caller's deadline passed while waiting for the upstream") from None
         finally:
@@ -306,6 +319,7 @@ class Provider:
                 state.upstream_s += time.monotonic() - started
             asm = StreamAssembler()
             asm.feed(decode_response(response))
+            self._attempt_answered(req, state, asm)
             if not asm.has_content and not _empty_is_expected(req, asm):
                 await self._dump(state, req, "empty_response")
                 delay = backoff_delay(state.retries_of(RetryReason.EMPTY_RESPONSE), self.config.retry)
