@@ -14,8 +14,10 @@ NPM_STAMP := protos/node_modules/.installed
 BUF := protos/node_modules/.bin/buf
 
 RESULTS := build/test-results
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBIAN_PACKAGES := prometheus
 
-.PHONY: help venv run test parity lint proto proto-check typecheck clean lock
+.PHONY: help venv system-deps run test parity lint proto proto-check typecheck clean lock
 
 help:
 	@echo "make run    start the service with the bundled config (demo route -> bundled fake upstream)"
@@ -37,6 +39,13 @@ $(VENV)/.client: $(VENV)/.deps $(CLIENT_SRC)
 
 venv: $(VENV)/.client
 
+# Debian packages the tests use: prometheus (the server and promtool) for the metrics checks.
+system-deps:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES) >/dev/null; }
+
 $(NPM_STAMP): protos/package.json protos/package-lock.json
 	@# npm install (not ci): this npm omits other platforms' optional packages from the lock, which npm ci rejects.
 	@# Versions and integrity hashes still come from package-lock.json; --no-save never rewrites it.
@@ -54,17 +63,20 @@ proto-check: $(VENV)/.deps
 run: venv
 	$(PY) -m llm_service --config service/llm_service/default_config.yaml
 
-lint: venv $(NPM_STAMP) proto-check
+lint: venv system-deps $(NPM_STAMP) proto-check
 	$(BIN)/ruff check service tests clients/python protos
 	$(BIN)/ruff format --check -q service tests clients/python protos
 	$(BIN)/mypy
 	cd protos && node_modules/.bin/buf lint
+	promtool check rules deploy/prometheus/alerts.yaml
+	cd deploy/prometheus && promtool test rules alerts_test.yaml
+	$(PY) -m json.tool deploy/grafana/llm-service.json >/dev/null
 
 typecheck: venv
 	$(BIN)/mypy
 
 # Every test, then the parity check: each provider-core item (PC01-PC28) has a passing test.
-test: venv lint
+test: venv system-deps lint
 	@mkdir -p $(RESULTS)
 	$(BIN)/pytest --junitxml=$(RESULTS)/junit.xml
 	@$(PY) tests/parity.py --junit $(RESULTS)/junit.xml >/dev/null && echo "parity: every PC item has passing tests (make parity shows the table)"

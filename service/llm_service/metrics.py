@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -31,6 +31,7 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 ATTEMPT_BUCKETS = (1, 2, 3, 5, 10)
 GRPC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+AUTH_FAILURE_REASONS = ("UPSTREAM_AUTH_FAILED", "UPSTREAM_PERMISSION_DENIED")
 TOKEN_KINDS = ("input", "output", "cached_input", "cache_creation", "reasoning")
 EVENT_TYPES = {
     types.TextDelta: "text_delta",
@@ -93,6 +94,21 @@ class Metrics:
         )
         build.labels(__version__, litellm_version).set(1)
         self._http: WSGIServer | None = None
+
+    def prime(self, routes: Iterable[Route]) -> None:
+        """Create the series alerts watch at 0, so that their first increase is seen.
+
+        Prometheus cannot see a counter's first increment when the series appears
+        already at 1 (rate() and increase() need a previous sample): the first auth
+        failure on a route would go unnoticed until the second.
+        """
+        for route in routes:
+            for reason in AUTH_FAILURE_REASONS:
+                self.errors.labels(route.name, reason)
+            for retry in RetryReason:
+                self.retries.labels(route.name, route.provider, retry.value)
+            for rpc in ("Complete", "Stream"):
+                self.requests.labels(rpc, route.name, route.provider, "OK")
 
     # --- recording -----------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ async def start(config: Config, listen: str | None = None) -> RunningServer:
     """Start serving on listen (default: the configured address); returns once listening."""
     report = litellm_setup.install()
     metrics = Metrics(report.litellm_version)
+    metrics.prime(config.routes.values())
     server = grpc.aio.server(
         interceptors=[GrpcMetricsInterceptor(metrics)],
         options=[
