@@ -6,7 +6,7 @@
         for event in client.stream("demo", [user("Hello")]):
             ...
 
-It depends on grpcio, protobuf and googleapis-common-protos only (never LiteLLM).
+It depends on grpcio and protobuf only (never LiteLLM).
 """
 
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb

@@ -9,10 +9,10 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from google.rpc import error_details_pb2, status_pb2
 
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
+from llm_client._rpc_status import parse_details
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 DEFAULT_TIMEOUT_S = 120.0
@@ -180,32 +180,15 @@ class LLMServiceError(Exception):
         self.field_violations = field_violations or []
 
 
-def _details_from(trailing: Any) -> status_pb2.Status | None:
-    for key, value in trailing or ():
-        if key == STATUS_DETAILS_KEY:
-            status = status_pb2.Status()
-            status.ParseFromString(value)
-            return status
-    return None
-
-
 def error_from_rpc(err: grpc.RpcError | grpc.aio.AioRpcError) -> LLMServiceError:
-    """An LLMServiceError from a failed call, reading the rich status details."""
+    """An LLMServiceError from a failed call, reading the rich status details from the trailers."""
     code: grpc.StatusCode = err.code()
     message: str = err.details() or ""
-    status = _details_from(err.trailing_metadata())
-    reason, metadata, delay, violations = "", {}, None, []
-    for detail in status.details if status is not None else ():
-        info = error_details_pb2.ErrorInfo()
-        retry = error_details_pb2.RetryInfo()
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(info):
-            reason, metadata = info.reason, dict(info.metadata)
-        elif detail.Unpack(retry):
-            delay = retry.retry_delay.ToTimedelta().total_seconds()
-        elif detail.Unpack(bad):
-            violations = [(v.field, v.description) for v in bad.field_violations]
-    return LLMServiceError(code, message, reason, metadata, delay, violations)
+    raw = next((value for key, value in err.trailing_metadata() or () if key == STATUS_DETAILS_KEY), None)
+    if raw is None:
+        return LLMServiceError(code, message)
+    d = parse_details(raw)
+    return LLMServiceError(code, message, d.reason, d.metadata, d.retry_delay_s, d.field_violations)
 
 
 # --- requests ------------------------------------------------------------------------------------
