@@ -11,6 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 CLIENT_SRC := $(shell find clients/python -name '*.py' -o -name '*.pyi' -o -name pyproject.toml 2>/dev/null)
 GEN_DIR := clients/python/src/llm_client/_proto
 NPM_STAMP := protos/node_modules/.installed
+NODE_CLIENT_STAMP := clients/node/node_modules/.installed
 BUF := protos/node_modules/.bin/buf
 
 RESULTS := build/test-results
@@ -52,6 +53,11 @@ $(NPM_STAMP): protos/package.json protos/package-lock.json
 	cd protos && npm install --no-save --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The Node.js interop client's packages (@grpc/grpc-js, @grpc/proto-loader), exactly as locked.
+$(NODE_CLIENT_STAMP): clients/node/package.json clients/node/package-lock.json
+	cd clients/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 proto: $(VENV)/.deps
 	$(PY) protos/gen_python.py clients/python/src
 
@@ -76,7 +82,7 @@ typecheck: venv
 	$(BIN)/mypy
 
 # Every test, then the parity check: each provider-core item (PC01-PC28) has a passing test.
-test: venv system-deps lint
+test: venv system-deps $(NODE_CLIENT_STAMP) lint
 	@mkdir -p $(RESULTS)
 	$(BIN)/pytest --junitxml=$(RESULTS)/junit.xml
 	@$(PY) tests/parity.py --junit $(RESULTS)/junit.xml >/dev/null && echo "parity: every PC item has passing tests (make parity shows the table)"
