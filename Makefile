@@ -16,15 +16,19 @@ BUF := protos/node_modules/.bin/buf
 
 RESULTS := build/test-results
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := prometheus
+# Debian packages the checks use, and a command each provides (installed when one is missing).
+DEBIAN_PACKAGES := prometheus protobuf-compiler protoc-gen-go protoc-gen-go-grpc protobuf-compiler-grpc-java-plugin
+DEBIAN_COMMANDS := prometheus promtool protoc protoc-gen-go protoc-gen-go-grpc grpc_java_plugin
+CONTRACT_IMAGE := releases/llm-v1.binpb
 
-.PHONY: help venv system-deps run test parity lint proto proto-check typecheck clean lock
+.PHONY: help venv system-deps run test parity lint stubs release-contract proto proto-check typecheck clean lock
 
 help:
 	@echo "make run    start the service with the bundled config (demo route -> bundled fake upstream)"
 	@echo "make test   set up and run every test"
 	@echo "make parity run the provider-core tests and print which tests prove each PC item"
-	@echo "make lint   ruff, mypy, buf lint, generated-code freshness"
+	@echo "make lint   ruff, mypy, buf lint, buf breaking, stubs, promtool, generated-code freshness"
+	@echo "make stubs  Go, Java and TypeScript stubs under build/stubs"
 	@echo "make proto  regenerate the Python code from protos/"
 
 # The virtual environment, installed only from the hash-checked lock.
@@ -40,9 +44,10 @@ $(VENV)/.client: $(VENV)/.deps $(CLIENT_SRC)
 
 venv: $(VENV)/.client
 
-# Debian packages the tests use: prometheus (the server and promtool) for the metrics checks.
+# Debian packages: prometheus (server and promtool) for the metrics checks; protoc and the
+# Go and Java plugins for `make stubs`.
 system-deps:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	@for c in $(DEBIAN_COMMANDS); do command -v $$c >/dev/null || missing=1; done; [ -z "$$missing" ] || { \
 	  echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES) >/dev/null; }
@@ -74,6 +79,8 @@ lint: venv system-deps $(NPM_STAMP) proto-check
 	$(BIN)/ruff format --check -q service tests clients/python protos
 	$(BIN)/mypy
 	cd protos && node_modules/.bin/buf lint
+	cd protos && node_modules/.bin/buf breaking --against $(CONTRACT_IMAGE)
+	$(MAKE) --no-print-directory stubs
 	promtool check rules deploy/prometheus/alerts.yaml
 	cd deploy/prometheus && promtool test rules alerts_test.yaml
 	$(PY) -m json.tool deploy/grafana/llm-service.json >/dev/null
@@ -91,6 +98,19 @@ parity: venv
 	@mkdir -p $(RESULTS)
 	$(BIN)/pytest -q -k test_pc --junitxml=$(RESULTS)/parity.xml
 	$(PY) tests/parity.py --junit $(RESULTS)/parity.xml
+
+# Go, Java and TypeScript stubs under build/stubs (protos/buf.gen.yaml), checked to exist.
+stubs: system-deps $(NPM_STAMP)
+	rm -rf build/stubs
+	cd protos && node_modules/.bin/buf generate
+	@for f in go/llm/v1/llm_service.pb.go go/llm/v1/llm_service_grpc.pb.go \
+	  java/dev/llmservice/llm/v1/LLMServiceGrpc.java ts/llm/v1/llm_service_pb.ts; do \
+	  test -s build/stubs/$$f || { echo "stub missing: build/stubs/$$f" >&2; exit 1; }; done
+	@echo "stubs generated under build/stubs (go, java, ts)"
+
+# Record the contract as released: `buf breaking` in make lint compares every change with it.
+release-contract: $(NPM_STAMP)
+	cd protos && node_modules/.bin/buf build -o $(CONTRACT_IMAGE)
 
 clean:
 	rm -rf $(VENV) protos/node_modules .pytest_cache .mypy_cache .ruff_cache build

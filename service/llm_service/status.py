@@ -18,6 +18,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from llm_service.core import errors
 
 ERROR_DOMAIN = "llm-service"
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 # Most specific first: subclasses before their bases.
@@ -48,7 +49,7 @@ class MappedStatus:
     code: grpc.StatusCode
     message: str
     reason: str
-    trailing_metadata: tuple[tuple[str, bytes], ...]
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
 def code_for(err: errors.LLMError) -> grpc.StatusCode:
@@ -82,13 +83,17 @@ def to_status(err: errors.LLMError, route: str = "") -> MappedStatus:
     if isinstance(err, errors.ToolArgumentsInvalid):
         metadata["tool_name"] = err.tool_name
     details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata))]
+    trailers: list[tuple[str, str | bytes]] = []
     if err.retry_after_s is not None and code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
-        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=duration(err.retry_after_s))))
+        delay = duration(err.retry_after_s)
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+        # gRFC A6 server pushback: a channel retrying this status waits this long first.
+        trailers.append((RETRY_PUSHBACK_KEY, str(delay.seconds * 1000 + delay.nanos // 1_000_000)))
     if isinstance(err, errors.InvalidRequest):
         violation = error_details_pb2.BadRequest.FieldViolation(field=err.field, description=err.description)
         details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
-    return MappedStatus(code, message, reason, ((STATUS_DETAILS_KEY, status.SerializeToString()),))
+    return MappedStatus(code, message, reason, ((STATUS_DETAILS_KEY, status.SerializeToString()), *trailers))
 
 
 def duration(seconds: float) -> duration_pb2.Duration:

@@ -1,0 +1,31 @@
+"""The Python client's production channel: gRFC A6 retries of UNAVAILABLE only, honouring the server's delay."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from fake_upstream import FakeUpstream, Script
+from llm_client import LLMClient, LLMServiceError
+from tests.conftest import ServerThread, user_msg
+
+
+def test_channel_retries_unavailable_after_the_servers_retry_delay(server: ServerThread, fake: FakeUpstream) -> None:
+    # The server's own transient retries (3) fail; it answers UNAVAILABLE with RetryInfo 0.8 s
+    # and grpc-retry-pushback-ms: the channel waits that long, then its retry succeeds.
+    fake.script(Script(status=503, headers={"retry-after": "0.8"}, times=4), Script(text="second time lucky"))
+    with LLMClient(server.target) as client:
+        result = client.complete("openai", [user_msg()], timeout=30)
+    assert result.text == "second time lucky"
+    starts = [r.started_at for r in fake.requests()]
+    assert len(starts) == 5
+    assert starts[4] - starts[3] >= 0.8, "the channel waited the server's delay before retrying"
+
+
+def test_channel_never_retries_other_codes(server: ServerThread, fake: FakeUpstream) -> None:
+    fake.script(Script(status=429, headers={"retry-after": "0.1"}, times=30))
+    with LLMClient(server.target) as client, pytest.raises(LLMServiceError) as info:
+        client.complete("openai", [user_msg()], max_retries=1, timeout=30)
+    assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert info.value.retry_delay_s == pytest.approx(0.1)
+    assert len(fake.requests()) == 2, "one gRPC call: the server's attempt and its one retry, no channel retry"
