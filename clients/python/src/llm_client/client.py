@@ -180,15 +180,60 @@ class LLMServiceError(Exception):
         self.field_violations = field_violations or []
 
 
+class InvalidArgument(LLMServiceError):
+    """INVALID_ARGUMENT: fix the request (field_violations names the field)."""
+
+
+class NotFound(LLMServiceError):
+    """NOT_FOUND: no such route; ListModels lists them."""
+
+
+class FailedPrecondition(LLMServiceError):
+    """FAILED_PRECONDITION: the route cannot serve now (no key, key rejected, no credit)."""
+
+
+class ResourceExhausted(LLMServiceError):
+    """RESOURCE_EXHAUSTED: rate-limited or over a limit; retry_delay_s says when to try again."""
+
+
+class Unavailable(LLMServiceError):
+    """UNAVAILABLE: the provider failed after the server's retries; may succeed later."""
+
+
+class DeadlineExceeded(LLMServiceError):
+    """DEADLINE_EXCEEDED: the call's timeout passed."""
+
+
+class Unauthenticated(LLMServiceError):
+    """UNAUTHENTICATED: the caller's credentials are missing or wrong."""
+
+
+class PermissionDenied(LLMServiceError):
+    """PERMISSION_DENIED: the caller may not use this route."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[LLMServiceError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+}
+
+
 def error_from_rpc(err: grpc.RpcError | grpc.aio.AioRpcError) -> LLMServiceError:
     """An LLMServiceError from a failed call, reading the rich status details from the trailers."""
     code: grpc.StatusCode = err.code()
     message: str = err.details() or ""
     raw = next((value for key, value in err.trailing_metadata() or () if key == STATUS_DETAILS_KEY), None)
+    kind = _BY_CODE.get(code, LLMServiceError)
     if raw is None:
-        return LLMServiceError(code, message)
+        return kind(code, message)
     d = parse_details(raw)
-    return LLMServiceError(code, message, d.reason, d.metadata, d.retry_delay_s, d.field_violations)
+    return kind(code, message, d.reason, d.metadata, d.retry_delay_s, d.field_violations)
 
 
 # --- requests ------------------------------------------------------------------------------------
