@@ -74,6 +74,7 @@ class Route:
     key: Secret | None = None
     headers: tuple[tuple[str, str], ...] = ()
     timeout_s: float = 600.0
+    idle_timeout_s: float = 60.0  # the longest silence allowed from an answering upstream
     max_tokens: int = 4096
     max_retries: int | None = None
     fallbacks: tuple[str, ...] = ()
@@ -322,6 +323,7 @@ def _parse_route(r: _Reader, name: str, environ: Mapping[str, str]) -> Route:
         key=key,
         headers=tuple(sorted(headers_raw.items())),
         timeout_s=r.get("timeout_s", float, 600.0, "seconds > 0", _positive),
+        idle_timeout_s=r.get("idle_timeout_s", float, 60.0, "seconds > 0", _positive),
         max_tokens=r.get("max_tokens", int, 4096, "an integer > 0", _positive),
         max_retries=r.get("max_retries", int, None, "an integer >= 0", _non_negative),
         fallbacks=tuple(fallbacks),

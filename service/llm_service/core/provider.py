@@ -264,13 +264,21 @@ class Provider:
             async with asyncio.timeout(state.deadline.remaining()):
                 response = await litellm.acompletion(**req.kwargs)
             iterator = response.__aiter__()
+            idle_s = state.route.idle_timeout_s
             while True:
                 chunk_started = time.monotonic()
+                remaining = state.deadline.remaining()
                 try:
-                    async with asyncio.timeout(state.deadline.remaining()):
+                    async with asyncio.timeout(idle_s if remaining is None else min(idle_s, remaining)):
                         raw = await iterator.__anext__()
                 except StopAsyncIteration:
                     break
+                except TimeoutError:
+                    if remaining is not None and remaining <= idle_s:
+                        raise
+                    raise errors.UpstreamStalled(
+                        f"the upstream sent nothing for {idle_s:g} s (the route's idle_timeout_s)"
+                    ) from None
                 finally:
                     state.upstream_s += time.monotonic() - chunk_started
                 for event in asm.feed(decode_stream_chunk(raw)):

@@ -11,7 +11,7 @@ from llm_client import pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from tests.conftest import user_msg
 
-CLOSE_WITHIN_S = 0.5
+CLOSE_WITHIN_S = 0.1  # the bound: the fake upstream sees the connection closed within 100 ms
 
 
 def _aborted_request(fake: FakeUpstream) -> float:
@@ -28,7 +28,8 @@ def test_cancelled_stream_mid_answer_closes_the_upstream_request(stub: pb_grpc.L
     assert all(e.WhichOneof("event") == "text_delta" for e in received)
     cancelled_at = time.monotonic()
     call.cancel()
-    assert _aborted_request(fake) - cancelled_at < CLOSE_WITHIN_S
+    closed_after = _aborted_request(fake) - cancelled_at
+    assert closed_after < CLOSE_WITHIN_S, f"closed after {closed_after * 1000:.0f} ms"
 
 
 def test_cancelled_stream_before_first_token_closes_the_upstream_request(
@@ -39,7 +40,8 @@ def test_cancelled_stream_before_first_token_closes_the_upstream_request(
     fake.wait_for(lambda rs: len(rs) == 1)
     cancelled_at = time.monotonic()
     call.cancel()
-    assert _aborted_request(fake) - cancelled_at < CLOSE_WITHIN_S
+    closed_after = _aborted_request(fake) - cancelled_at
+    assert closed_after < CLOSE_WITHIN_S, f"closed after {closed_after * 1000:.0f} ms"
 
 
 def test_cancelled_complete_closes_the_upstream_request(server: object, fake: FakeUpstream) -> None:
@@ -49,4 +51,5 @@ def test_cancelled_complete_closes_the_upstream_request(server: object, fake: Fa
         fake.wait_for(lambda rs: len(rs) == 1)
         cancelled_at = time.monotonic()
         future.cancel()
-        assert _aborted_request(fake) - cancelled_at < CLOSE_WITHIN_S
+        closed_after = _aborted_request(fake) - cancelled_at
+    assert closed_after < CLOSE_WITHIN_S, f"closed after {closed_after * 1000:.0f} ms"
