@@ -1,0 +1,54 @@
+"""Fault 4: exact upstream attempt counts for each retry reason, and none once a stream has sent an event.
+
+(The PC12–PC17 tests cover each rule in depth; this is the fault suite's one table.)
+"""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from fake_upstream import FakeUpstream, Script
+from llm_client import LLMClient, pb
+from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
+from tests.conftest import custom_server, user_msg
+
+WEATHER = pb.Tool(name="get_weather", parameters_json='{"type": "object", "properties": {}}')
+NO_TOOL_ENDPOINTS = Script(status=404, error={"message": "No endpoints found that support tool use (provider routing)"})
+
+
+@pytest.mark.parametrize(
+    ("reason", "failures", "rpc", "route", "attempts"),
+    [
+        ("rate_limit", Script(status=429, times=5), "Complete", "openai", 6),
+        ("transient", Script(status=502, times=3), "Complete", "openai", 4),
+        ("empty_response", Script(text="", times=4), "Complete", "openai", 5),
+        ("empty_stream", Script(text="", times=3), "Stream", "anthropic", 4),
+    ],
+)
+def test_f04_attempts_per_retry_reason(
+    client: LLMClient, fake: FakeUpstream, reason: str, failures: Script, rpc: str, route: str, attempts: int
+) -> None:
+    fake.script(failures, Script(text="done"))
+    if rpc == "Complete":
+        assert client.complete(route, [user_msg()], timeout=60).attempts == attempts
+    else:
+        finish = list(client.stream(route, [user_msg()], timeout=60))[-1].finish
+        assert finish is not None and finish.gateway.attempts == attempts
+    assert len(fake.requests()) == attempts
+
+
+def test_f04_attempts_for_tool_compat(fake: FakeUpstream) -> None:
+    # Its own server: the switch is remembered per process for an hour.
+    fake.script(NO_TOOL_ENDPOINTS, Script(text='{"assistant_response": "done", "tool_calls": []}'))
+    with custom_server(fake) as (_, c):
+        assert c.complete("openrouter", [user_msg()], tools=[WEATHER], timeout=60).attempts == 2
+    assert len(fake.requests()) == 2
+
+
+def test_f04_no_retry_after_the_first_event(stub: pb_grpc.LLMServiceStub, fake: FakeUpstream) -> None:
+    fake.script(Script(text="a b c d e f", disconnect_after_chunks=3), Script(text="never"))
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub.Stream(pb.StreamRequest(model="openai", messages=[user_msg()]), timeout=30))
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert len(fake.requests()) == 1
