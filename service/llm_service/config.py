@@ -125,6 +125,18 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """What one process accepts: request size and shape, and concurrent RPCs."""
+
+    max_request_bytes: int = 16 * 1024 * 1024
+    max_messages: int = 1000
+    max_tools: int = 128
+    max_tokens: int = 200_000
+    max_concurrent_rpcs: int = 512  # beyond it, calls are shed at once (RESOURCE_EXHAUSTED)
+    shed_retry_after_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -137,6 +149,7 @@ class Config:
     fake_upstream: str = ""
     debug_dump_dir: str = ""
     debug_dump_keep: int = 50
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def route(self, name: str) -> Route | None:
@@ -255,6 +268,17 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
         entrypoint=(environ.get("CLAUDE_CODE_ENTRYPOINT", "").strip() or c.get("entrypoint", str, "cli", "a string")),
     )
     c.done()
+    lim = top.sub("limits")
+    dl = LimitsConfig()
+    limits = LimitsConfig(
+        max_request_bytes=lim.get("max_request_bytes", int, dl.max_request_bytes, "bytes > 0", _positive),
+        max_messages=lim.get("max_messages", int, dl.max_messages, "an integer > 0", _positive),
+        max_tools=lim.get("max_tools", int, dl.max_tools, "an integer >= 0", _non_negative),
+        max_tokens=lim.get("max_tokens", int, dl.max_tokens, "an integer > 0", _positive),
+        max_concurrent_rpcs=lim.get("max_concurrent_rpcs", int, dl.max_concurrent_rpcs, "an integer > 0", _positive),
+        shed_retry_after_s=lim.get("shed_retry_after_s", float, dl.shed_retry_after_s, "seconds >= 0", _non_negative),
+    )
+    lim.done()
     dbg = top.sub("debug_dumps")
     dump_dir = dbg.get("dir", str, "", "a folder path")
     dump_keep = dbg.get("keep", int, 50, "an integer > 0", _positive)
@@ -287,6 +311,7 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
         fake_upstream=fake,
         debug_dump_dir=dump_dir,
         debug_dump_keep=dump_keep,
+        limits=limits,
     )
 
 

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
+from llm_service.config import LimitsConfig
 from llm_service.core import types
 from llm_service.core.errors import InvalidRequest
 
@@ -155,8 +156,15 @@ def tools_from_proto(tools: Any) -> tuple[types.ToolSpec, ...]:
     return tuple(specs)
 
 
-def call_from_proto(req: Request, max_metadata_entries: int) -> types.CallRequest:
-    """A validated CallRequest from a CompleteRequest or StreamRequest."""
+def call_from_proto(req: Request, max_metadata_entries: int, limits: LimitsConfig | None = None) -> types.CallRequest:
+    """A validated CallRequest from a CompleteRequest or StreamRequest, within the server's limits."""
+    limits = limits or LimitsConfig()
+    if len(req.messages) > limits.max_messages:
+        raise InvalidRequest("messages", f"at most {limits.max_messages} messages (limits.max_messages)")
+    if len(req.tools) > limits.max_tools:
+        raise InvalidRequest("tools", f"at most {limits.max_tools} tools (limits.max_tools)")
+    if req.HasField("max_tokens") and req.max_tokens > limits.max_tokens:
+        raise InvalidRequest("max_tokens", f"at most {limits.max_tokens} (limits.max_tokens)")
     messages = messages_from_proto(req.messages)
     tools = tools_from_proto(req.tools)
     tool_choice: str | dict[str, Any] | None = None

@@ -11,14 +11,10 @@ folder and /metrics serves the sum over all workers (prometheus_client multiproc
 
 from __future__ import annotations
 
-import inspect
 import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 from wsgiref.simple_server import WSGIServer
 
-import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
 
 from llm_service import __version__
@@ -73,6 +69,7 @@ class Metrics:
         self.tokens = Counter("llm_tokens", "Tokens, as the providers reported them.", ["route", "provider", "kind"], registry=r)
         self.cost = Counter("llm_cost_usd", "Cost in USD, where LiteLLM can price the model.", ["route", "provider"], registry=r)
         self.errors = Counter("llm_errors", "Failed calls, by ErrorInfo reason.", ["route", "reason"], registry=r)
+        self.shed = Counter("llm_shed_requests", "Calls rejected at once by load shedding.", ["rpc"], registry=r)
         self.grpc_started = Counter(
             "grpc_server_started", "RPCs started.", ["grpc_type", "grpc_service", "grpc_method"], registry=r
         )
@@ -181,88 +178,3 @@ class Metrics:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
-
-
-class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """grpc_server_started/handled/handling_seconds for every RPC, under the usual names and labels."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.m = metrics
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        service, _, method = str(handler_call_details.method).lstrip("/").partition("/")
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, service, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            stream = handler.unary_stream
-            # An async generator yields its messages; a coroutine writes them with context.write().
-            wrapped = (
-                self._server_stream(stream, service, method)
-                if inspect.isasyncgenfunction(stream)
-                else self._unary(stream, service, method, "server_stream")
-            )
-            return grpc.unary_stream_rpc_method_handler(
-                wrapped,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler  # this service has no client-streaming RPCs
-
-    def _done(self, kind: str, service: str, method: str, started: float, code: str) -> None:
-        self.m.grpc_handled.labels(kind, service, method, code).inc()
-        self.m.grpc_seconds.labels(kind, service, method).observe(time.perf_counter() - started)
-
-    def _unary(self, behavior: Any, service: str, method: str, kind: str = "unary") -> Any:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            self.m.grpc_started.labels(kind, service, method).inc()
-            started = time.perf_counter()
-            code = "UNKNOWN"
-            try:
-                response = await behavior(request, context)
-                code = _code_name(context.code(), "OK")
-                return response
-            except BaseException:
-                code = _code_name(context.code(), "CANCELLED" if context.cancelled() else "UNKNOWN")
-                raise
-            finally:
-                self._done(kind, service, method, started, code)
-
-        return wrapped
-
-    def _server_stream(self, behavior: Any, service: str, method: str) -> Any:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            self.m.grpc_started.labels("server_stream", service, method).inc()
-            started = time.perf_counter()
-            sent = self.m.grpc_sent.labels("server_stream", service, method)
-            code = "UNKNOWN"
-            try:
-                async for message in behavior(request, context):
-                    sent.inc()
-                    yield message
-                code = _code_name(context.code(), "OK")
-            except BaseException:
-                code = _code_name(context.code(), "CANCELLED" if context.cancelled() else "UNKNOWN")
-                raise
-            finally:
-                self._done("server_stream", service, method, started, code)
-
-        return wrapped
-
-
-def _code_name(code: Any, default: str) -> str:
-    if isinstance(code, grpc.StatusCode):
-        return str(code.name)
-    if isinstance(code, int):
-        return next((c.name for c in grpc.StatusCode if c.value[0] == code), default)
-    return default

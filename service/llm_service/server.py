@@ -17,7 +17,8 @@ from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from llm_service.config import Config
 from llm_service.core import litellm_setup
 from llm_service.core.provider import Provider
-from llm_service.metrics import GrpcMetricsInterceptor, Metrics
+from llm_service.interceptors import AdmissionGuard, GuardInterceptor, MetricsGuard
+from llm_service.metrics import Metrics
 from llm_service.servicer import LLMServicer
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,14 @@ async def start(config: Config, listen: str | None = None) -> RunningServer:
     metrics = Metrics(report.litellm_version)
     metrics.prime(config.routes.values())
     server = grpc.aio.server(
-        interceptors=[GrpcMetricsInterceptor(metrics)],
+        interceptors=[
+            GuardInterceptor(MetricsGuard(metrics)),
+            GuardInterceptor(
+                AdmissionGuard(SERVICE_NAME, config.limits.max_concurrent_rpcs, config.limits.shed_retry_after_s, metrics)
+            ),
+        ],
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", config.limits.max_request_bytes),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ],

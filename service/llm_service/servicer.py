@@ -106,7 +106,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         try:
             route = self._route(request.model)
             rec.routed(route)
-            call = convert.call_from_proto(request, self.config.server.max_metadata_entries)
+            call = convert.call_from_proto(request, self.config.server.max_metadata_entries, self.config.limits)
             completion = await self.provider.complete(route, call, Deadline(context.time_remaining()))
             rec.finished(completion.finish)
             return convert.completion_to_proto(completion)
@@ -129,7 +129,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         try:
             route = self._route(request.model)
             rec.routed(route)
-            call = convert.call_from_proto(request, self.config.server.max_metadata_entries)
+            call = convert.call_from_proto(request, self.config.server.max_metadata_entries, self.config.limits)
             events = 0
             async for event in self.provider.stream(route, call, Deadline(context.time_remaining())):
                 if events == 0 and not isinstance(event, types.Finish):

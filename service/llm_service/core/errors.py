@@ -95,6 +95,12 @@ class RateLimited(LLMError):
     reason = "UPSTREAM_RATE_LIMITED"
 
 
+class Overloaded(LLMError):
+    """This server is at its concurrency limit; the call was not started."""
+
+    reason = "SERVER_OVERLOADED"
+
+
 class UpstreamUnavailable(LLMError):
     """The provider failed (5xx, connection error, timeout) and retries did not help."""
 

@@ -1,0 +1,181 @@
+"""What runs around every RPC, in order: metrics, authentication, admission (load shedding).
+
+Each is a `Guard` with a `start` (which may reject the call by aborting it) and an
+`end` that learns the final gRPC code; one wrapper applies a guard to unary and
+server-streaming handlers alike, whether they yield messages or write them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from llm_service.core import errors
+from llm_service.metrics import Metrics
+from llm_service.status import MappedStatus, to_status
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
+
+
+class Guard:
+    """Hooks around one RPC. start() returns a token handed to end(), or aborts the call."""
+
+    def applies(self, service: str) -> bool:
+        return True
+
+    async def start(self, service: str, method: str, kind: str, context: grpc.aio.ServicerContext) -> Any:
+        return None
+
+    def sent(self, token: Any) -> None:
+        """One message of a server stream was sent."""
+        return None
+
+    def end(self, token: Any, code: str) -> None:
+        return None
+
+
+class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Applies a Guard to every RPC of the services it applies to."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        service, _, method = str(handler_call_details.method).lstrip("/").partition("/")
+        if not self.guard.applies(service):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._coroutine(handler.unary_unary, service, method, "unary"),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            stream = handler.unary_stream
+            # An async generator yields its messages; a coroutine writes them with context.write().
+            wrapped = (
+                self._generator(stream, service, method)
+                if inspect.isasyncgenfunction(stream)
+                else self._coroutine(stream, service, method, "server_stream")
+            )
+            return grpc.unary_stream_rpc_method_handler(
+                wrapped, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+            )
+        return handler  # no client-streaming RPCs here
+
+    def _coroutine(self, behavior: Behavior, service: str, method: str, kind: str) -> Behavior:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = await self.guard.start(service, method, kind, context)
+            code = "UNKNOWN"
+            try:
+                response = await behavior(request, context)
+                code = _code_name(context.code(), "OK")
+                return response
+            except BaseException:
+                code = _code_name(context.code(), "CANCELLED" if context.cancelled() else "UNKNOWN")
+                raise
+            finally:
+                self.guard.end(token, code)
+
+        return wrapped
+
+    def _generator(self, behavior: Behavior, service: str, method: str) -> Behavior:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            token = await self.guard.start(service, method, "server_stream", context)
+            code = "UNKNOWN"
+            try:
+                async for message in behavior(request, context):
+                    self.guard.sent(token)
+                    yield message
+                code = _code_name(context.code(), "OK")
+            except BaseException:
+                code = _code_name(context.code(), "CANCELLED" if context.cancelled() else "UNKNOWN")
+                raise
+            finally:
+                self.guard.end(token, code)
+
+        return wrapped
+
+
+def _code_name(code: Any, default: str) -> str:
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    if isinstance(code, int):
+        return next((c.name for c in grpc.StatusCode if c.value[0] == code), default)
+    return default
+
+
+async def abort(context: grpc.aio.ServicerContext, status: MappedStatus) -> None:
+    """End the call with a mapped status (raises)."""
+    await context.abort(status.code, status.message, status.trailing_metadata)
+
+
+# --- the guards ------------------------------------------------------------------------------------
+
+
+class MetricsGuard(Guard):
+    """grpc_server_started/handled/handling_seconds, under the usual names and labels."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    async def start(self, service: str, method: str, kind: str, context: grpc.aio.ServicerContext) -> Any:
+        self.m.grpc_started.labels(kind, service, method).inc()
+        return (kind, service, method, time.perf_counter())
+
+    def sent(self, token: Any) -> None:
+        kind, service, method, _ = token
+        self.m.grpc_sent.labels(kind, service, method).inc()
+
+    def end(self, token: Any, code: str) -> None:
+        kind, service, method, started = token
+        self.m.grpc_handled.labels(kind, service, method, code).inc()
+        self.m.grpc_seconds.labels(kind, service, method).observe(time.perf_counter() - started)
+
+
+class AdmissionGuard(Guard):
+    """Load shedding: beyond max_concurrent RPCs of the service, a call is rejected at once.
+
+    Queuing would only turn overload into timeouts; an immediate RESOURCE_EXHAUSTED with
+    RetryInfo lets the caller (or its load balancer) go elsewhere. Health is not limited.
+    """
+
+    def __init__(self, service: str, max_concurrent: int, retry_after_s: float, metrics: Metrics) -> None:
+        self.service = service
+        self.max_concurrent = max_concurrent
+        self.retry_after_s = retry_after_s
+        self.metrics = metrics
+        self.active = 0
+
+    def applies(self, service: str) -> bool:
+        return service == self.service
+
+    async def start(self, service: str, method: str, kind: str, context: grpc.aio.ServicerContext) -> Any:
+        if self.active >= self.max_concurrent:
+            self.metrics.shed.labels(method).inc()
+            await abort(context, shed_status(self.max_concurrent, self.retry_after_s))
+        self.active += 1
+        return None
+
+    def end(self, token: Any, code: str) -> None:
+        self.active -= 1
+
+
+def shed_status(limit: int, retry_after_s: float) -> MappedStatus:
+    """RESOURCE_EXHAUSTED naming the limit, with RetryInfo and gRFC A6 pushback."""
+    err = errors.Overloaded(
+        f"the server is at its limit of {limit} concurrent calls (limits.max_concurrent_rpcs); retry shortly",
+        retry_after_s=retry_after_s,
+    )
+    return to_status(err)

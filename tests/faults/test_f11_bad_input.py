@@ -1,0 +1,93 @@
+"""Fault 11: malformed requests each get their documented status, and the server keeps serving."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+
+from fake_upstream import FakeUpstream
+from llm_client import error_from_rpc, pb
+from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
+from tests.conftest import ServerThread, user_msg
+from tests.conftest import test_config as make_config
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+LIMITS = {"max_request_bytes": 64 * 1024, "max_messages": 50, "max_tools": 8, "max_tokens": 32_000}
+
+
+@pytest.fixture(scope="module")
+def limited(fake: FakeUpstream) -> Any:
+    srv = ServerThread(make_config(fake.base_url, limits=LIMITS))
+    yield srv
+    srv.stop()
+
+
+def _tool(name: str, schema: str = '{"type": "object", "properties": {}}') -> pb.Tool:
+    return pb.Tool(name=name, parameters_json=schema)
+
+
+CASES: list[tuple[str, dict[str, Any], grpc.StatusCode, str, str]] = [
+    ("empty request", {"model": ""}, INVALID, "INVALID_REQUEST", "model"),
+    ("no messages", {"messages": []}, INVALID, "INVALID_REQUEST", "messages"),
+    ("unknown route", {"model": "no-such-route"}, grpc.StatusCode.NOT_FOUND, "ROUTE_NOT_FOUND", ""),
+    (
+        "schema of the wrong type",
+        {"tools": [_tool("t", '{"type": "object", "properties": ["a", "b"]}')]},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+        "tools[0].parameters_json",
+    ),
+    (
+        "schema not JSON",
+        {"tools": [_tool("t", "{nope")]},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+        "tools[0].parameters_json",
+    ),
+    (
+        "tool result before any tool call",
+        {"messages": [pb.Message(role=pb.ROLE_TOOL, tool_call_id="call_1", parts=[pb.ContentPart(text="42")])]},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+        "messages[0].tool_call_id",
+    ),
+    ("huge max_tokens", {"max_tokens": 10_000_000}, INVALID, "INVALID_REQUEST", "max_tokens"),
+    ("too many messages", {"messages": [user_msg()] * 51}, INVALID, "INVALID_REQUEST", "messages"),
+    (
+        "too many tools",
+        {"tools": [_tool(f"t{i}") for i in range(9)]},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+        "tools",
+    ),
+    ("oversized", {"messages": [user_msg("x" * 100_000)]}, grpc.StatusCode.RESOURCE_EXHAUSTED, "", ""),
+]
+
+
+@pytest.mark.parametrize(("case", "fields", "code", "reason", "field"), CASES, ids=[c[0] for c in CASES])
+def test_f11_bad_input_gets_its_documented_status(
+    limited: ServerThread, fake: FakeUpstream, case: str, fields: dict[str, Any], code: grpc.StatusCode, reason: str, field: str
+) -> None:
+    request = {"model": "openai", "messages": [user_msg()], **fields}
+    with grpc.insecure_channel(limited.target) as channel:
+        stub = pb_grpc.LLMServiceStub(channel)
+        for rpc in (stub.Complete, stub.Stream):
+            message = (pb.CompleteRequest if rpc is stub.Complete else pb.StreamRequest)(**request)
+            with pytest.raises(grpc.RpcError) as info:
+                result = rpc(message, timeout=10)
+                if rpc is stub.Stream:
+                    list(result)
+            err = error_from_rpc(info.value)
+            assert err.code == code, (case, err)
+            assert err.reason == reason
+            if field:
+                assert err.field_violations[0][0] == field
+            if case in ("huge max_tokens", "too many messages", "too many tools"):
+                assert "limits." in err.message, "the message names the limit"
+            if case == "oversized":
+                assert "larger than max" in err.message.lower()
+        # The server keeps serving after each.
+        assert stub.Complete(pb.CompleteRequest(model="openai", messages=[user_msg()]), timeout=10).text
+    assert all(r.extra.get("status") == 200 for r in fake.requests()), "nothing malformed reached the upstream"
