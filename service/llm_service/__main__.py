@@ -26,7 +26,19 @@ def main(argv: list[str] | None = None) -> int:
         help="host:port to serve on (env LLM_SERVICE_LISTEN; default: the config's server.listen)",
     )
     parser.add_argument("--check-config", action="store_true", help="validate the config file and exit")
+    parser.add_argument(
+        "--hash-token", action="store_true", help="read a client token on standard input, print the sha256 a tokens file stores"
+    )
     args = parser.parse_args(argv)
+    if args.hash_token:
+        from llm_service.auth import hash_token
+
+        token = sys.stdin.readline().strip()
+        if not token:
+            print("llm_service: no token on standard input", file=sys.stderr)
+            return 2
+        print(hash_token(token))
+        return 0
     try:
         config = load_config(args.config, os.environ)
     except ConfigError as exc:

@@ -137,6 +137,21 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """Who may call: bearer tokens (a hashed tokens file) and/or mutual TLS; server TLS."""
+
+    tokens_file: str = ""
+    open_services: tuple[str, ...] = ("grpc.health.v1.Health",)
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # set: clients must present a certificate signed by this CA
+
+    @property
+    def authenticates(self) -> bool:
+        return bool(self.tokens_file or self.tls_client_ca_file)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -150,6 +165,7 @@ class Config:
     debug_dump_dir: str = ""
     debug_dump_keep: int = 50
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def route(self, name: str) -> Route | None:
@@ -279,6 +295,22 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
         shed_retry_after_s=lim.get("shed_retry_after_s", float, dl.shed_retry_after_s, "seconds >= 0", _non_negative),
     )
     lim.done()
+    au = top.sub("auth")
+    tokens_file = au.get("tokens_file", str, "", "a file path")
+    open_services = au.get("open_services", list, ["grpc.health.v1.Health"], "a list of gRPC service names")
+    if not all(isinstance(v, str) for v in open_services):
+        au.fail("open_services", "a list of gRPC service names", open_services)
+    au.done()
+    tl = top.sub("tls")
+    cert = tl.get("cert_file", str, "", "a PEM file path")
+    key = tl.get("key_file", str, "", "a PEM file path")
+    client_ca = tl.get("client_ca_file", str, "", "a PEM file path")
+    if bool(cert) != bool(key):
+        tl.fail("cert_file", "cert_file and key_file together", cert or key)
+    if client_ca and not cert:
+        tl.fail("client_ca_file", "server TLS (cert_file, key_file) for mutual TLS", client_ca)
+    tl.done()
+    security = SecurityConfig(tokens_file, tuple(open_services), cert, key, client_ca)
     dbg = top.sub("debug_dumps")
     dump_dir = dbg.get("dir", str, "", "a folder path")
     dump_keep = dbg.get("keep", int, 50, "an integer > 0", _positive)
@@ -312,6 +344,7 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
         debug_dump_dir=dump_dir,
         debug_dump_keep=dump_keep,
         limits=limits,
+        security=security,
     )
 
 

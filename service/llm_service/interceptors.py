@@ -61,18 +61,23 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
+        serde = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
         if handler.unary_stream is not None:
-            stream = handler.unary_stream
-            # An async generator yields its messages; a coroutine writes them with context.write().
-            wrapped = (
-                self._generator(stream, service, method)
-                if inspect.isasyncgenfunction(stream)
-                else self._coroutine(stream, service, method, "server_stream")
-            )
-            return grpc.unary_stream_rpc_method_handler(
-                wrapped, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-            )
-        return handler  # no client-streaming RPCs here
+            wrapped = self._streaming(handler.unary_stream, service, method, "server_stream")
+            return grpc.unary_stream_rpc_method_handler(wrapped, **serde)
+        if handler.stream_stream is not None:  # reflection
+            wrapped = self._streaming(handler.stream_stream, service, method, "bidi_stream")
+            return grpc.stream_stream_rpc_method_handler(wrapped, **serde)
+        if handler.stream_unary is not None:
+            wrapped = self._coroutine(handler.stream_unary, service, method, "client_stream")
+            return grpc.stream_unary_rpc_method_handler(wrapped, **serde)
+        return handler
+
+    def _streaming(self, behavior: Behavior, service: str, method: str, kind: str) -> Behavior:
+        # An async generator yields its messages; a coroutine writes them with context.write().
+        if inspect.isasyncgenfunction(behavior):
+            return self._generator(behavior, service, method, kind)
+        return self._coroutine(behavior, service, method, kind)
 
     def _coroutine(self, behavior: Behavior, service: str, method: str, kind: str) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -90,9 +95,9 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         return wrapped
 
-    def _generator(self, behavior: Behavior, service: str, method: str) -> Behavior:
+    def _generator(self, behavior: Behavior, service: str, method: str, kind: str) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            token = await self.guard.start(service, method, "server_stream", context)
+            token = await self.guard.start(service, method, kind, context)
             code = "UNKNOWN"
             try:
                 async for message in behavior(request, context):

@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
+from llm_service.auth import AuthGuard, TokenStore, read_pem
 from llm_service.config import Config
 from llm_service.core import litellm_setup
 from llm_service.core.provider import Provider
@@ -47,6 +48,25 @@ class RunningServer:
         log.info("stopped")
 
 
+def _auth_guard(config: Config) -> AuthGuard:
+    sec = config.security
+    tokens = TokenStore(sec.tokens_file) if sec.tokens_file else None
+    return AuthGuard(tokens, mutual_tls=bool(sec.tls_client_ca_file), open_services=frozenset(sec.open_services))
+
+
+def _add_port(server: grpc.aio.Server, address: str, config: Config) -> int:
+    """Listen with TLS (mutual when a client CA is configured) or in plain text."""
+    sec = config.security
+    if not sec.tls_cert_file:
+        return int(server.add_insecure_port(address))
+    credentials = grpc.ssl_server_credentials(
+        [(read_pem(sec.tls_key_file), read_pem(sec.tls_cert_file))],
+        root_certificates=read_pem(sec.tls_client_ca_file) if sec.tls_client_ca_file else None,
+        require_client_auth=bool(sec.tls_client_ca_file),
+    )
+    return int(server.add_secure_port(address, credentials))
+
+
 async def start(config: Config, listen: str | None = None) -> RunningServer:
     """Start serving on listen (default: the configured address); returns once listening."""
     report = litellm_setup.install()
@@ -55,6 +75,7 @@ async def start(config: Config, listen: str | None = None) -> RunningServer:
     server = grpc.aio.server(
         interceptors=[
             GuardInterceptor(MetricsGuard(metrics)),
+            *([GuardInterceptor(_auth_guard(config))] if config.security.authenticates else []),
             GuardInterceptor(
                 AdmissionGuard(SERVICE_NAME, config.limits.max_concurrent_rpcs, config.limits.shed_retry_after_s, metrics)
             ),
@@ -73,7 +94,7 @@ async def start(config: Config, listen: str | None = None) -> RunningServer:
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
     address = listen or config.server.listen
-    port = server.add_insecure_port(address)
+    port = _add_port(server, address, config)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     await server.start()

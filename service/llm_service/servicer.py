@@ -16,6 +16,7 @@ import grpc
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from llm_service import convert
+from llm_service.auth import CALLER
 from llm_service.config import Config, Route
 from llm_service.core import errors, types
 from llm_service.core.provider import Provider
@@ -36,6 +37,9 @@ class _RpcRecord:
         self.metrics = metrics
         self.route: Route | None = None
         self.fields: dict[str, Any] = {"rpc": rpc, "code": "OK", "route": ""}
+        caller = CALLER.get()
+        if caller is not None:
+            self.fields["caller_name"] = caller.name
         metadata = getattr(request, "metadata", None)
         if metadata:
             self.fields["caller"] = dict(list(metadata.items())[:16])
@@ -86,6 +90,10 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
     def _route(self, name: str) -> Route:
         if not name:
             raise errors.InvalidRequest("model", "is required: name a route from ListModels")
+        caller = CALLER.get()
+        if caller is not None and not caller.may_use(name):
+            # Checked before existence: a restricted caller learns nothing about other routes.
+            raise errors.RouteNotPermitted("this caller may not use that route; ListModels lists the ones it may")
         route = self.config.route(name)
         if route is None:
             shown = name if len(name) <= ROUTE_NAME_SHOWN_MAX_CHARS else name[:ROUTE_NAME_SHOWN_MAX_CHARS] + "…"
@@ -156,9 +164,11 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
         """The configured routes."""
+        caller = CALLER.get()
         models = [
             pb.Model(name=r.name, provider=r.provider, provider_model=r.model, ready=r.ready, fallbacks=list(r.fallbacks))
             for r in sorted(self.config.routes.values(), key=lambda r: r.name)
+            if caller is None or caller.may_use(r.name)
         ]
         return pb.ListModelsResponse(models=models)
 

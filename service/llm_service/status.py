@@ -25,6 +25,7 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _CODES: tuple[tuple[type[errors.LLMError], grpc.StatusCode], ...] = (
     (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.RouteNotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.RouteNotPermitted, grpc.StatusCode.PERMISSION_DENIED),
     (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.RouteNotReady, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ContextWindowExceeded, grpc.StatusCode.INVALID_ARGUMENT),

@@ -41,6 +41,12 @@ class RouteNotFound(LLMError):
     reason = "ROUTE_NOT_FOUND"
 
 
+class RouteNotPermitted(LLMError):
+    """The authenticated caller may not use this route."""
+
+    reason = "ROUTE_NOT_PERMITTED"
+
+
 class RouteNotReady(LLMError):
     """The route has no provider key configured on the server."""
 

@@ -55,9 +55,17 @@ def channel_options(*, round_robin: bool = True, retries: bool = True) -> list[t
 
 
 def _credentials(tls: bool | grpc.ChannelCredentials, token: str | None) -> grpc.ChannelCredentials | None:
+    """TLS (system roots, or the credentials given), with the token on every call.
+
+    A token without TLS is only sent to a loopback server (grpc's local credentials):
+    gRPC refuses to send call credentials in plain text anywhere else.
+    """
     if tls is False and token is None:
         return None
-    creds = tls if isinstance(tls, grpc.ChannelCredentials) else grpc.ssl_channel_credentials()
+    if tls is False:
+        creds = grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP)
+    else:
+        creds = tls if isinstance(tls, grpc.ChannelCredentials) else grpc.ssl_channel_credentials()
     if token is not None:
         creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(token))
     return creds
