@@ -137,6 +137,16 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class ResilienceConfig:
+    """Per-route retry budget (gRFC A6 throttling) and circuit breaker settings."""
+
+    retry_budget_tokens: float = 10.0
+    retry_budget_ratio: float = 0.1
+    breaker_failures: int = 5
+    breaker_open_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class SecurityConfig:
     """Who may call: bearer tokens (a hashed tokens file) and/or mutual TLS; server TLS."""
 
@@ -166,6 +176,7 @@ class Config:
     debug_dump_keep: int = 50
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def route(self, name: str) -> Route | None:
@@ -295,6 +306,15 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
         shed_retry_after_s=lim.get("shed_retry_after_s", float, dl.shed_retry_after_s, "seconds >= 0", _non_negative),
     )
     lim.done()
+    rs = top.sub("resilience")
+    dr = ResilienceConfig()
+    resilience = ResilienceConfig(
+        retry_budget_tokens=rs.get("retry_budget_tokens", float, dr.retry_budget_tokens, "a number >= 2", lambda v: v >= 2),
+        retry_budget_ratio=rs.get("retry_budget_ratio", float, dr.retry_budget_ratio, "a number > 0", _positive),
+        breaker_failures=rs.get("breaker_failures", int, dr.breaker_failures, "an integer > 0", _positive),
+        breaker_open_s=rs.get("breaker_open_s", float, dr.breaker_open_s, "seconds > 0", _positive),
+    )
+    rs.done()
     au = top.sub("auth")
     tokens_file = au.get("tokens_file", str, "", "a file path")
     open_services = au.get("open_services", list, ["grpc.health.v1.Health"], "a list of gRPC service names")
@@ -345,6 +365,7 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
         debug_dump_keep=dump_keep,
         limits=limits,
         security=security,
+        resilience=resilience,
     )
 
 

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, mult
 from llm_service import __version__
 from llm_service.config import Route
 from llm_service.core import types
+from llm_service.core.resilience import BreakerState
 from llm_service.core.retry import RetryReason
 
 # LLM calls last from tens of milliseconds (a cached token count) to minutes (a long stream).
@@ -69,6 +70,10 @@ class Metrics:
         self.tokens = Counter("llm_tokens", "Tokens, as the providers reported them.", ["route", "provider", "kind"], registry=r)
         self.cost = Counter("llm_cost_usd", "Cost in USD, where LiteLLM can price the model.", ["route", "provider"], registry=r)
         self.errors = Counter("llm_errors", "Failed calls, by ErrorInfo reason.", ["route", "reason"], registry=r)
+        self.fallbacks = Counter("llm_fallbacks", "Calls moved to a fallback route.", ["route", "to"], registry=r)
+        self.breaker = Gauge(
+            "llm_circuit_breaker_state", "0 closed, 1 open, 2 half-open.", ["route"], multiprocess_mode="max", registry=r
+        )
         self.shed = Counter("llm_shed_requests", "Calls rejected at once by load shedding.", ["rpc"], registry=r)
         self.grpc_started = Counter(
             "grpc_server_started", "RPCs started.", ["grpc_type", "grpc_service", "grpc_method"], registry=r
@@ -106,12 +111,21 @@ class Metrics:
                 self.retries.labels(route.name, route.provider, retry.value)
             for rpc in ("Complete", "Stream"):
                 self.requests.labels(rpc, route.name, route.provider, "OK")
+            self.breaker.labels(route.name).set(0)
 
     # --- recording -----------------------------------------------------------------------------
 
     def retried(self, route: Route, reason: RetryReason) -> None:
         """One upstream retry (the provider core's on_retry hook)."""
         self.retries.labels(route.name, route.provider, reason.value).inc()
+
+    def fell_back(self, route: Route, to: Route) -> None:
+        """A call moved from route to its fallback."""
+        self.fallbacks.labels(route.name, to.name).inc()
+
+    def breaker_changed(self, route: Route, state: BreakerState) -> None:
+        """A route's circuit breaker changed state."""
+        self.breaker.labels(route.name).set(state.value)
 
     def finished(self, rpc: str, route: Route | None, code: str, seconds: float) -> None:
         """An RPC ended with this gRPC code name. route is None when the caller named no known route."""

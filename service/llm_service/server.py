@@ -86,7 +86,13 @@ async def start(config: Config, listen: str | None = None) -> RunningServer:
             ("grpc.so_reuseport", 0),
         ],
     )
-    provider = Provider(config, on_retry=metrics.retried, on_usage=metrics.used)
+    provider = Provider(
+        config,
+        on_retry=metrics.retried,
+        on_usage=metrics.used,
+        on_fallback=metrics.fell_back,
+        on_breaker=metrics.breaker_changed,
+    )
     pb_grpc.add_LLMServiceServicer_to_server(LLMServicer(config, provider, metrics), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

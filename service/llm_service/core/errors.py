@@ -119,6 +119,12 @@ class UpstreamBadResponse(LLMError):
     reason = "UPSTREAM_BAD_RESPONSE"
 
 
+class CircuitOpen(UpstreamUnavailable):
+    """The route's circuit breaker is open after consecutive failures: failing fast."""
+
+    reason = "UPSTREAM_CIRCUIT_OPEN"
+
+
 class UpstreamStalled(UpstreamUnavailable):
     """The provider went silent mid-answer for longer than the route's idle timeout."""
 
@@ -139,3 +145,7 @@ class DeadlineExceeded(LLMError):
     """The caller's deadline passed before the upstream answered."""
 
     reason = "DEADLINE_EXCEEDED"
+
+
+# Failures a fallback route may do better on, when nothing was sent to the caller yet.
+FALLBACK_ON: tuple[type[LLMError], ...] = (UpstreamUnavailable, UpstreamBadResponse, RateLimited, ContextWindowExceeded)

@@ -23,6 +23,7 @@ from llm_service.core.classify import classify, describe, response_headers
 from llm_service.core.decode import decode_response, decode_stream_chunk, usage_from
 from llm_service.core.dumps import FailedRequestDumps
 from llm_service.core.request import UpstreamRequest, build_messages, build_request
+from llm_service.core.resilience import BreakerState, RouteHealth
 from llm_service.core.retry import Deadline, RetryLimits, RetryReason, backoff_delay, delay_from_headers
 from llm_service.core.tokens import estimate_tokens
 from llm_service.core.types import (
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 RetryHook = Callable[[Route, RetryReason], None]
 UsageHook = Callable[[Route, Usage, float], None]
+FallbackHook = Callable[[Route, Route], None]
+BreakerHook = Callable[[Route, BreakerState], None]
 
 
 @dataclass
@@ -67,12 +70,66 @@ class _CallState:
 class Provider:
     """Completes calls on configured routes through LiteLLM."""
 
-    def __init__(self, config: Config, on_retry: RetryHook | None = None, on_usage: UsageHook | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        on_retry: RetryHook | None = None,
+        on_usage: UsageHook | None = None,
+        on_fallback: FallbackHook | None = None,
+        on_breaker: BreakerHook | None = None,
+    ) -> None:
         self.config = config
         self._on_retry = on_retry
         self._on_usage = on_usage
+        self._on_fallback = on_fallback
+        self._on_breaker = on_breaker
+        self._health: dict[str, RouteHealth] = {}
         self._compat_models = tool_compat.CompatModels()
         self._dumps = FailedRequestDumps(config.debug_dump_dir, config.debug_dump_keep) if config.debug_dump_dir else None
+
+    # --- route health: retry budget and circuit breaker ------------------------------------
+
+    def health(self, route: Route) -> RouteHealth:
+        """The route's retry budget and breaker (created on first use)."""
+        found = self._health.get(route.name)
+        if found is None:
+            found = self._health[route.name] = RouteHealth.new(self.config.resilience)
+        return found
+
+    def _admit(self, state: _CallState) -> None:
+        """Raise CircuitOpen when the route's breaker refuses another attempt now."""
+        breaker = self.health(state.route).breaker
+        before = breaker.state
+        wait = breaker.admit()
+        self._breaker_changed(state.route, before)
+        if wait is not None:
+            err = errors.CircuitOpen(
+                f"route '{state.route.name}' failed {breaker.failure_threshold} times in a row; not calling it for now",
+                retry_after_s=wait,
+            )
+            err.attempts = state.attempts
+            raise err
+
+    def _upstream_failed(self, state: _CallState) -> None:
+        health = self.health(state.route)
+        before = health.breaker.state
+        health.budget.failed()
+        health.breaker.failed()
+        self._breaker_changed(state.route, before)
+
+    def _upstream_answered(self, state: _CallState) -> None:
+        health = self.health(state.route)
+        before = health.breaker.state
+        health.budget.succeeded()
+        health.breaker.succeeded()
+        self._breaker_changed(state.route, before)
+
+    def _breaker_changed(self, route: Route, before: BreakerState) -> None:
+        after = self.health(route).breaker.state
+        if after is not before:
+            log.warning("circuit breaker", extra={"route": route.name, "state": after.name.lower()})
+            if self._on_breaker is not None:
+                self._on_breaker(route, after)
 
     # --- shared ----------------------------------------------------------------------------
 
@@ -108,6 +165,9 @@ class Provider:
         """Count, report and sleep for one retry; False when the budget or the deadline forbids it (PC13)."""
         if state.retries_of(reason) >= state.limits.allowed(reason) or not state.deadline.allows_wait(delay_s):
             return False
+        if reason in (RetryReason.RATE_LIMIT, RetryReason.TRANSIENT) and not self.health(state.route).budget.allows_retry():
+            log.warning("retry budget spent", extra={"route": state.route.name, "reason": reason.value})
+            return False
         state.retries[reason] = state.retries_of(reason) + 1
         if self._on_retry is not None:
             self._on_retry(state.route, reason)
@@ -139,6 +199,12 @@ class Provider:
         err = classify(exc, req.secrets)
         if type(err) is errors.LLMError:
             log.error("unexpected upstream failure", exc_info=exc, extra={"route": state.route.name, **describe(exc)})
+        if isinstance(err, errors.CircuitOpen):
+            raise err from None
+        if _is_upstream_failure(err):
+            self._upstream_failed(state)
+        elif err.upstream_status is not None:
+            self._upstream_answered(state)  # it answered (4xx): the route is up, the request was the problem
         if isinstance(err, errors.RateLimited):
             reason = RetryReason.RATE_LIMIT
             await self._dump(state, req, "rate_limit")
@@ -190,6 +256,7 @@ class Provider:
         Every answered attempt is reported, including empty ones that are retried: the
         provider bills them too, so token and cost counters must include them.
         """
+        self._upstream_answered(state)
         usage = asm.usage or Usage()
         asm.cost_usd = cost_usd(req.model, usage)
         if self._on_usage is not None and not usage.is_empty():
@@ -207,11 +274,40 @@ class Provider:
 
     # --- streaming -------------------------------------------------------------------------
 
+    def _candidates(self, route: Route) -> list[Route]:
+        """The route, then its fallbacks that have their keys, in order."""
+        fallbacks = (self.config.routes[name] for name in route.fallbacks)
+        return [route, *(r for r in fallbacks if r.ready)]
+
+    def _fall_back(self, failed: Route, to: Route, err: errors.LLMError, deadline: Deadline) -> bool:
+        """Whether to try the next route after this failure (before anything was sent)."""
+        if not isinstance(err, errors.FALLBACK_ON) or deadline.remaining() == 0:
+            return False
+        log.warning("falling back", extra={"route": failed.name, "fallback": to.name, "reason": err.reason})
+        if self._on_fallback is not None:
+            self._on_fallback(failed, to)
+        return True
+
     async def stream(self, route: Route, call: CallRequest, deadline: Deadline) -> AsyncIterator[Event]:
         """Stream events for the call: deltas as they come, then tool calls, text end and finish.
 
-        Raises an LLMError on failure. Once an event was yielded, nothing is retried (PC17).
+        A failure before anything was sent moves on to the route's fallbacks, in order; the
+        finish event's gateway info names the route that answered. Raises an LLMError on
+        failure. Once an event was yielded, nothing is retried (PC17).
         """
+        candidates = self._candidates(route)
+        for i, candidate in enumerate(candidates):
+            sent = False
+            try:
+                async for event in self._stream_route(candidate, call, deadline):
+                    sent = True
+                    yield event
+                return
+            except errors.LLMError as err:
+                if sent or i == len(candidates) - 1 or not self._fall_back(candidate, candidates[i + 1], err, deadline):
+                    raise
+
+    async def _stream_route(self, route: Route, call: CallRequest, deadline: Deadline) -> AsyncIterator[Event]:
         state = self._state(route, call, deadline)
         req = self._request(route, call, state, stream=True)
         if req.is_minimax:  # their streamed chunks break LiteLLM's parser (PC24)
@@ -231,11 +327,14 @@ class Provider:
                     sent = True
                     yield event
             except asyncio.CancelledError:
+                self.health(route).breaker.released()
                 raise
             except Exception as exc:
                 if sent:
                     err = classify(exc, req.secrets)
                     err.attempts = state.attempts
+                    if _is_upstream_failure(err):
+                        self._upstream_failed(state)
                     raise err from None
                 if await self._switch_to_tool_compat(state, req, exc):
                     for event in completion_events(await self._complete_tool_compat(route, call, state)):
@@ -256,6 +355,7 @@ class Provider:
 
     async def _stream_attempt(self, req: UpstreamRequest, state: _CallState, asm: StreamAssembler) -> AsyncIterator[Event]:
         """One upstream streaming request; closes the upstream response however it ends."""
+        self._admit(state)
         req.kwargs["timeout"] = self._attempt_timeout(state.route, state.deadline)
         state.attempts += 1
         started = time.monotonic()
@@ -297,17 +397,28 @@ class Provider:
     # --- unary -----------------------------------------------------------------------------
 
     async def complete(self, route: Route, call: CallRequest, deadline: Deadline) -> Completion:
-        """The whole answer for the call. Raises an LLMError on failure."""
+        """The whole answer for the call, from the route or, on failure, its fallbacks. Raises an LLMError."""
+        candidates = self._candidates(route)
+        for i, candidate in enumerate(candidates):
+            try:
+                return await self._complete_route(candidate, call, deadline)
+            except errors.LLMError as err:
+                if i == len(candidates) - 1 or not self._fall_back(candidate, candidates[i + 1], err, deadline):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _complete_route(self, route: Route, call: CallRequest, deadline: Deadline) -> Completion:
         state = self._state(route, call, deadline)
         req = self._request(route, call, state, stream=False)
         if req.is_codex:  # the Codex backend only streams (PC06)
-            return await collect(self.stream(route, call, deadline))
+            return await collect(self._stream_route(route, call, deadline))
         if self._uses_tool_compat(req, call):
             return await self._complete_tool_compat(route, call, state)
         return await self._complete(route, call, state, req)
 
     async def _complete(self, route: Route, call: CallRequest, state: _CallState, req: UpstreamRequest) -> Completion:
         while True:
+            self._admit(state)
             req.kwargs["timeout"] = self._attempt_timeout(route, state.deadline)
             state.attempts += 1
             started = time.monotonic()
@@ -317,6 +428,7 @@ class Provider:
             except TimeoutError:
                 raise errors.DeadlineExceeded("the caller's deadline passed while waiting for the upstream") from None
             except asyncio.CancelledError:
+                self.health(route).breaker.released()
                 raise
             except Exception as exc:
                 if await self._switch_to_tool_compat(state, req, exc):
@@ -349,6 +461,13 @@ class Provider:
         ).model
         messages = build_messages(call, system=call.system, model=model, oauth=False, codex=False, cc=self.config.claude_code)
         return await asyncio.to_thread(estimate_tokens, model, messages, call.tools)
+
+
+def _is_upstream_failure(err: errors.LLMError) -> bool:
+    """Failures that count against a route's retry budget and breaker: the upstream did not answer well."""
+    return isinstance(err, (errors.RateLimited, errors.UpstreamUnavailable, errors.UpstreamBadResponse)) and not isinstance(
+        err, errors.CircuitOpen
+    )
 
 
 def _empty_is_expected(req: UpstreamRequest, asm: StreamAssembler) -> bool:

@@ -1,0 +1,100 @@
+"""Per-route protection of the upstream: a retry budget and a circuit breaker.
+
+Retry budget: gRFC A6 retry throttling. Each route holds up to `max_tokens` tokens;
+a failed attempt takes one, an answered attempt gives back `token_ratio`; a retry is
+allowed only while more than half remain. Under sustained failure the retries stop
+after about max_tokens / 2, so upstream attempts approach one per incoming call.
+
+Circuit breaker: after `failure_threshold` consecutive failed attempts the route
+opens and calls fail at once for `open_s`; then one probe call is let through
+(half-open): success closes the route, failure opens it again.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from llm_service.config import ResilienceConfig
+
+
+class RetryBudget:
+    """gRFC A6 token bucket for one route."""
+
+    def __init__(self, max_tokens: float, token_ratio: float) -> None:
+        self.max_tokens = max_tokens
+        self.token_ratio = token_ratio
+        self.tokens = max_tokens
+
+    def failed(self) -> None:
+        self.tokens = max(0.0, self.tokens - 1.0)
+
+    def succeeded(self) -> None:
+        self.tokens = min(self.max_tokens, self.tokens + self.token_ratio)
+
+    def allows_retry(self) -> bool:
+        return self.tokens > self.max_tokens / 2
+
+
+class BreakerState(enum.Enum):
+    """The breaker's state; the value is the metric's number."""
+
+    CLOSED = 0
+    OPEN = 1
+    HALF_OPEN = 2
+
+
+class CircuitBreaker:
+    """Consecutive-failure breaker for one route, with a single half-open probe."""
+
+    def __init__(self, failure_threshold: int, open_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.failure_threshold = failure_threshold
+        self.open_s = open_s
+        self._clock = clock
+        self.state = BreakerState.CLOSED
+        self.failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+
+    def admit(self) -> float | None:
+        """None when an attempt may go ahead; else the seconds until the route may be tried again."""
+        if self.state is BreakerState.CLOSED:
+            return None
+        remaining = self._opened_at + self.open_s - self._clock()
+        if self.state is BreakerState.OPEN and remaining <= 0:
+            self.state = BreakerState.HALF_OPEN
+        if self.state is BreakerState.HALF_OPEN and not self._probing:
+            self._probing = True  # this attempt is the probe
+            return None
+        return max(remaining, 0.0) if self.state is BreakerState.OPEN else self.open_s
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self._probing = False
+        self.state = BreakerState.CLOSED
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.state is BreakerState.HALF_OPEN or self.failures >= self.failure_threshold:
+            self.state = BreakerState.OPEN
+            self._opened_at = self._clock()
+            self._probing = False
+
+    def released(self) -> None:
+        """The probe ended without telling (cancelled, caller error): let another probe try."""
+        self._probing = False
+
+
+@dataclass
+class RouteHealth:
+    """A route's retry budget and breaker."""
+
+    budget: RetryBudget
+    breaker: CircuitBreaker
+
+    @classmethod
+    def new(cls, cfg: ResilienceConfig) -> RouteHealth:
+        budget = RetryBudget(cfg.retry_budget_tokens, cfg.retry_budget_ratio)
+        return cls(budget, CircuitBreaker(cfg.breaker_failures, cfg.breaker_open_s))

@@ -1,0 +1,81 @@
+"""Fault 5: 100% upstream failure for a sustained burst.
+
+Upstream attempts stay at most 1.1 x incoming calls (the retry budget), and the breaker
+opens, fails calls fast, and closes again after a successful probe once the upstream recovers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+
+from fake_upstream import FakeUpstream, Script
+from llm_client import LLMClient, LLMServiceError, Unavailable, channel_options
+from tests.conftest import custom_server, user_msg
+from tests.test_metrics import scrape, total
+
+CALLS = 100
+THREADS = 10
+
+
+def _burst(target: str, calls: int) -> list[LLMServiceError]:
+    errors: list[LLMServiceError] = []
+
+    def worker(n: int) -> None:
+        with LLMClient(target, options=channel_options(retries=False)) as c:
+            for _ in range(n):
+                try:
+                    c.complete("openai", [user_msg()], timeout=30)
+                except LLMServiceError as err:
+                    errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(calls // THREADS,)) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return errors
+
+
+def test_f05_retry_budget_keeps_attempts_within_1_1_x_calls(fake: FakeUpstream) -> None:
+    fake.script(Script(status=503, times=10 * CALLS))
+    resilience = {"retry_budget_tokens": 10, "retry_budget_ratio": 0.1, "breaker_failures": 1_000_000}
+    with custom_server(fake, resilience=resilience) as (srv, _):
+        errors = _burst(srv.target, CALLS)
+    attempts = len(fake.requests())
+    assert len(errors) == CALLS and all(e.code == grpc.StatusCode.UNAVAILABLE for e in errors)
+    assert attempts <= 1.1 * CALLS, f"{attempts} upstream attempts for {CALLS} calls"
+    print(f"retry budget: {attempts} upstream attempts for {CALLS} failing calls ({attempts / CALLS:.2f}x)")
+
+
+def test_f05_breaker_opens_fails_fast_and_closes_after_recovery(fake: FakeUpstream) -> None:
+    open_s = 0.5
+    fake.script(Script(status=503, times=1000))
+    resilience = {"breaker_failures": 5, "breaker_open_s": open_s}
+    with custom_server(fake, resilience=resilience) as (srv, client):
+        port = srv.running.metrics_port if srv.running else 0
+        for _ in range(2):  # 1 + 3 transient retries, then 1 more: five consecutive failures
+            with pytest.raises(Unavailable):
+                client.complete("openai", [user_msg()], timeout=30)
+        seen = len(fake.requests())
+        fast = []
+        for _ in range(20):
+            started = time.perf_counter()
+            with pytest.raises(Unavailable) as info:
+                client.complete("openai", [user_msg()], timeout=30)
+            fast.append(time.perf_counter() - started)
+            assert info.value.reason == "UPSTREAM_CIRCUIT_OPEN"
+            assert info.value.retry_delay_s is not None and info.value.retry_delay_s <= open_s
+        assert len(fake.requests()) == seen, "an open breaker sends nothing upstream"
+        assert total(scrape(port), "llm_circuit_breaker_state", route="openai") == 1
+
+        fake.reset()  # the upstream recovers (every request is answered)
+        time.sleep(open_s + 0.1)
+        assert client.complete("openai", [user_msg()], timeout=30).text, "the probe succeeded"
+        assert all(client.complete("openai", [user_msg()], timeout=30).text for _ in range(5))
+        assert len(fake.requests()) == 6
+        assert total(scrape(port), "llm_circuit_breaker_state", route="openai") == 0
+    print(f"open breaker: calls failed in {max(fast) * 1000:.1f} ms at most")
