@@ -8,6 +8,7 @@ CLAUDE_CODE_ENTRYPOINT), from a mapping passed in, so tests give a clean one.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,9 @@ import yaml
 
 ROUTE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.yaml")
+
+
+KEY_RELOAD_INTERVAL_S = 1.0
 
 
 class ConfigError(Exception):
@@ -45,6 +49,48 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+class FileSecret(Secret):
+    """A key kept in a file (a Kubernetes Secret mounted as files), re-read when the file changes.
+
+    Checked at most once per KEY_RELOAD_INTERVAL_S. A file that is missing or empty for a
+    moment (Kubernetes swaps the mounted files atomically, but editors do not) keeps the
+    last key that was read.
+    """
+
+    __slots__ = ("_checked", "_mtime_ns", "_path")
+
+    def __init__(self, path: str) -> None:
+        super().__init__("")
+        self._path = Path(path)
+        self._mtime_ns = -1
+        self._checked = 0.0
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._checked = time.monotonic()
+        try:
+            mtime = self._path.stat().st_mtime_ns
+            if mtime == self._mtime_ns:
+                return
+            value = self._path.read_text(encoding="utf-8").strip()
+        except OSError:
+            return
+        self._mtime_ns = mtime
+        if value:
+            self._value = value
+
+    def reveal(self) -> str:
+        if time.monotonic() - self._checked >= KEY_RELOAD_INTERVAL_S:
+            self._refresh()
+        return self._value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FileSecret) and other._path == self._path
+
+    def __hash__(self) -> int:
+        return hash(self._path)
 
 
 @dataclass(frozen=True)
@@ -87,7 +133,7 @@ class Route:
     @property
     def ready(self) -> bool:
         """Whether the route has the key it needs."""
-        return self.key_source is None or self.key is not None
+        return self.key_source is None or (self.key is not None and bool(self.key.reveal()))
 
 
 @dataclass(frozen=True)
@@ -415,8 +461,4 @@ def _read_key(source: KeySource, environ: Mapping[str, str]) -> Secret | None:
     if source.env:
         value = environ.get(source.env, "").strip()
         return Secret(value) if value else None
-    try:
-        value = Path(source.file).read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    return Secret(value) if value else None
+    return FileSecret(source.file)
