@@ -1,0 +1,51 @@
+"""Supply chain: what is installed is exactly what the hash-checked locks pin, and nothing runs at start-up.
+
+LiteLLM 1.82.7 and 1.82.8 were a supply-chain compromise that shipped a `.pth` file,
+which Python executes at every interpreter start; any unexpected `.pth` file fails this.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import site
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+COMPROMISED_LITELLM = {"1.82.7", "1.82.8"}
+# .pth files that pip and setuptools themselves install, and what they do.
+EXPECTED_PTH = {"distutils-precedence.pth"}  # setuptools: prefer its own distutils
+# Installed by the project itself rather than from the lock: pip (made by venv) and the client package.
+NOT_FROM_LOCK = {"pip", "llm-service-client"}
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _locked(path: Path) -> dict[str, str]:
+    pins = re.finditer(r"^([A-Za-z0-9._-]+)==([^\s\\;]+)", path.read_text(), re.MULTILINE)
+    return {_normalise(m[1]): m[2] for m in pins}
+
+
+def test_litellm_is_not_a_compromised_release() -> None:
+    version = importlib.metadata.version("litellm")
+    assert version not in COMPROMISED_LITELLM, f"LiteLLM {version} is a compromised release"
+    assert version == _locked(ROOT / "requirements.lock")["litellm"], "LiteLLM is the locked, tested release"
+
+
+def test_no_unexpected_pth_files_in_site_packages() -> None:
+    found = {p.name for d in site.getsitepackages() for p in Path(d).glob("*.pth")}
+    assert found <= EXPECTED_PTH, f"unexpected .pth files (code run at every start): {sorted(found - EXPECTED_PTH)}"
+
+
+def test_every_installed_distribution_is_pinned_in_the_lock() -> None:
+    assert sys.prefix != sys.base_prefix, "tests run in the project's virtual environment"
+    locked = _locked(ROOT / "requirements-dev.lock")
+    installed = {_normalise(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    unpinned = {name: v for name, v in installed.items() if name not in NOT_FROM_LOCK and locked.get(name) != v}
+    assert not unpinned, f"installed but not pinned (or another version) in requirements-dev.lock: {unpinned}"
+    runtime = _locked(ROOT / "requirements.lock")
+    assert all(locked.get(name) == v for name, v in runtime.items()), "the dev lock pins the runtime lock's versions"
