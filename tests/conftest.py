@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 
 from fake_upstream import FakeUpstream
 from llm_client import LLMClient, channel_options, pb
@@ -183,3 +187,40 @@ def custom_server(fake: FakeUpstream, **overrides: Any) -> Iterator[tuple[Server
             yield srv, c
     finally:
         srv.stop()
+
+
+class ServerProcess:
+    """The server as its own process (python -m llm_service), on a free port, for signals and memory."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path, **env: str) -> None:
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        server = {"listen": self.target, "metrics_listen": "127.0.0.1:0", **config.pop("server", {})}
+        path = workdir / f"server-{self.port}.yaml"
+        path.write_text(yaml.safe_dump({"server": server, **config}))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llm_service", "--config", str(path)],
+            env=service_env(TEST_PROVIDER_KEY=SENTINEL_KEY, **env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        channel = grpc.insecure_channel(self.target)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=60)
+        except grpc.FutureTimeoutError:
+            self.proc.kill()
+            raise AssertionError(f"server did not start: {self.proc.communicate(timeout=10)[1][-2000:]}") from None
+        finally:
+            channel.close()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> str:
+        """SIGTERM, wait, and return what the process logged."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=60)
+        return err

@@ -162,11 +162,15 @@ class AdmissionGuard(Guard):
         self.retry_after_s = retry_after_s
         self.metrics = metrics
         self.active = 0
+        self.draining = False
 
     def applies(self, service: str) -> bool:
         return service == self.service
 
     async def start(self, service: str, method: str, kind: str, context: grpc.aio.ServicerContext) -> Any:
+        if self.draining:
+            # UNAVAILABLE: a client's channel retries it, on another replica.
+            await abort(context, to_status(errors.ShuttingDown("the server is shutting down; retry on another replica")))
         if self.active >= self.max_concurrent:
             self.metrics.shed.labels(method).inc()
             await abort(context, shed_status(self.max_concurrent, self.retry_after_s))

@@ -36,12 +36,14 @@ class RunningServer:
     port: int
     config: Config
     metrics: Metrics
+    admission: AdmissionGuard
     metrics_port: int = 0
 
     async def drain(self, grace_s: float | None = None) -> None:
         """Fail health, refuse new RPCs, let in-flight ones finish within the grace period."""
         grace = self.config.server.drain_grace_s if grace_s is None else grace_s
         log.info("draining", extra={"grace_s": grace})
+        self.admission.draining = True  # new calls are refused at once; in-flight ones go on
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await asyncio.to_thread(self.metrics.close)
@@ -72,13 +74,12 @@ async def start(config: Config, listen: str | None = None) -> RunningServer:
     report = litellm_setup.install()
     metrics = Metrics(report.litellm_version)
     metrics.prime(config.routes.values())
+    admission = AdmissionGuard(SERVICE_NAME, config.limits.max_concurrent_rpcs, config.limits.shed_retry_after_s, metrics)
     server = grpc.aio.server(
         interceptors=[
             GuardInterceptor(MetricsGuard(metrics)),
             *([GuardInterceptor(_auth_guard(config))] if config.security.authenticates else []),
-            GuardInterceptor(
-                AdmissionGuard(SERVICE_NAME, config.limits.max_concurrent_rpcs, config.limits.shed_retry_after_s, metrics)
-            ),
+            GuardInterceptor(admission),
         ],
         options=[
             ("grpc.max_receive_message_length", config.limits.max_request_bytes),
@@ -116,7 +117,7 @@ async def start(config: Config, listen: str | None = None) -> RunningServer:
             "metrics_port": metrics_port,
         },
     )
-    return RunningServer(server, health, port, config, metrics, metrics_port)
+    return RunningServer(server, health, port, config, metrics, admission, metrics_port)
 
 
 async def serve_until_signalled(config: Config, listen: str | None = None) -> None:

@@ -27,6 +27,7 @@ _CODES: tuple[tuple[type[errors.LLMError], grpc.StatusCode], ...] = (
     (errors.RouteNotFound, grpc.StatusCode.NOT_FOUND),
     (errors.RouteNotPermitted, grpc.StatusCode.PERMISSION_DENIED),
     (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.ShuttingDown, grpc.StatusCode.UNAVAILABLE),
     (errors.RouteNotReady, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ContextWindowExceeded, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.ContentPolicyViolation, grpc.StatusCode.INVALID_ARGUMENT),

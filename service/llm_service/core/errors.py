@@ -107,6 +107,12 @@ class Overloaded(LLMError):
     reason = "SERVER_OVERLOADED"
 
 
+class ShuttingDown(LLMError):
+    """This server is draining before it exits; the call was not started. Another replica can serve it."""
+
+    reason = "SERVER_SHUTTING_DOWN"
+
+
 class UpstreamUnavailable(LLMError):
     """The provider failed (5xx, connection error, timeout) and retries did not help."""
 
