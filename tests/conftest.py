@@ -6,6 +6,7 @@ Nothing here mocks LiteLLM: the server sends real HTTP to the fake upstream.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -190,7 +191,10 @@ def custom_server(fake: FakeUpstream, **overrides: Any) -> Iterator[tuple[Server
 
 
 class ServerProcess:
-    """The server as its own process (python -m llm_service), on a free port, for signals and memory."""
+    """The server as its own process (python -m llm_service), on a free port, for signals and memory.
+
+    Everything it prints is collected by a reader thread (a full pipe would block the server).
+    """
 
     def __init__(self, config: dict[str, Any], workdir: Path, **env: str) -> None:
         self.port = free_port()
@@ -198,29 +202,46 @@ class ServerProcess:
         server = {"listen": self.target, "metrics_listen": "127.0.0.1:0", **config.pop("server", {})}
         path = workdir / f"server-{self.port}.yaml"
         path.write_text(yaml.safe_dump({"server": server, **config}))
+        self.lines: list[str] = []
+        self.metrics_port = 0
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llm_service", "--config", str(path)],
             env=service_env(TEST_PROVIDER_KEY=SENTINEL_KEY, **env),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
         )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         channel = grpc.insecure_channel(self.target)
         try:
             grpc.channel_ready_future(channel).result(timeout=60)
         except grpc.FutureTimeoutError:
             self.proc.kill()
-            raise AssertionError(f"server did not start: {self.proc.communicate(timeout=10)[1][-2000:]}") from None
+            self._reader.join(10)
+            raise AssertionError(f"server did not start: {self.output[-2000:]}") from None
         finally:
             channel.close()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if '"msg": "serving"' in line:
+                self.metrics_port = int(json.loads(line).get("metrics_port", 0))
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
     def stop(self) -> str:
-        """SIGTERM, wait, and return what the process logged."""
+        """SIGTERM, wait, and return everything the process printed (stdout and stderr)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=60)
-        return err
+        self.proc.wait(timeout=60)
+        self._reader.join(10)
+        return self.output

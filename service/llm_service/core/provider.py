@@ -262,6 +262,19 @@ class Provider:
         if self._on_usage is not None and not usage.is_empty():
             self._on_usage(state.route, usage, asm.cost_usd)
 
+    def _cancelled_usage(self, req: UpstreamRequest, state: _CallState, asm: StreamAssembler, response: Any) -> None:
+        """Record what a cancelled stream had already cost, where the upstream said so (Anthropic sends input first)."""
+        usage = asm.usage or (summed_usage(response) if response is not None else None)
+        if usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0):
+            return
+        cost = cost_usd(req.model, usage)
+        log.info(
+            "cancelled stream usage",
+            extra={"route": state.route.name, "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+        )
+        if self._on_usage is not None:
+            self._on_usage(state.route, usage, cost)
+
     def _finish(self, req: UpstreamRequest, asm: StreamAssembler, state: _CallState) -> Finish:
         return Finish(
             finish_reason=asm.final_finish_reason(),
@@ -388,6 +401,9 @@ class Provider:
             self._attempt_answered(req, state, asm)
         except TimeoutError:
             raise errors.DeadlineExceeded("the caller's deadline passed while waiting for the upstream") from None
+        except (asyncio.CancelledError, GeneratorExit):
+            self._cancelled_usage(req, state, asm, response)
+            raise
         finally:
             if response is None:
                 state.upstream_s += time.monotonic() - started
