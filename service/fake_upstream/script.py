@@ -105,7 +105,8 @@ def scenario_for_model(model: str, last_user_text: str) -> Script:
     """The answer for a request that no queued script matched.
 
     A model name may carry a scenario after a colon or as its last dash part:
-    `…:tools`, `…:parallel-tools`, `…:empty`, `…:slow`, `…:long`. Anything else
+    `…:tools`, `…:parallel-tools`, `…:empty`, `…:slow`, `…:long`, `…:fail` (HTTP 500),
+    `…:drop` (the connection drops mid-stream). Anything else
     echoes the prompt back, which is what the default `make run` route shows.
     """
     scenario = model.rsplit(":", 1)[1] if ":" in model else ""
@@ -121,6 +122,10 @@ def scenario_for_model(model: str, last_user_text: str) -> Script:
         )
     if scenario == "empty":
         return Script(text="")
+    if scenario == "fail":
+        return Script(status=500, error={"message": "scripted failure"})
+    if scenario == "drop":
+        return Script(text="this answer is cut short after a few words", disconnect_after_chunks=3)
     if scenario == "slow":
         return Script(text="This answer arrives slowly, one word at a time.", chunk_delay_s=0.2)
     if scenario == "long":
