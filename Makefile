@@ -21,7 +21,7 @@ DEBIAN_PACKAGES := prometheus protobuf-compiler protoc-gen-go protoc-gen-go-grpc
 DEBIAN_COMMANDS := prometheus promtool protoc protoc-gen-go protoc-gen-go-grpc grpc_java_plugin
 CONTRACT_IMAGE := releases/llm-v1.binpb
 
-.PHONY: help venv system-deps run test parity lint stubs release-contract proto proto-check typecheck clean lock
+.PHONY: help venv bench-deps system-deps run test parity soak lint stubs release-contract proto proto-check typecheck clean lock
 
 help:
 	@echo "make run    start the service with the bundled config (demo route -> bundled fake upstream)"
@@ -29,6 +29,7 @@ help:
 	@echo "make parity run the provider-core tests and print which tests prove each PC item"
 	@echo "make lint   ruff, mypy, buf lint, buf breaking, stubs, promtool, generated-code freshness"
 	@echo "make stubs  Go, Java and TypeScript stubs under build/stubs"
+	@echo "make soak   a few minutes of steady mixed load; RSS and sockets plotted to bench/results/"
 	@echo "make proto  regenerate the Python code from protos/"
 
 # The virtual environment, installed only from the hash-checked lock.
@@ -43,6 +44,13 @@ $(VENV)/.client: $(VENV)/.deps $(CLIENT_SRC)
 	touch $@
 
 venv: $(VENV)/.client
+
+# Plotting for bench and soak only, from its own hash-checked lock (constrained to the dev lock's versions).
+$(VENV)/.bench: $(VENV)/.deps requirements-bench.lock
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-bench.lock
+	touch $@
+
+bench-deps: $(VENV)/.bench
 
 # Debian packages: prometheus (server and promtool) for the metrics checks; protoc and the
 # Go and Java plugins for `make stubs`.
@@ -75,8 +83,8 @@ run: venv
 	$(PY) -m llm_service --config service/llm_service/default_config.yaml
 
 lint: venv system-deps $(NPM_STAMP) proto-check
-	$(BIN)/ruff check service tests clients/python protos
-	$(BIN)/ruff format --check -q service tests clients/python protos
+	$(BIN)/ruff check service tests clients/python protos bench
+	$(BIN)/ruff format --check -q service tests clients/python protos bench
 	$(BIN)/mypy
 	cd protos && node_modules/.bin/buf lint
 	cd protos && node_modules/.bin/buf breaking --against $(CONTRACT_IMAGE)
@@ -99,6 +107,10 @@ parity: venv
 	$(BIN)/pytest -q -k test_pc --junitxml=$(RESULTS)/parity.xml
 	$(PY) tests/parity.py --junit $(RESULTS)/parity.xml
 
+SOAK_SECONDS ?= 180
+soak: venv bench-deps
+	$(PY) -m bench.soak --seconds $(SOAK_SECONDS)
+
 # Go, Java and TypeScript stubs under build/stubs (protos/buf.gen.yaml), checked to exist.
 stubs: system-deps $(NPM_STAMP)
 	rm -rf build/stubs
@@ -119,3 +131,4 @@ clean:
 lock:
 	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 requirements.in -o requirements.lock
 	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 requirements-dev.in -o requirements-dev.lock
+	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 -c requirements-dev.lock requirements-bench.in -o requirements-bench.lock

@@ -43,9 +43,9 @@ def test_no_unexpected_pth_files_in_site_packages() -> None:
 
 def test_every_installed_distribution_is_pinned_in_the_lock() -> None:
     assert sys.prefix != sys.base_prefix, "tests run in the project's virtual environment"
-    locked = _locked(ROOT / "requirements-dev.lock")
+    locked = _locked(ROOT / "requirements-dev.lock") | _locked(ROOT / "requirements-bench.lock")  # bench: make bench/soak
     installed = {_normalise(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
     unpinned = {name: v for name, v in installed.items() if name not in NOT_FROM_LOCK and locked.get(name) != v}
-    assert not unpinned, f"installed but not pinned (or another version) in requirements-dev.lock: {unpinned}"
+    assert not unpinned, f"installed but not pinned (or another version) in the locks: {unpinned}"
     runtime = _locked(ROOT / "requirements.lock")
     assert all(locked.get(name) == v for name, v in runtime.items()), "the dev lock pins the runtime lock's versions"
