@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import urllib.request
 from collections import Counter as Tally
 from collections.abc import Iterator
@@ -13,12 +10,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from fake_upstream import FakeUpstream, Script, Usage
 from llm_client import LLMClient, LLMServiceError, channel_options, pb
-from tests.conftest import ServerThread, custom_server, free_port, service_env, user_msg
+from tests.conftest import ServerProcess, ServerThread, custom_server, free_port, user_msg
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -151,63 +147,23 @@ def test_label_values_come_from_the_configuration_only(fake: FakeUpstream) -> No
 # --- several worker processes ----------------------------------------------------------------------
 
 
-def _start_worker(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "llm_service", "--config", str(config)],
-        env=env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-
-
-def _wait_serving(proc: subprocess.Popen[str], target: str, timeout_s: float = 60) -> None:
-    channel = grpc.insecure_channel(target)
-    try:
-        grpc.channel_ready_future(channel).result(timeout=timeout_s)
-    except grpc.FutureTimeoutError:
-        proc.kill()
-        _, err = proc.communicate(timeout=10)
-        raise AssertionError(f"worker did not start: {err[-2000:]}") from None
-    finally:
-        channel.close()
-
-
 @pytest.fixture
 def workers(fake: FakeUpstream, tmp_path: Path) -> Iterator[list[tuple[str, int]]]:
     """Two server processes sharing one PROMETHEUS_MULTIPROC_DIR, as workers of one pod would."""
     multiproc = tmp_path / "prometheus"
     multiproc.mkdir()
-    env = service_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc), TEST_PROVIDER_KEY="sk-test")
-    procs, addresses = [], []
-    for i in range(2):
-        port, metrics_port = free_port(), free_port()
-        config = tmp_path / f"worker{i}.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "server": {"listen": f"127.0.0.1:{port}", "metrics_listen": f"127.0.0.1:{metrics_port}", "drain_grace_s": 1},
-                    "routes": {
-                        "openai": {
-                            "model": "openai/test-model",
-                            "api_base": f"{fake.base_url}/v1",
-                            "key": {"env": "TEST_PROVIDER_KEY"},
-                        }
-                    },
-                }
-            )
+    route = {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}}
+    servers = [
+        ServerProcess(
+            {"routes": {"openai": route}, "server": {"drain_grace_s": 1}}, tmp_path, PROMETHEUS_MULTIPROC_DIR=str(multiproc)
         )
-        procs.append(_start_worker(config, env))
-        addresses.append((f"127.0.0.1:{port}", metrics_port))
+        for _ in range(2)
+    ]
     try:
-        for proc, (target, _) in zip(procs, addresses, strict=True):
-            _wait_serving(proc, target)
-        yield addresses
+        yield [(s.target, s.metrics_port) for s in servers]
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(timeout=30)
+        for s in servers:
+            s.stop()
 
 
 def test_metrics_sum_over_worker_processes(workers: list[tuple[str, int]], fake: FakeUpstream) -> None:
