@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -196,11 +197,14 @@ class ServerProcess:
     Everything it prints is collected by a reader thread (a full pipe would block the server).
     """
 
-    def __init__(self, config: dict[str, Any], workdir: Path, **env: str) -> None:
-        self.port = free_port()
-        self.target = f"127.0.0.1:{self.port}"
-        server = {"listen": self.target, "metrics_listen": "127.0.0.1:0", **config.pop("server", {})}
-        path = workdir / f"server-{self.port}.yaml"
+    def __init__(
+        self, config: dict[str, Any], workdir: Path, port: int | None = None, host: str = "127.0.0.1", **env: str
+    ) -> None:
+        self.port = port or free_port()
+        self.target = f"{host}:{self.port}"
+        server = {"listen": self.target, "metrics_listen": "127.0.0.1:0", **config.get("server", {})}
+        config = {k: v for k, v in config.items() if k != "server"}
+        path = workdir / f"server-{host}-{self.port}-{time.monotonic_ns()}.yaml"
         path.write_text(yaml.safe_dump({"server": server, **config}))
         self.lines: list[str] = []
         self.metrics_port = 0

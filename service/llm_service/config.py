@@ -168,6 +168,10 @@ class ServerConfig:
     log_level: str = "INFO"
     max_metadata_entries: int = 16
     metrics_listen: str = "127.0.0.1:9464"  # Prometheus /metrics; "" turns it off
+    # gRFC A9: connections are closed after this age (clients reconnect and re-resolve, so new
+    # replicas get traffic after a scale-up), with a grace longer than the longest stream.
+    max_connection_age_s: float = 300.0
+    max_connection_age_grace_s: float = 660.0
 
 
 @dataclass(frozen=True)
@@ -311,6 +315,8 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
             "log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR", lambda v: v in ("DEBUG", "INFO", "WARNING", "ERROR")
         ),
         max_metadata_entries=s.get("max_metadata_entries", int, 16, "an integer >= 0", _non_negative),
+        max_connection_age_s=s.get("max_connection_age_s", float, 300.0, "seconds > 0", _positive),
+        max_connection_age_grace_s=s.get("max_connection_age_grace_s", float, 660.0, "seconds > 0", _positive),
         metrics_listen=s.get(
             "metrics_listen",
             str,

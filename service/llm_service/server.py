@@ -84,6 +84,11 @@ async def start(config: Config, listen: str | None = None) -> RunningServer:
         options=[
             ("grpc.max_receive_message_length", config.limits.max_request_bytes),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_connection_age_ms", int(config.server.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(config.server.max_connection_age_grace_s * 1000)),
+            # Accept the clients' keepalive pings (every 30 s in llm_client) instead of answering too_many_pings.
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.so_reuseport", 0),
         ],
     )
