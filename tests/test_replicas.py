@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from fake_upstream import FakeUpstream
-from llm_client import LLMClient, LLMServiceError
-from tests.conftest import ServerProcess, user_msg
+from llm_client import LLMClient, LLMServiceError, channel_options
+from tests.conftest import ServerProcess, TinyDNS, free_port, user_msg
 from tests.test_metrics import scrape, total
 
 
@@ -74,3 +74,40 @@ def test_rolling_restart_loses_no_call(fake: FakeUpstream, tmp_path: Path) -> No
             r.stop()
     assert failures == [], failures[:5]
     assert outcomes["ok"] >= 12 and outcomes["incomplete"] == 0, outcomes
+
+
+def test_scale_up_a_new_replica_gets_a_fair_share_within_the_connection_age(fake: FakeUpstream, tmp_path: Path) -> None:
+    age_s, grace_s = 2.0, 3.0
+    config = _config(fake)
+    config["server"].update(max_connection_age_s=age_s, max_connection_age_grace_s=grace_s)
+    port = free_port()
+    hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    dns = TinyDNS("llm.test", hosts)
+    replicas = [ServerProcess(config, tmp_path, port=port, host=h) for h in hosts]
+    # 1 s between re-resolutions instead of gRPC's default 30 s keeps the test short.
+    options = [*channel_options(), ("grpc.dns_min_time_between_resolutions_ms", 1000)]
+    try:
+        with LLMClient(f"dns://127.0.0.1:{dns.port}/llm.test:{port}", options=options) as client:
+            for _ in range(30):
+                client.complete("chat", [user_msg()], timeout=30)
+            replicas.append(ServerProcess(config, tmp_path, port=port, host="127.0.0.4"))
+            dns.addresses.append("127.0.0.4")
+            added = time.monotonic()
+            newcomer = replicas[-1]
+            while total(scrape(newcomer.metrics_port), "llm_requests_total", rpc="Complete") == 0:
+                assert time.monotonic() - added < age_s + grace_s + 10, "the new replica got no call"
+                client.complete("chat", [user_msg()], timeout=30)
+                time.sleep(0.05)
+            reached_s = time.monotonic() - added
+            before = [total(scrape(r.metrics_port), "llm_requests_total", rpc="Complete") for r in replicas]
+            for _ in range(40):
+                client.complete("chat", [user_msg()], timeout=30)
+            after = [total(scrape(r.metrics_port), "llm_requests_total", rpc="Complete") for r in replicas]
+    finally:
+        for r in replicas:
+            r.stop()
+        dns.close()
+    share = [a - b for a, b in zip(after, before, strict=True)]
+    print(f"\nnew replica reached after {reached_s:.1f} s; the next 40 calls went {share}")
+    assert reached_s < age_s + grace_s + 10
+    assert share[-1] >= 6, f"the new replica's share of 40 calls: {share}"
