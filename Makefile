@@ -17,11 +17,14 @@ BUF := protos/node_modules/.bin/buf
 RESULTS := build/test-results
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the checks use, and a command each provides (installed when one is missing).
-DEBIAN_PACKAGES := prometheus protobuf-compiler protoc-gen-go protoc-gen-go-grpc protobuf-compiler-grpc-java-plugin
-DEBIAN_COMMANDS := prometheus promtool protoc protoc-gen-go protoc-gen-go-grpc grpc_java_plugin
+DEBIAN_PACKAGES := prometheus protobuf-compiler protoc-gen-go protoc-gen-go-grpc protobuf-compiler-grpc-java-plugin kubernetes-client
+DEBIAN_COMMANDS := prometheus promtool protoc protoc-gen-go protoc-gen-go-grpc grpc_java_plugin kubectl
 CONTRACT_IMAGE := releases/llm-v1.binpb
+DEPLOY_VENV := .venv-deploy
+OVERLAYS := dev prod
+K8S_VERSION := 1.30.0
 
-.PHONY: help venv bench-deps system-deps run test parity soak lint stubs release-contract proto proto-check typecheck clean lock
+.PHONY: help venv bench-deps system-deps run test parity soak lint deploy-check stubs release-contract proto proto-check typecheck clean lock
 
 help:
 	@echo "make run    start the service with the bundled config (demo route -> bundled fake upstream)"
@@ -92,6 +95,7 @@ lint: venv system-deps $(NPM_STAMP) proto-check
 	promtool check rules deploy/prometheus/alerts.yaml
 	cd deploy/prometheus && promtool test rules alerts_test.yaml
 	$(PY) -m json.tool deploy/grafana/llm-service.json >/dev/null
+	$(MAKE) --no-print-directory deploy-check
 
 typecheck: venv
 	$(BIN)/mypy
@@ -111,6 +115,21 @@ SOAK_SECONDS ?= 180
 soak: venv bench-deps
 	$(PY) -m bench.soak --seconds $(SOAK_SECONDS)
 
+# The manifests' own tools (checkov, kubernetes-validate) in a venv of their own, from a hash-checked lock.
+$(DEPLOY_VENV)/.deps: requirements-deploy.lock
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install --quiet --require-hashes --no-deps -r requirements-deploy.lock
+	touch $@
+
+# Offline: each overlay builds, validates strictly against the Kubernetes schemas, passes checkov;
+# the routes file in the ConfigMap passes the service's own loader.
+deploy-check: system-deps venv $(DEPLOY_VENV)/.deps
+	@mkdir -p build/deploy
+	@for o in $(OVERLAYS); do kubectl kustomize deploy/kubernetes/overlays/$$o > build/deploy/$$o.yaml || exit 1; done
+	$(DEPLOY_VENV)/bin/kubernetes-validate --strict --quiet --no-warn -k $(K8S_VERSION) $(foreach o,$(OVERLAYS),build/deploy/$(o).yaml)
+	$(DEPLOY_VENV)/bin/checkov -d build/deploy --framework kubernetes --compact --quiet --skip-download
+	$(PY) -m llm_service --check-config --config deploy/kubernetes/base/config.yaml
+
 # Go, Java and TypeScript stubs under build/stubs (protos/buf.gen.yaml), checked to exist.
 stubs: system-deps $(NPM_STAMP)
 	rm -rf build/stubs
@@ -125,10 +144,11 @@ release-contract: $(NPM_STAMP)
 	cd protos && node_modules/.bin/buf build -o $(CONTRACT_IMAGE)
 
 clean:
-	rm -rf $(VENV) protos/node_modules .pytest_cache .mypy_cache .ruff_cache build
+	rm -rf $(VENV) $(DEPLOY_VENV) protos/node_modules .pytest_cache .mypy_cache .ruff_cache build
 
 # Recompile the hash-checked locks from requirements*.in (needs uv in the venv or on PATH).
 lock:
 	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 requirements.in -o requirements.lock
 	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 requirements-dev.in -o requirements-dev.lock
 	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 -c requirements-dev.lock requirements-bench.in -o requirements-bench.lock
+	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 requirements-deploy.in -o requirements-deploy.lock
