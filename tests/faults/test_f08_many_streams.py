@@ -100,11 +100,12 @@ def test_f08_ten_thousand_streams_half_cancelled_or_failing(fake: FakeUpstream, 
     upstream_port = int(fake.base_url.rsplit(":", 1)[1])
     try:
         started = time.monotonic()
+        sockets_base = upstream_sockets(server.pid, upstream_port)
         warm = asyncio.run(_load(server.target, range(WARMUP)))
         time.sleep(1.0)
-        rss_base, sockets_base = rss_mb(server.pid), upstream_sockets(server.pid, upstream_port)
+        rss_base, sockets_busy = rss_mb(server.pid), upstream_sockets(server.pid, upstream_port)
         rest = asyncio.run(_load(server.target, range(WARMUP, STREAMS)))
-        time.sleep(1.0)
+        time.sleep(4.0)  # twice the keep-alive timeout
         rss_end, sockets_end = rss_mb(server.pid), upstream_sockets(server.pid, upstream_port)
         after = asyncio.run(_load(server.target, range(0, 400, 2)))  # even: ordinary streams only
         elapsed = time.monotonic() - started
@@ -114,7 +115,7 @@ def test_f08_ten_thousand_streams_half_cancelled_or_failing(fake: FakeUpstream, 
     print(
         f"\n{STREAMS} streams in {elapsed:.0f} s: {dict(outcomes)}; RSS {rss_base:.0f} MB after warm-up, "
         f"{rss_end:.0f} MB at the end (+{rss_end - rss_base:.1f} MB, bound {RSS_GROWTH_BOUND_MB} MB); "
-        f"upstream sockets {sockets_base} -> {sockets_end}"
+        f"upstream sockets {sockets_base} before, {sockets_busy} after warm-up, {sockets_end} once idle"
     )
     assert sum(outcomes.values()) == STREAMS
     assert outcomes["finished"] == STREAMS // 2 and outcomes["cancelled"] == len(range(1, STREAMS, 6))

@@ -151,15 +151,10 @@ class Provider:
             stream=stream,
             cc=self.config.claude_code,
             hive_api_base=self.config.hive_api_base,
-            timeout_s=self._attempt_timeout(route, state.deadline),
+            timeout_s=route.timeout_s,
             system_override=tool_compat.instruction(call.system, call.tools) if tool_compat_mode else None,
             tools_override=() if tool_compat_mode else None,
         )
-
-    @staticmethod
-    def _attempt_timeout(route: Route, deadline: Deadline) -> float:
-        remaining = deadline.remaining()
-        return route.timeout_s if remaining is None else max(0.001, min(route.timeout_s, remaining))
 
     async def _retry_if_allowed(self, state: _CallState, reason: RetryReason, delay_s: float) -> bool:
         """Count, report and sleep for one retry; False when the budget or the deadline forbids it (PC13)."""
@@ -369,7 +364,6 @@ class Provider:
     async def _stream_attempt(self, req: UpstreamRequest, state: _CallState, asm: StreamAssembler) -> AsyncIterator[Event]:
         """One upstream streaming request; closes the upstream response however it ends."""
         self._admit(state)
-        req.kwargs["timeout"] = self._attempt_timeout(state.route, state.deadline)
         state.attempts += 1
         started = time.monotonic()
         response: Any = None
@@ -435,7 +429,6 @@ class Provider:
     async def _complete(self, route: Route, call: CallRequest, state: _CallState, req: UpstreamRequest) -> Completion:
         while True:
             self._admit(state)
-            req.kwargs["timeout"] = self._attempt_timeout(route, state.deadline)
             state.attempts += 1
             started = time.monotonic()
             try:
