@@ -1,8 +1,8 @@
 """What runs around every RPC, in order: metrics, authentication, admission (load shedding).
 
 Each is a `Guard` with a `start` (which may reject the call by aborting it) and an
-`end` that learns the final gRPC code; one wrapper applies a guard to unary and
-server-streaming handlers alike, whether they yield messages or write them.
+`end` that learns the final gRPC code; one wrapper applies the guards to every kind
+of handler, whether it yields its messages or writes them.
 """
 
 from __future__ import annotations
@@ -38,11 +38,18 @@ class Guard:
         return None
 
 
-class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Applies a Guard to every RPC of the services it applies to."""
+Started = list[tuple[Guard, Any]]
 
-    def __init__(self, guard: Guard) -> None:
-        self.guard = guard
+
+class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Runs the guards around every RPC of the services each applies to, in the order given.
+
+    One wrapper for all guards: a streamed message passes one extra layer, not one per guard.
+    A guard that rejects a call in start() ends the guards started before it with the call's code.
+    """
+
+    def __init__(self, *guards: Guard) -> None:
+        self.guards = guards
 
     async def intercept_service(
         self,
@@ -53,64 +60,78 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return handler
         service, _, method = str(handler_call_details.method).lstrip("/").partition("/")
-        if not self.guard.applies(service):
+        guards = tuple(g for g in self.guards if g.applies(service))
+        if not guards:
             return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._coroutine(handler.unary_unary, service, method, "unary"),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
         serde = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+        if handler.unary_unary is not None:
+            wrapped = self._coroutine(guards, handler.unary_unary, service, method, "unary")
+            return grpc.unary_unary_rpc_method_handler(wrapped, **serde)
         if handler.unary_stream is not None:
-            wrapped = self._streaming(handler.unary_stream, service, method, "server_stream")
+            wrapped = self._streaming(guards, handler.unary_stream, service, method, "server_stream")
             return grpc.unary_stream_rpc_method_handler(wrapped, **serde)
         if handler.stream_stream is not None:  # reflection
-            wrapped = self._streaming(handler.stream_stream, service, method, "bidi_stream")
+            wrapped = self._streaming(guards, handler.stream_stream, service, method, "bidi_stream")
             return grpc.stream_stream_rpc_method_handler(wrapped, **serde)
         if handler.stream_unary is not None:
-            wrapped = self._coroutine(handler.stream_unary, service, method, "client_stream")
+            wrapped = self._coroutine(guards, handler.stream_unary, service, method, "client_stream")
             return grpc.stream_unary_rpc_method_handler(wrapped, **serde)
         return handler
 
-    def _streaming(self, behavior: Behavior, service: str, method: str, kind: str) -> Behavior:
+    def _streaming(self, guards: tuple[Guard, ...], behavior: Behavior, service: str, method: str, kind: str) -> Behavior:
         # An async generator yields its messages; a coroutine writes them with context.write().
         if inspect.isasyncgenfunction(behavior):
-            return self._generator(behavior, service, method, kind)
-        return self._coroutine(behavior, service, method, kind)
+            return self._generator(guards, behavior, service, method, kind)
+        return self._coroutine(guards, behavior, service, method, kind)
 
-    def _coroutine(self, behavior: Behavior, service: str, method: str, kind: str) -> Behavior:
+    @staticmethod
+    async def _start(
+        guards: tuple[Guard, ...], service: str, method: str, kind: str, context: grpc.aio.ServicerContext
+    ) -> Started:
+        started: Started = []
+        try:
+            for guard in guards:
+                started.append((guard, await guard.start(service, method, kind, context)))
+        except BaseException:
+            _end(started, context, failed=True)
+            raise
+        return started
+
+    def _coroutine(self, guards: tuple[Guard, ...], behavior: Behavior, service: str, method: str, kind: str) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            token = await self.guard.start(service, method, kind, context)
-            code = "UNKNOWN"
+            started = await self._start(guards, service, method, kind, context)
+            failed = True
             try:
                 response = await behavior(request, context)
-                code = _code_name(context.code(), "OK")
+                failed = False
                 return response
-            except BaseException:
-                code = _code_name(context.code(), "CANCELLED" if context.cancelled() else "UNKNOWN")
-                raise
             finally:
-                self.guard.end(token, code)
+                _end(started, context, failed)
 
         return wrapped
 
-    def _generator(self, behavior: Behavior, service: str, method: str, kind: str) -> Behavior:
+    def _generator(self, guards: tuple[Guard, ...], behavior: Behavior, service: str, method: str, kind: str) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            token = await self.guard.start(service, method, kind, context)
-            code = "UNKNOWN"
+            started = await self._start(guards, service, method, kind, context)
+            failed = True
             try:
                 async for message in behavior(request, context):
-                    self.guard.sent(token)
+                    for guard, token in started:
+                        guard.sent(token)
                     yield message
-                code = _code_name(context.code(), "OK")
-            except BaseException:
-                code = _code_name(context.code(), "CANCELLED" if context.cancelled() else "UNKNOWN")
-                raise
+                failed = False
             finally:
-                self.guard.end(token, code)
+                _end(started, context, failed)
 
         return wrapped
+
+
+def _end(started: Started, context: grpc.aio.ServicerContext, failed: bool) -> None:
+    """End the started guards, innermost first, with the call's final gRPC code name."""
+    default = ("CANCELLED" if context.cancelled() else "UNKNOWN") if failed else "OK"
+    code = _code_name(context.code(), default)
+    for guard, token in reversed(started):
+        guard.end(token, code)
 
 
 def _code_name(code: Any, default: str) -> str:

@@ -77,9 +77,11 @@ async def start(config: Config, listen: str | None = None) -> RunningServer:
     admission = AdmissionGuard(SERVICE_NAME, config.limits.max_concurrent_rpcs, config.limits.shed_retry_after_s, metrics)
     server = grpc.aio.server(
         interceptors=[
-            GuardInterceptor(MetricsGuard(metrics)),
-            *([GuardInterceptor(_auth_guard(config))] if config.security.authenticates else []),
-            GuardInterceptor(admission),
+            GuardInterceptor(
+                MetricsGuard(metrics),
+                *([_auth_guard(config)] if config.security.authenticates else []),
+                admission,
+            ),
         ],
         options=[
             ("grpc.max_receive_message_length", config.limits.max_request_bytes),
