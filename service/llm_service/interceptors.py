@@ -158,14 +158,14 @@ class MetricsGuard(Guard):
 
     async def start(self, service: str, method: str, kind: str, context: grpc.aio.ServicerContext) -> Any:
         self.m.grpc_started.labels(kind, service, method).inc()
-        return (kind, service, method, time.perf_counter())
+        # The per-message counter is looked up once per call, not once per message.
+        return (kind, service, method, time.perf_counter(), self.m.grpc_sent.labels(kind, service, method))
 
     def sent(self, token: Any) -> None:
-        kind, service, method, _ = token
-        self.m.grpc_sent.labels(kind, service, method).inc()
+        token[4].inc()
 
     def end(self, token: Any, code: str) -> None:
-        kind, service, method, started = token
+        kind, service, method, started, _ = token
         self.m.grpc_handled.labels(kind, service, method, code).inc()
         self.m.grpc_seconds.labels(kind, service, method).observe(time.perf_counter() - started)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
@@ -96,6 +97,7 @@ class Metrics:
         )
         build.labels(__version__, litellm_version).set(1)
         self._http: WSGIServer | None = None
+        self._stream_event_children: dict[tuple[str, type], Any] = {}
 
     def prime(self, routes: Iterable[Route]) -> None:
         """Create the series alerts watch at 0, so that their first increase is seen.
@@ -163,7 +165,11 @@ class Metrics:
 
     def streamed(self, route: Route, event: types.Event) -> None:
         """One stream event sent."""
-        self.stream_events.labels(route.name, EVENT_TYPES[type(event)]).inc()
+        key = (route.name, type(event))
+        child = self._stream_event_children.get(key)
+        if child is None:  # once per route and event type, not once per event
+            child = self._stream_event_children[key] = self.stream_events.labels(route.name, EVENT_TYPES[type(event)])
+        child.inc()
 
     def first_token(self, route: Route, seconds: float) -> None:
         """Time to the first content event of a stream."""
