@@ -23,6 +23,11 @@ def _config(fake: FakeUpstream, scenario: str = "echo") -> dict[str, Any]:
     return {"routes": {"chat": route}, "server": {"drain_grace_s": 10}}
 
 
+def _served(replica: ServerProcess) -> float:
+    """Complete calls the replica has answered, from its own /metrics."""
+    return total(scrape(replica.metrics_port), "llm_requests_total", rpc="Complete")
+
+
 def _target(replicas: list[ServerProcess]) -> str:
     return "ipv4:" + ",".join(r.target for r in replicas)
 
@@ -33,7 +38,7 @@ def test_round_robin_spreads_calls_across_three_replicas(fake: FakeUpstream, tmp
         with LLMClient(_target(replicas)) as client:
             for _ in range(60):
                 client.complete("chat", [user_msg()], timeout=30)
-        served = [total(scrape(r.metrics_port), "llm_requests_total", rpc="Complete") for r in replicas]
+        served = [_served(r) for r in replicas]
     finally:
         for r in replicas:
             r.stop()
@@ -94,15 +99,15 @@ def test_scale_up_a_new_replica_gets_a_fair_share_within_the_connection_age(fake
             dns.addresses.append("127.0.0.4")
             added = time.monotonic()
             newcomer = replicas[-1]
-            while total(scrape(newcomer.metrics_port), "llm_requests_total", rpc="Complete") == 0:
+            while _served(newcomer) == 0:
                 assert time.monotonic() - added < age_s + grace_s + 10, "the new replica got no call"
                 client.complete("chat", [user_msg()], timeout=30)
                 time.sleep(0.05)
             reached_s = time.monotonic() - added
-            before = [total(scrape(r.metrics_port), "llm_requests_total", rpc="Complete") for r in replicas]
+            before = [_served(r) for r in replicas]
             for _ in range(40):
                 client.complete("chat", [user_msg()], timeout=30)
-            after = [total(scrape(r.metrics_port), "llm_requests_total", rpc="Complete") for r in replicas]
+            after = [_served(r) for r in replicas]
     finally:
         for r in replicas:
             r.stop()
