@@ -6,6 +6,7 @@ Nothing here mocks LiteLLM: the server sends real HTTP to the fake upstream.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -84,6 +85,11 @@ def test_config(fake_url: str, **overrides: Any) -> Config:
     return parse_config(raw, "<tests>", {"TEST_PROVIDER_KEY": SENTINEL_KEY, "TEST_OAUTH_KEY": OAUTH_SENTINEL_KEY})
 
 
+def litellm_path(config: Config) -> Config:
+    """The configuration with every route forced onto LiteLLM's full path (`fast_path: false`)."""
+    return dataclasses.replace(config, routes={k: dataclasses.replace(r, fast_path=False) for k, r in config.routes.items()})
+
+
 class ServerThread:
     """A real grpc.aio server running on its own event loop in a daemon thread."""
 
@@ -137,10 +143,15 @@ def _fresh_fake(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("fake").reset()
 
 
-@pytest.fixture(scope="session")
-def server(fake: FakeUpstream) -> Iterator[ServerThread]:
-    """A real server on loopback whose routes point at the fake upstream."""
-    srv = ServerThread(test_config(fake.base_url))
+@pytest.fixture(scope="session", params=["fast-path", "litellm-path"])
+def server(fake: FakeUpstream, request: pytest.FixtureRequest) -> Iterator[ServerThread]:
+    """A real server on loopback whose routes point at the fake upstream.
+
+    Every test using it runs twice: with the fast path where a route's wire format has
+    one, and with every route on LiteLLM's full path.
+    """
+    config = test_config(fake.base_url)
+    srv = ServerThread(config if request.param == "fast-path" else litellm_path(config))
     yield srv
     srv.stop()
 

@@ -124,6 +124,7 @@ class Route:
     max_tokens: int = 4096
     max_retries: int | None = None
     fallbacks: tuple[str, ...] = ()
+    fast_path: bool = True  # false: LiteLLM also reads the answers (its full path)
 
     @property
     def provider(self) -> str:
@@ -458,6 +459,7 @@ def _parse_route(r: _Reader, name: str, environ: Mapping[str, str]) -> Route:
         max_tokens=r.get("max_tokens", int, 4096, "an integer > 0", _positive),
         max_retries=r.get("max_retries", int, None, "an integer >= 0", _non_negative),
         fallbacks=tuple(fallbacks),
+        fast_path=r.get("fast_path", bool, True, "true or false"),
     )
     r.done()
     return route

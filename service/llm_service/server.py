@@ -37,6 +37,7 @@ class RunningServer:
     config: Config
     metrics: Metrics
     admission: AdmissionGuard
+    provider: Provider
     metrics_port: int = 0
 
     async def drain(self, grace_s: float | None = None) -> None:
@@ -46,6 +47,7 @@ class RunningServer:
         self.admission.draining = True  # new calls are refused at once; in-flight ones go on
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        await self.provider.aclose()
         await asyncio.to_thread(self.metrics.close)
         log.info("stopped")
 
@@ -124,7 +126,7 @@ async def start(config: Config, listen: str | None = None) -> RunningServer:
             "metrics_port": metrics_port,
         },
     )
-    return RunningServer(server, health, port, config, metrics, admission, metrics_port)
+    return RunningServer(server, health, port, config, metrics, admission, provider, metrics_port)
 
 
 async def serve_until_signalled(config: Config, listen: str | None = None) -> None:

@@ -9,7 +9,9 @@ removed, and cut short.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,6 +21,7 @@ from llm_service.core import errors
 
 UPSTREAM_MESSAGE_MAX_CHARS = 300
 _TRANSIENT_STATUSES = frozenset({500, 502, 503, 504, 520, 522, 524, 529})
+_BYTES_REPR = re.compile(r"(b'.*'|b\".*\")$", re.DOTALL)
 _BAD_RESPONSE_MARKERS = (
     "expecting value",
     "unable to get json response",
@@ -59,7 +62,15 @@ def _upstream_words(exc: BaseException) -> str:
     for prefix in ("litellm.", "OpenAIException - ", "AnthropicException - "):
         if prefix in text:
             text = text.rsplit(prefix, 1)[-1]
-    return text
+    return _BYTES_REPR.sub(_bytes_text, text)
+
+
+def _bytes_text(match: re.Match[str]) -> str:
+    """LiteLLM's Anthropic stream handler reports the error body as the repr of its bytes: show the text."""
+    try:
+        return str(ast.literal_eval(match[1]).decode("utf-8", "replace"))
+    except (ValueError, SyntaxError, AttributeError):
+        return match[1]
 
 
 def _answered_status(exc: BaseException) -> int:

@@ -1,7 +1,11 @@
 """The provider core's entry points: stream() and complete() on a route, with retries.
 
-Each attempt is built by `request`, sent through LiteLLM, decoded by `decode` and
-assembled by `assembly`; this module only decides what happens between attempts.
+Each attempt is built by `request` and assembled by `assembly`. It is sent one of two
+ways: for OpenAI-compatible chat and Anthropic Messages routes, LiteLLM's provider
+configuration decides the HTTP request (`fast_request`) and the service sends it and
+decodes the answer itself (`fast_transport`, `fast_decode`); every other route, and a
+route with `fast_path: false`, goes through `litellm.acompletion` and `decode`. This
+module only decides what happens between attempts.
 """
 
 from __future__ import annotations
@@ -22,12 +26,16 @@ from llm_service.core.assembly import StreamAssembler
 from llm_service.core.classify import classify, describe, response_headers
 from llm_service.core.decode import decode_response, decode_stream_chunk, usage_from
 from llm_service.core.dumps import FailedRequestDumps
+from llm_service.core.fast_decode import estimated_usage
+from llm_service.core.fast_request import HttpCall, fast_provider, prepare
+from llm_service.core.fast_transport import FastTransport
 from llm_service.core.request import UpstreamRequest, build_messages, build_request
 from llm_service.core.resilience import BreakerState, RouteHealth
 from llm_service.core.retry import Deadline, RetryLimits, RetryReason, backoff_delay, delay_from_headers
 from llm_service.core.tokens import estimate_tokens
 from llm_service.core.types import (
     CallRequest,
+    Chunk,
     Completion,
     Event,
     Finish,
@@ -86,6 +94,24 @@ class Provider:
         self._health: dict[str, RouteHealth] = {}
         self._compat_models = tool_compat.CompatModels()
         self._dumps = FailedRequestDumps(config.debug_dump_dir, config.debug_dump_keep) if config.debug_dump_dir else None
+        self._fast = FastTransport()
+
+    async def aclose(self) -> None:
+        """Close the fast path's connection pool."""
+        await self._fast.aclose()
+
+    def _fast_call(self, route: Route, req: UpstreamRequest) -> HttpCall | None:
+        """The request as the fast path sends it, or None when LiteLLM's full path carries it."""
+        if not route.fast_path:
+            return None
+        provider = fast_provider(req)
+        if provider is None:
+            return None
+        try:
+            return prepare(req, provider)
+        except Exception:  # LiteLLM's own path raises the same failure as its callers expect
+            log.debug("fast path not prepared; LiteLLM sends this request", exc_info=True, extra={"route": route.name})
+            return None
 
     # --- route health: retry budget and circuit breaker ------------------------------------
 
@@ -327,11 +353,12 @@ class Provider:
             for event in completion_events(await self._complete_tool_compat(route, call, state)):
                 yield event
             return
+        http = self._fast_call(route, req)
         while True:
             asm = StreamAssembler()
             sent = False
             try:
-                async for event in self._stream_attempt(req, state, asm):
+                async for event in self._stream_attempt(req, http, state, asm):
                     sent = True
                     yield event
             except asyncio.CancelledError:
@@ -361,15 +388,21 @@ class Provider:
             yield self._finish(req, asm, state)
             return
 
-    async def _stream_attempt(self, req: UpstreamRequest, state: _CallState, asm: StreamAssembler) -> AsyncIterator[Event]:
+    async def _stream_attempt(
+        self, req: UpstreamRequest, http: HttpCall | None, state: _CallState, asm: StreamAssembler
+    ) -> AsyncIterator[Event]:
         """One upstream streaming request; closes the upstream response however it ends."""
         self._admit(state)
         state.attempts += 1
         started = time.monotonic()
         response: Any = None
+        decode: Callable[[Any], Chunk] = _as_chunk if http is not None else decode_stream_chunk
         try:
             async with asyncio.timeout(state.deadline.remaining()):
-                response = await litellm.acompletion(**req.kwargs)
+                if http is not None:
+                    response = await self._fast.stream(http, state.route.timeout_s)
+                else:
+                    response = await litellm.acompletion(**req.kwargs)
             iterator = response.__aiter__()
             idle_s = state.route.idle_timeout_s
             while True:
@@ -388,10 +421,13 @@ class Provider:
                     ) from None
                 finally:
                     state.upstream_s += time.monotonic() - chunk_started
-                for event in asm.feed(decode_stream_chunk(raw)):
+                for event in asm.feed(decode(raw)):
                     yield event
             if asm.usage is None:
-                asm.usage = summed_usage(response)
+                if http is None:
+                    asm.usage = summed_usage(response)
+                elif http.wire == "openai" and response.decoded:
+                    asm.usage = estimated_usage(req.model, req.kwargs["messages"], asm.text)
             self._attempt_answered(req, state, asm)
         except TimeoutError:
             raise errors.DeadlineExceeded("the caller's deadline passed while waiting for the upstream") from None
@@ -427,13 +463,17 @@ class Provider:
         return await self._complete(route, call, state, req)
 
     async def _complete(self, route: Route, call: CallRequest, state: _CallState, req: UpstreamRequest) -> Completion:
+        http = self._fast_call(route, req)
         while True:
             self._admit(state)
             state.attempts += 1
             started = time.monotonic()
             try:
                 async with asyncio.timeout(state.deadline.remaining()):
-                    response = await litellm.acompletion(**req.kwargs)
+                    if http is not None:
+                        answer = await self._fast.complete(http, route.timeout_s)
+                    else:
+                        answer = decode_response(await litellm.acompletion(**req.kwargs))
             except TimeoutError:
                 raise errors.DeadlineExceeded("the caller's deadline passed while waiting for the upstream") from None
             except asyncio.CancelledError:
@@ -447,7 +487,7 @@ class Provider:
             finally:
                 state.upstream_s += time.monotonic() - started
             asm = StreamAssembler()
-            asm.feed(decode_response(response))
+            asm.feed(answer)
             self._attempt_answered(req, state, asm)
             if not asm.has_content and not _empty_is_expected(req, asm):
                 await self._dump(state, req, "empty_response")
@@ -470,6 +510,11 @@ class Provider:
         ).model
         messages = build_messages(call, system=call.system, model=model, oauth=False, codex=False, cc=self.config.claude_code)
         return await asyncio.to_thread(estimate_tokens, model, messages, call.tools)
+
+
+def _as_chunk(chunk: Chunk) -> Chunk:
+    """The fast path's stream already yields Chunks."""
+    return chunk
 
 
 def _is_upstream_failure(err: errors.LLMError) -> bool:

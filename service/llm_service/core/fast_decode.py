@@ -1,0 +1,294 @@
+"""The fast path's lean decoders: OpenAI chat and Anthropic Messages answers into Chunks.
+
+Plain dicts from json.loads, read once into the provider-neutral Chunk that
+`assembly` consumes; no SDK or LiteLLM response objects. What LiteLLM's own path
+reports for the same bytes (finish-reason mapping, usage arithmetic, thinking
+blocks) is reproduced here, and `tests/test_fast_path.py` checks both paths give
+the same events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from litellm import token_counter
+from litellm.litellm_core_utils.core_helpers import map_finish_reason
+
+from llm_service.core import errors
+from llm_service.core.types import Chunk, ThinkingBlock, ToolFragment, Usage
+
+log = logging.getLogger(__name__)
+
+# Anthropic error types in an SSE error event, as the HTTP status the same error would have had.
+_ANTHROPIC_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+class UpstreamStreamError(Exception):
+    """An error the upstream reported inside a 200 stream, with the status it stands for."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+
+def bad_response(detail: str) -> errors.UpstreamBadResponse:
+    """The error for bytes that are not the wire format (what LiteLLM's JSON decode failure is classified as).
+
+    The detail goes to the server log only: callers see the same words on both paths.
+    """
+    log.info("undecodable upstream answer", extra={"detail": detail})
+    return errors.UpstreamBadResponse("the upstream answered with something that is not its wire format", upstream_status=200)
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def _finish(raw: Any) -> str | None:
+    return map_finish_reason(raw) if isinstance(raw, str) and raw else None
+
+
+def openai_usage(raw: Any) -> Usage | None:
+    """Usage from an OpenAI chat usage object; None when absent or all zero."""
+    if not isinstance(raw, dict):
+        return None
+    details = raw.get("prompt_tokens_details")
+    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    out_details = raw.get("completion_tokens_details")
+    usage = Usage(
+        input_tokens=_int(raw.get("prompt_tokens")),
+        output_tokens=_int(raw.get("completion_tokens")),
+        cached_input_tokens=cached or _int(raw.get("cache_read_input_tokens")),
+        cache_creation_tokens=_int(raw.get("cache_creation_input_tokens")),
+        reasoning_tokens=_int(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0,
+    )
+    return None if usage == Usage() else usage
+
+
+def estimated_usage(model: str, messages: list[dict[str, Any]], text: str) -> Usage | None:
+    """LiteLLM's estimate for an OpenAI-format stream that reported no usage: its token counter (PC21)."""
+    try:
+        prompt = token_counter(model=model, messages=messages)
+    except Exception:
+        prompt = 0
+    usage = Usage(input_tokens=prompt, output_tokens=token_counter(model=model, text=text, count_response_tokens=True))
+    return None if usage == Usage() else usage
+
+
+def _reasoning(delta: dict[str, Any]) -> str:
+    value = delta.get("reasoning_content")
+    if value is None:
+        value = delta.get("reasoning")
+    return value if isinstance(value, str) else ""
+
+
+def _load(data: str | bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise bad_response("undecodable JSON") from None
+
+
+def openrouter_chunk(data: bytes) -> Chunk | None:
+    """An OpenRouter stream payload: its reasoning is in `reasoning` only (LiteLLM ignores `reasoning_content` there)."""
+    return openai_chunk(data, reasoning_key="reasoning")
+
+
+def openai_chunk(data: bytes, reasoning_key: str = "") -> Chunk | None:
+    """One `data:` payload of an OpenAI chat stream; None for [DONE]."""
+    if data == b"[DONE]":
+        return None
+    obj = _load(data)
+    if not isinstance(obj, dict):
+        raise bad_response("a stream event that is not an object")
+    if "error" in obj and not obj.get("choices"):
+        err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}
+        raise UpstreamStreamError(500, str(err.get("message") or "stream error"))  # LiteLLM reports any such error as 500
+    out = Chunk(model=obj.get("model") or "", usage=openai_usage(obj.get("usage")))
+    choices = obj.get("choices")
+    if not choices:
+        return out
+    choice = choices[0]
+    delta = choice.get("delta") or {}
+    out.text = delta.get("content") or ""
+    out.reasoning = (delta.get(reasoning_key) or "") if reasoning_key else _reasoning(delta)
+    for tc in delta.get("tool_calls") or ():
+        fn = tc.get("function") or {}
+        out.tool_fragments.append(
+            ToolFragment(
+                index=tc.get("index"),
+                id=tc.get("id") or None,
+                name=fn.get("name") or None,
+                arguments=fn.get("arguments") or "",
+            )
+        )
+    out.finish_reason = _finish(choice.get("finish_reason"))
+    return out
+
+
+def openai_response(body: bytes) -> Chunk:
+    """A whole OpenAI chat completion."""
+    obj = _load(body)
+    if not isinstance(obj, dict):
+        raise bad_response("a response that is not an object")
+    out = Chunk(model=obj.get("model") or "", usage=openai_usage(obj.get("usage")))
+    choices = obj.get("choices")
+    if not choices:
+        return out
+    choice = choices[0]
+    msg = choice.get("message") or {}
+    out.text = msg.get("content") or ""
+    out.reasoning = _reasoning(msg)
+    for i, tc in enumerate(msg.get("tool_calls") or ()):
+        fn = tc.get("function") or {}
+        out.tool_fragments.append(
+            ToolFragment(index=i, id=tc.get("id") or f"call_{i}", name=fn.get("name") or "", arguments=fn.get("arguments") or "")
+        )
+    out.finish_reason = _finish(choice.get("finish_reason"))
+    return out
+
+
+def _anthropic_reasoning_tokens(raw: dict[str, Any], reasoning: str, output_tokens: int) -> int:
+    """Thinking tokens as LiteLLM reports them: the upstream's count, else its estimate of the thinking text."""
+    details = raw.get("output_tokens_details")
+    if isinstance(details, dict) and isinstance(details.get("thinking_tokens"), int):
+        return min(max(0, _int(details["thinking_tokens"])), output_tokens)
+    if reasoning:
+        return max(0, min(_int(token_counter(text=reasoning, count_response_tokens=True)), output_tokens))
+    return 0
+
+
+def anthropic_usage(raw: Any, input_from: dict[str, Any] | None = None, reasoning: str = "") -> Usage | None:
+    """Usage as LiteLLM reports Anthropic's: input tokens include cache reads and writes."""
+    if not isinstance(raw, dict):
+        return None
+    base = input_from if input_from is not None else raw
+    cache_read = _int(base.get("cache_read_input_tokens"))
+    cache_creation = _int(base.get("cache_creation_input_tokens"))
+    output = _int(raw.get("output_tokens"))
+    usage = Usage(
+        input_tokens=_int(base.get("input_tokens")) + cache_read + cache_creation,
+        output_tokens=output,
+        cached_input_tokens=cache_read,
+        cache_creation_tokens=cache_creation,
+        reasoning_tokens=_anthropic_reasoning_tokens(raw, reasoning, output),
+    )
+    return None if usage == Usage() else usage
+
+
+class AnthropicStream:
+    """Anthropic Messages SSE events into Chunks, keeping what spans events (blocks, input usage)."""
+
+    def __init__(self) -> None:
+        self.model = ""
+        self._input: dict[str, Any] = {}
+        self._blocks: dict[int, str] = {}  # content block index -> type
+        self._tool_index: dict[int, int] = {}  # content block index -> tool-call index
+        self._tools = 0
+        self._reasoning: list[str] = []
+
+    def chunk(self, data: bytes) -> Chunk | None:
+        """One `data:` payload; None for events that carry nothing (ping, block stop, message stop)."""
+        obj = _load(data)
+        if not isinstance(obj, dict):
+            raise bad_response("a stream event that is not an object")
+        kind = obj.get("type")
+        if kind == "content_block_delta":
+            return self._delta(obj)
+        if kind == "message_start":
+            message = obj.get("message") or {}
+            self.model = message.get("model") or ""
+            usage = message.get("usage")
+            self._input = usage if isinstance(usage, dict) else {}
+            return Chunk(model=self.model, usage=anthropic_usage(self._input))
+        if kind == "content_block_start":
+            return self._block_start(obj)
+        if kind == "message_delta":
+            delta = obj.get("delta") or {}
+            usage = anthropic_usage(obj.get("usage") or {}, self._input, "".join(self._reasoning))
+            return Chunk(model=self.model, usage=usage, finish_reason=_finish(delta.get("stop_reason")))
+        if kind == "error":
+            err = obj.get("error") or {}
+            status = _ANTHROPIC_ERROR_STATUS.get(str(err.get("type")), 500)
+            raise UpstreamStreamError(status, str(err.get("message") or "stream error"))
+        return None
+
+    def _block_start(self, obj: dict[str, Any]) -> Chunk | None:
+        index = _int(obj.get("index"))
+        block = obj.get("content_block") or {}
+        kind = str(block.get("type") or "")
+        self._blocks[index] = kind
+        if kind == "tool_use":
+            self._tool_index[index] = self._tools
+            self._tools += 1
+            fragment = ToolFragment(
+                index=self._tool_index[index], id=block.get("id") or None, name=block.get("name") or None, arguments=""
+            )
+            return Chunk(model=self.model, tool_fragments=[fragment])
+        if kind == "redacted_thinking":
+            return Chunk(model=self.model, thinking_blocks=[ThinkingBlock(redacted_data=str(block.get("data") or ""))])
+        if kind == "text" and block.get("text"):
+            return Chunk(model=self.model, text=str(block["text"]))
+        return None
+
+    def _delta(self, obj: dict[str, Any]) -> Chunk | None:
+        delta = obj.get("delta") or {}
+        kind = delta.get("type")
+        if kind == "text_delta":
+            return Chunk(model=self.model, text=delta.get("text") or "")
+        if kind == "input_json_delta":
+            index = self._tool_index.get(_int(obj.get("index")), max(self._tools - 1, 0))
+            return Chunk(model=self.model, tool_fragments=[ToolFragment(index, None, None, delta.get("partial_json") or "")])
+        if kind == "thinking_delta":
+            text = delta.get("thinking") or ""
+            self._reasoning.append(text)
+            return Chunk(model=self.model, reasoning=text, thinking_blocks=[ThinkingBlock(thinking=text)])
+        if kind == "signature_delta":
+            return Chunk(model=self.model, thinking_blocks=[ThinkingBlock(signature=delta.get("signature") or "")])
+        return None
+
+
+def anthropic_response(body: bytes) -> Chunk:
+    """A whole Anthropic Messages response."""
+    obj = _load(body)
+    if not isinstance(obj, dict):
+        raise bad_response("a response that is not an object")
+    if obj.get("type") == "error":
+        err = obj.get("error") or {}
+        raise UpstreamStreamError(_ANTHROPIC_ERROR_STATUS.get(str(err.get("type")), 500), str(err.get("message") or "error"))
+    out = Chunk(model=obj.get("model") or "")
+    text: list[str] = []
+    reasoning: list[str] = []
+    tools = 0
+    for block in obj.get("content") or ():
+        kind = block.get("type")
+        if kind == "text":
+            text.append(block.get("text") or "")
+        elif kind == "tool_use":
+            arguments = json.dumps(block.get("input") or {})
+            out.tool_fragments.append(ToolFragment(tools, block.get("id") or f"call_{tools}", block.get("name") or "", arguments))
+            tools += 1
+        elif kind == "thinking":
+            reasoning.append(block.get("thinking") or "")
+            out.thinking_blocks.append(
+                ThinkingBlock(thinking=block.get("thinking") or "", signature=block.get("signature") or "")
+            )
+        elif kind == "redacted_thinking":
+            out.thinking_blocks.append(ThinkingBlock(redacted_data=block.get("data") or ""))
+    out.text = "".join(text)
+    out.reasoning = "".join(reasoning)
+    out.usage = anthropic_usage(obj.get("usage"), reasoning=out.reasoning)
+    out.finish_reason = _finish(obj.get("stop_reason"))
+    return out

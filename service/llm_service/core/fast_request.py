@@ -1,0 +1,204 @@
+"""The fast path's request: LiteLLM's provider configuration decides the HTTP request, we send it.
+
+LiteLLM keeps deciding what goes upstream (URL, headers, body, parameter mapping,
+drop_params) through the same provider configuration classes its own handlers use;
+only the sending and the decoding of the answer move to `fast_transport` and
+`fast_decode`. Each supported provider family reproduces the glue LiteLLM 1.106's
+handler puts around those classes, and `tests/test_fast_path.py` checks at the fake
+upstream that both paths send the same request.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import litellm
+from litellm.anthropic_beta_headers_manager import update_request_with_filtered_beta
+from litellm.types.utils import LlmProviders
+from litellm.utils import ProviderConfigManager, get_optional_params
+
+from llm_service.core.request import UpstreamRequest
+
+Wire = Literal["openai", "anthropic"]
+
+# Providers LiteLLM sends through its OpenAI SDK handler (`_complete_custom_openai`).
+OPENAI_SDK_PROVIDERS = frozenset({"openai", "custom_openai"})
+# Providers LiteLLM sends through its generic HTTP handler with an OpenAI-compatible body.
+_OPENAI_HTTP_PROVIDERS = frozenset({"openrouter", "groq", "deepseek", "hosted_vllm", "minimax"})
+# Request keys the service passes to litellm.acompletion that are not model parameters.
+_CALL_OPTIONS = frozenset(
+    {"model", "messages", "api_key", "api_base", "extra_headers", "timeout", "num_retries", "max_retries", "_skip_mcp_handler"}
+)
+_OPENROUTER_ATTRIBUTION = {"HTTP-Referer": "https://litellm.ai", "X-Title": "liteLLM"}
+_ANTHROPIC_DEFAULT_BASE = "https://api.anthropic.com"
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """One upstream HTTP request, ready to send, and how to read its answer."""
+
+    wire: Wire
+    provider: str
+    model: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    stream: bool
+
+
+def fast_provider(req: UpstreamRequest) -> str | None:
+    """The LiteLLM provider when the fast path can carry this request, else None."""
+    if req.is_codex:
+        return None
+    try:
+        _, provider, _, _ = litellm.get_llm_provider(req.model, api_base=req.kwargs.get("api_base"))
+    except Exception:
+        return None
+    if provider in OPENAI_SDK_PROVIDERS or provider in _OPENAI_HTTP_PROVIDERS or provider == "anthropic":
+        return str(provider)
+    return None
+
+
+def prepare(req: UpstreamRequest, provider: str) -> HttpCall | None:
+    """The HTTP request LiteLLM would send for req; None when only LiteLLM's own handler can send it."""
+    kwargs = req.kwargs
+    model, _, _, default_base = litellm.get_llm_provider(req.model, api_base=kwargs.get("api_base"))
+    api_base = kwargs.get("api_base") or default_base
+    api_key = kwargs["api_key"]
+    messages = kwargs["messages"]
+    params = {k: v for k, v in kwargs.items() if k not in _CALL_OPTIONS}
+    optional = get_optional_params(model=model, custom_llm_provider=provider, messages=messages, **params)
+    if optional.pop("json_mode", False) or optional.get("fake_stream"):
+        return None  # LiteLLM rewrites such answers (JSON-mode tool, faked stream): its own path reads them
+    config = ProviderConfigManager.get_provider_chat_config(model=model, provider=LlmProviders(provider))
+    if config is None:
+        return None
+    litellm_params: dict[str, Any] = {"api_base": api_base, "api_key": api_key}
+    extra_headers = dict(kwargs.get("extra_headers") or {})
+    if provider == "anthropic":
+        return _anthropic(config, model, messages, optional, litellm_params, api_key, api_base, extra_headers, req.stream)
+    if provider in OPENAI_SDK_PROVIDERS:
+        return _openai_sdk(config, provider, model, messages, optional, litellm_params, api_key, api_base, extra_headers)
+    if provider == "openrouter":
+        extra_headers = {**_OPENROUTER_ATTRIBUTION, **extra_headers}
+    return _openai_http(config, provider, model, messages, optional, litellm_params, api_key, api_base, extra_headers)
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _anthropic(
+    config: Any,
+    model: str,
+    messages: list[dict[str, Any]],
+    optional: dict[str, Any],
+    litellm_params: dict[str, Any],
+    api_key: str,
+    api_base: str,
+    extra_headers: dict[str, str],
+    stream: bool,
+) -> HttpCall:
+    """LiteLLM's Anthropic handler: validate_environment, transform_request, beta filtering, /v1/messages."""
+    optional.pop("stream", None)
+    optional.pop("is_vertex_request", None)
+    headers = config.validate_environment(
+        api_key=api_key,
+        headers=extra_headers,
+        model=model,
+        messages=messages,
+        optional_params={**optional, "is_vertex_request": False},
+        litellm_params=litellm_params,
+        api_base=api_base,
+    )
+    body = config.transform_request(
+        model=model,
+        messages=messages,
+        optional_params={**optional, "is_vertex_request": False},
+        litellm_params=litellm_params,
+        headers=headers,
+    )
+    headers, body = update_request_with_filtered_beta(headers=headers, request_data=body, provider="anthropic")
+    if stream:
+        body["stream"] = True
+    base = (api_base or _ANTHROPIC_DEFAULT_BASE).rstrip("/")
+    url = base if base.endswith("/v1/messages") else base + "/v1/messages"
+    return HttpCall("anthropic", "anthropic", model, url, _str_headers(headers), _json(body), stream)
+
+
+def _openai_sdk(
+    config: Any,
+    provider: str,
+    model: str,
+    messages: list[dict[str, Any]],
+    optional: dict[str, Any],
+    litellm_params: dict[str, Any],
+    api_key: str,
+    api_base: str,
+    extra_headers: dict[str, str],
+) -> HttpCall:
+    """LiteLLM's OpenAI handler: transform_request, then what the openai SDK does with the result."""
+    stream_options = optional.pop("stream_options", None)
+    stream = bool(optional.pop("stream", False))
+    body = config.transform_request(
+        model=model, messages=messages, optional_params=optional, litellm_params=litellm_params, headers={}
+    )
+    extra_body = body.pop("extra_body", None) or {}
+    body.pop("extra_headers", None)
+    body.pop("extra_query", None)
+    if stream:
+        body["stream"] = True
+        if stream_options is not None:
+            body["stream_options"] = stream_options
+    body.update(extra_body)
+    base = (api_base or "https://api.openai.com/v1").rstrip("/")
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    headers.update(config.get_attribution_headers() or {})
+    headers.update(extra_headers)
+    return HttpCall("openai", provider, model, base + "/chat/completions", headers, _json(body), stream)
+
+
+def _openai_http(
+    config: Any,
+    provider: str,
+    model: str,
+    messages: list[dict[str, Any]],
+    optional: dict[str, Any],
+    litellm_params: dict[str, Any],
+    api_key: str,
+    api_base: str,
+    extra_headers: dict[str, str],
+) -> HttpCall:
+    """LiteLLM's generic HTTP handler with an OpenAI-compatible provider configuration."""
+    stream = bool(optional.pop("stream", False))
+    extra_body = optional.pop("extra_body", None)
+    headers = config.validate_environment(
+        api_key=api_key,
+        headers=extra_headers,
+        model=model,
+        messages=messages,
+        optional_params=optional,
+        api_base=api_base,
+        litellm_params=litellm_params,
+    )
+    url = config.get_complete_url(
+        api_base=api_base, api_key=api_key, model=model, optional_params=optional, stream=stream, litellm_params=litellm_params
+    )
+    body = config.transform_request(
+        model=model, messages=messages, optional_params=optional, litellm_params=litellm_params, headers=headers
+    )
+    if extra_body is not None:
+        body = {
+            **body,
+            **config.transform_extra_body(extra_body=extra_body, request=body, model=model, litellm_params=litellm_params),
+        }
+    body.pop("stream", None)
+    if stream and config.supports_stream_param_in_request_body:
+        body["stream"] = True
+    return HttpCall("openai", provider, model, url, _str_headers(headers), _json(body), stream)
+
+
+def _str_headers(headers: dict[str, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in headers.items() if v is not None}

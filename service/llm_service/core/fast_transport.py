@@ -1,0 +1,199 @@
+"""The fast path's HTTP: one pooled aiohttp client per provider object, SSE read line by line.
+
+Failures become the exceptions LiteLLM raises for the same answer (through its own
+exception mapping), so `classify` and the retry rules treat both paths alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from litellm import exceptions as lx
+from litellm.constants import AIOHTTP_CONNECTOR_LIMIT, AIOHTTP_KEEPALIVE_TIMEOUT
+from litellm.litellm_core_utils.exception_mapping_utils import exception_type
+from litellm.llms.base_llm.chat.transformation import BaseLLMException
+
+from llm_service.core.fast_decode import (
+    AnthropicStream,
+    UpstreamStreamError,
+    anthropic_response,
+    openai_chunk,
+    openai_response,
+    openrouter_chunk,
+)
+from llm_service.core.fast_request import OPENAI_SDK_PROVIDERS, HttpCall
+from llm_service.core.types import Chunk
+
+log = logging.getLogger(__name__)
+ERROR_BODY_MAX_BYTES = 64 * 1024
+
+
+def sdk_error(call: HttpCall, status: int, text: str, headers: Any) -> Exception:
+    """What LiteLLM makes of an HTTP error the openai SDK reported: its message and body, then LiteLLM's mapping."""
+    text = text.strip()
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return litellm_error(call, status, text or f"Error code: {status}", headers)
+    body = parsed.get("error", parsed) if isinstance(parsed, dict) else None
+    original = BaseLLMException(
+        status_code=status,
+        message=f"Error code: {status} - {parsed}",
+        headers=dict(headers or {}),
+        body=body if isinstance(body, dict) else None,
+    )
+    return mapped(call, original)
+
+
+def litellm_error(call: HttpCall, status: int, message: str, headers: Any = None) -> Exception:
+    """The exception LiteLLM's exception mapping makes of this status and message."""
+    return mapped(call, BaseLLMException(status_code=status, message=message, headers=dict(headers or {})))
+
+
+def mapped(call: HttpCall, original: Exception) -> Exception:
+    """What LiteLLM's exception mapping makes of an exception on this provider."""
+    try:
+        exception_type(  # type: ignore[no-untyped-call]
+            model=call.model,
+            custom_llm_provider=call.provider,
+            original_exception=original,
+            completion_kwargs={},
+            extra_kwargs={},
+        )
+    except Exception as mapped:
+        return mapped
+    return original  # pragma: no cover - exception_type always raises
+
+
+def _connection_error(call: HttpCall, exc: aiohttp.ClientError) -> Exception:
+    if call.wire == "anthropic":  # LiteLLM's Anthropic handler wraps it as its own error first
+        return lx.APIConnectionError(message=f"AnthropicException - {exc}", llm_provider=call.provider, model=call.model)
+    return mapped(call, exc)
+
+
+class FastTransport:
+    """Sends HttpCalls over a pooled aiohttp session, created on first use in the serving loop."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=AIOHTTP_CONNECTOR_LIMIT, keepalive_timeout=AIOHTTP_KEEPALIVE_TIMEOUT)
+            self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _post(self, call: HttpCall, timeout_s: float) -> aiohttp.ClientResponse:
+        timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s)
+        try:
+            response = await self._client().post(call.url, data=call.body, headers=call.headers, timeout=timeout)
+        except TimeoutError:
+            raise lx.Timeout(message="the upstream timed out", model=call.model, llm_provider=call.provider) from None
+        except aiohttp.ClientError as exc:
+            if call.provider in OPENAI_SDK_PROVIDERS:  # the openai SDK's words for any failure to connect
+                log.info("upstream connection failed", extra={"error": str(exc), "provider": call.provider})
+                raise lx.APIConnectionError(
+                    message="OpenAIException - Connection error.", llm_provider=call.provider, model=call.model
+                ) from None
+            raise _connection_error(call, exc) from None
+        if response.status >= 400:
+            try:
+                text = (await response.content.read(ERROR_BODY_MAX_BYTES)).decode("utf-8", "replace")
+            except (TimeoutError, aiohttp.ClientError):
+                text = ""
+            finally:
+                response.release()
+            if call.provider in OPENAI_SDK_PROVIDERS:
+                raise sdk_error(call, response.status, text, response.headers)
+            raise litellm_error(call, response.status, text, response.headers)
+        return response
+
+    async def complete(self, call: HttpCall, timeout_s: float) -> Chunk:
+        """POST a whole-answer request and decode the answer."""
+        response = await self._post(call, timeout_s)
+        try:
+            body = await response.read()
+        except TimeoutError:
+            raise lx.Timeout(message="the upstream timed out", model=call.model, llm_provider=call.provider) from None
+        except aiohttp.ClientError as exc:
+            raise _connection_error(call, exc) from None
+        finally:
+            response.release()
+        try:
+            return anthropic_response(body) if call.wire == "anthropic" else openai_response(body)
+        except UpstreamStreamError as exc:
+            raise litellm_error(call, exc.status_code, exc.message) from None
+
+    async def stream(self, call: HttpCall, timeout_s: float) -> FastStream:
+        """POST a streaming request; the answer's chunks come from the returned stream."""
+        return FastStream(call, await self._post(call, timeout_s))
+
+
+class FastStream:
+    """The chunks of one streamed answer; close() releases the connection however it ended.
+
+    As LiteLLM's stream does, a stream that ends without a finish reason finishes with
+    "stop", and one that never names its model is answered by the model asked for.
+    """
+
+    def __init__(self, call: HttpCall, response: aiohttp.ClientResponse) -> None:
+        self._call = call
+        self._response = response
+        self._anthropic = AnthropicStream() if call.wire == "anthropic" else None
+        self.decoded = 0  # chunks the upstream sent (not counting the closing one made here)
+
+    def __aiter__(self) -> AsyncIterator[Chunk]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[Chunk]:
+        call = self._call
+        if self._anthropic is not None:
+            decode = self._anthropic.chunk
+        else:
+            decode = openrouter_chunk if call.provider == "openrouter" else openai_chunk
+        content = self._response.content
+        finished = named = False
+        try:
+            while True:
+                line = await content.readline()
+                if not line:
+                    break
+                if not line.startswith(b"data:"):
+                    continue  # event names, comments (keep-alives), blank separators
+                data = line[5:].strip()
+                if not data:
+                    continue
+                chunk = decode(data)
+                if chunk is None:
+                    if self._anthropic is None:
+                        break  # [DONE]
+                    continue
+                self.decoded += 1
+                finished = finished or chunk.finish_reason is not None
+                named = named or bool(chunk.model)
+                yield chunk
+        except UpstreamStreamError as exc:
+            raise litellm_error(call, exc.status_code, exc.message) from None
+        except TimeoutError:
+            raise lx.Timeout(message="the upstream timed out", model=call.model, llm_provider=call.provider) from None
+        except aiohttp.ClientError as exc:
+            raise _connection_error(call, exc) from None
+        if not finished or not named:
+            yield Chunk(model="" if named else call.model, finish_reason=None if finished else "stop")
+
+    async def aclose(self) -> None:
+        """Release the connection (closed, not pooled, when the answer was not read to its end)."""
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
