@@ -24,7 +24,7 @@ DEPLOY_VENV := .venv-deploy
 OVERLAYS := dev prod
 K8S_VERSION := 1.30.0
 
-.PHONY: help venv bench-deps system-deps run test parity soak lint deploy-check stubs release-contract proto proto-check typecheck clean lock
+.PHONY: help venv bench-deps system-deps run test parity soak bench lint deploy-check stubs release-contract proto proto-check typecheck clean lock
 
 help:
 	@echo "make run    start the service with the bundled config (demo route -> bundled fake upstream)"
@@ -33,6 +33,7 @@ help:
 	@echo "make lint   ruff, mypy, buf lint, buf breaking, stubs, promtool, generated-code freshness"
 	@echo "make stubs  Go, Java and TypeScript stubs under build/stubs"
 	@echo "make soak   a few minutes of steady mixed load; RSS and sockets plotted to bench/results/"
+	@echo "make bench  every path side by side: the table, the ratios against the targets, bench/results/"
 	@echo "make proto  regenerate the Python code from protos/"
 
 # The virtual environment, installed only from the hash-checked lock.
@@ -114,6 +115,13 @@ parity: venv
 SOAK_SECONDS ?= 180
 soak: venv bench-deps
 	$(PY) -m bench.soak --seconds $(SOAK_SECONDS)
+
+# Every path side by side (HTTP floor, litellm.acompletion, the service on both paths, bare
+# grpc.aio), pinned with taskset; prints the table and the ratios, writes bench/results/.
+BENCH_RUNS ?= 3
+BENCH_SECONDS ?= 2
+bench: venv bench-deps
+	$(PY) -m bench.run --runs $(BENCH_RUNS) --seconds $(BENCH_SECONDS)
 
 # The manifests' own tools (checkov, kubernetes-validate) in a venv of their own, from a hash-checked lock.
 $(DEPLOY_VENV)/.deps: requirements-deploy.lock

@@ -10,6 +10,7 @@ upstream that both paths send the same request.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -50,10 +51,14 @@ class HttpCall:
 
 def fast_provider(req: UpstreamRequest) -> str | None:
     """The LiteLLM provider when the fast path can carry this request, else None."""
-    if req.is_codex:
-        return None
+    return None if req.is_codex else _fast_provider(req.model, req.kwargs.get("api_base"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _fast_provider(model: str, api_base: str | None) -> str | None:
+    """Per route (model and endpoint are the route's), so asked once."""
     try:
-        _, provider, _, _ = litellm.get_llm_provider(req.model, api_base=req.kwargs.get("api_base"))
+        _, provider, _, _ = litellm.get_llm_provider(model, api_base=api_base)
     except Exception:
         return None
     if provider in OPENAI_SDK_PROVIDERS or provider in _OPENAI_HTTP_PROVIDERS or provider == "anthropic":

@@ -6,6 +6,7 @@ exception mapping), so `classify` and the retry rules treat both paths alike.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from litellm.constants import AIOHTTP_CONNECTOR_LIMIT, AIOHTTP_KEEPALIVE_TIMEOUT
 from litellm.litellm_core_utils.exception_mapping_utils import exception_type
 from litellm.llms.base_llm.chat.transformation import BaseLLMException
 
+from llm_service.core import errors
 from llm_service.core.fast_decode import (
     AnthropicStream,
     UpstreamStreamError,
@@ -82,7 +84,7 @@ class FastTransport:
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+        if self._session is None or self._session.closed or self._session.loop is not asyncio.get_running_loop():
             connector = aiohttp.TCPConnector(limit=AIOHTTP_CONNECTOR_LIMIT, keepalive_timeout=AIOHTTP_KEEPALIVE_TIMEOUT)
             self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
         return self._session
@@ -134,9 +136,17 @@ class FastTransport:
         except UpstreamStreamError as exc:
             raise litellm_error(call, exc.status_code, exc.message) from None
 
-    async def stream(self, call: HttpCall, timeout_s: float) -> FastStream:
-        """POST a streaming request; the answer's chunks come from the returned stream."""
-        return FastStream(call, await self._post(call, timeout_s))
+    async def stream(self, call: HttpCall, timeout_s: float, idle_s: float) -> FastStream:
+        """POST a streaming request; the answer's chunks come from the returned stream.
+
+        Once the answer started, no chunk for idle_s (keep-alive comments do not count)
+        ends it with UpstreamStalled.
+        """
+        return FastStream(call, await self._post(call, timeout_s), idle_s)
+
+
+class _Stalled(Exception):
+    """Set on the response's reader by the idle watchdog."""
 
 
 class FastStream:
@@ -146,11 +156,23 @@ class FastStream:
     "stop", and one that never names its model is answered by the model asked for.
     """
 
-    def __init__(self, call: HttpCall, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, call: HttpCall, response: aiohttp.ClientResponse, idle_s: float) -> None:
         self._call = call
         self._response = response
+        self._idle_s = idle_s
+        self._loop = asyncio.get_running_loop()
+        self._last_chunk = self._loop.time()
+        self._watchdog = self._loop.call_at(self._last_chunk + idle_s, self._watch)
         self._anthropic = AnthropicStream() if call.wire == "anthropic" else None
         self.decoded = 0  # chunks the upstream sent (not counting the closing one made here)
+
+    def _watch(self) -> None:
+        """The idle watchdog: one timer per idle period rather than one per chunk."""
+        due = self._last_chunk + self._idle_s
+        if self._loop.time() >= due:
+            self._response.content.set_exception(_Stalled())
+        else:
+            self._watchdog = self._loop.call_at(due, self._watch)
 
     def __aiter__(self) -> AsyncIterator[Chunk]:
         return self._chunks()
@@ -179,20 +201,28 @@ class FastStream:
                         break  # [DONE]
                     continue
                 self.decoded += 1
+                self._last_chunk = self._loop.time()
                 finished = finished or chunk.finish_reason is not None
                 named = named or bool(chunk.model)
                 yield chunk
         except UpstreamStreamError as exc:
             raise litellm_error(call, exc.status_code, exc.message) from None
+        except _Stalled:
+            raise errors.UpstreamStalled(
+                f"the upstream sent nothing for {self._idle_s:g} s (the route's idle_timeout_s)"
+            ) from None
         except TimeoutError:
             raise lx.Timeout(message="the upstream timed out", model=call.model, llm_provider=call.provider) from None
         except aiohttp.ClientError as exc:
             raise _connection_error(call, exc) from None
+        finally:
+            self._watchdog.cancel()
         if not finished or not named:
             yield Chunk(model="" if named else call.model, finish_reason=None if finished else "stop")
 
     async def aclose(self) -> None:
         """Release the connection (closed, not pooled, when the answer was not read to its end)."""
+        self._watchdog.cancel()
         if self._response.content.at_eof():
             self._response.release()
         else:

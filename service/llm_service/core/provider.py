@@ -35,7 +35,6 @@ from llm_service.core.retry import Deadline, RetryLimits, RetryReason, backoff_d
 from llm_service.core.tokens import estimate_tokens
 from llm_service.core.types import (
     CallRequest,
-    Chunk,
     Completion,
     Event,
     Finish,
@@ -396,16 +395,27 @@ class Provider:
         state.attempts += 1
         started = time.monotonic()
         response: Any = None
-        decode: Callable[[Any], Chunk] = _as_chunk if http is not None else decode_stream_chunk
         try:
             async with asyncio.timeout(state.deadline.remaining()):
                 if http is not None:
-                    response = await self._fast.stream(http, state.route.timeout_s)
+                    response = await self._fast.stream(http, state.route.timeout_s, idle_s=state.route.idle_timeout_s)
                 else:
                     response = await litellm.acompletion(**req.kwargs)
             iterator = response.__aiter__()
             idle_s = state.route.idle_timeout_s
-            while True:
+            while http is not None:  # the fast stream enforces idle_timeout_s itself (its socket read timeout)
+                chunk_started = time.monotonic()
+                try:
+                    chunk = await iterator.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    state.upstream_s += time.monotonic() - chunk_started
+                if state.deadline.at is not None and chunk_started > state.deadline.at:
+                    raise TimeoutError
+                for event in asm.feed(chunk):
+                    yield event
+            while http is None:
                 chunk_started = time.monotonic()
                 remaining = state.deadline.remaining()
                 try:
@@ -421,7 +431,7 @@ class Provider:
                     ) from None
                 finally:
                     state.upstream_s += time.monotonic() - chunk_started
-                for event in asm.feed(decode(raw)):
+                for event in asm.feed(decode_stream_chunk(raw)):
                     yield event
             if asm.usage is None:
                 if http is None:
@@ -512,11 +522,6 @@ class Provider:
         return await asyncio.to_thread(estimate_tokens, model, messages, call.tools)
 
 
-def _as_chunk(chunk: Chunk) -> Chunk:
-    """The fast path's stream already yields Chunks."""
-    return chunk
-
-
 def _is_upstream_failure(err: errors.LLMError) -> bool:
     """Failures that count against a route's retry budget and breaker: the upstream did not answer well."""
     return isinstance(err, (errors.RateLimited, errors.UpstreamUnavailable, errors.UpstreamBadResponse)) and not isinstance(
@@ -545,9 +550,12 @@ def summed_usage(response: Any) -> Usage | None:
         return None
 
 
+_UNPRICED: set[str] = set()  # models LiteLLM's (local, static) price map does not know
+
+
 def cost_usd(model: str, usage: Usage) -> float:
     """The call's cost as LiteLLM prices the model; 0.0 when it cannot (PC21)."""
-    if usage.is_empty():
+    if usage.is_empty() or model in _UNPRICED:
         return 0.0
     try:
         prompt, completion = litellm.cost_per_token(
@@ -558,6 +566,9 @@ def cost_usd(model: str, usage: Usage) -> float:
             cache_creation_input_tokens=usage.cache_creation_tokens,
         )
         return float(prompt) + float(completion)
+    except (litellm.exceptions.ModelNotMappedError, litellm.exceptions.BadRequestError):
+        _UNPRICED.add(model)  # asking again would only raise again, at ~0.2 ms a time
+        return 0.0
     except Exception:
         return 0.0
 

@@ -1,0 +1,347 @@
+"""`make bench`: every path side by side in one run, the table, the ratios against issue 8's targets.
+
+Starts the pre-built upstream (bench/upstream.py) on one core and measures, on the
+other core: raw HTTP (the floor), litellm.acompletion in-process, the service on
+LiteLLM's path, the service on its fast path, and a bare grpc.aio server relaying
+canned messages (the ceiling). Each figure is the median of --runs runs. Unary, burst
+streams and paced streams (200 chunks), at each concurrency. Then start-up time, idle
+RSS and memory with 1,000 open streams on the fast path. Writes bench/results/bench.json
+and bench/results/bench.png; includes LiteLLM Proxy's figures when `make bench-peer`
+left bench/results/peer.json.
+
+    python -m bench.run [--runs 3] [--seconds 2] [--concurrency 1,32,256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.load import rss_mb
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+MEASURED_CPU, OTHER_CPU = "0", "1"
+PATHS = ("http", "litellm", "service-litellm", "service-fast", "ceiling")
+LABELS = {
+    "http": "raw HTTP + JSON/SSE parse (floor)",
+    "litellm": "litellm.acompletion in-process",
+    "service-litellm": "service, LiteLLM path",
+    "service-fast": "service, fast path",
+    "ceiling": "bare grpc.aio, canned messages (ceiling)",
+    "proxy": "LiteLLM Proxy, 1 worker (peer)",
+}
+FIGURES = ("calls_per_s", "p50_ms", "p99_ms", "ttft_p50_ms", "cpu_us_per_call", "cpu_us_per_chunk", "rss_mb")
+HOLD_STREAMS = 1000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'service'}:{ROOT / 'clients/python/src'}:{ROOT}",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "BENCH_KEY": "sk-bench-not-a-real-key",
+    }
+
+
+def pinned(cpu: str, *argv: str) -> list[str]:
+    return ["taskset", "-c", cpu, sys.executable, *argv]
+
+
+def wait_port(port: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def service_config(upstream: str, port: int, fast: bool) -> dict[str, Any]:
+    def route(model: str) -> dict[str, Any]:
+        return {"model": f"openai/{model}", "api_base": f"{upstream}/v1", "key": {"env": "BENCH_KEY"}, "fast_path": fast,
+                "idle_timeout_s": 600}  # fmt: skip
+
+    return {
+        "server": {"listen": f"127.0.0.1:{port}", "metrics_listen": "127.0.0.1:0"},
+        "limits": {"max_concurrent_rpcs": 4096},
+        "routes": {name: route(name) for name in ("bench-burst", "bench-paced", "bench-slow")},
+    }
+
+
+def first_completion(port: int, started: float) -> float:
+    """Seconds from process start until a Complete succeeds."""
+    import grpc
+
+    from llm_client._proto.llm.v1 import llm_service_pb2 as pb
+    from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
+
+    request = pb.CompleteRequest(model="bench-burst", messages=[pb.Message(role=pb.ROLE_USER, parts=[pb.ContentPart(text="hi")])])
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.LLMServiceStub(channel)
+        while True:
+            try:
+                stub.Complete(request, timeout=5, wait_for_ready=True)
+                return time.monotonic() - started
+            except grpc.RpcError:
+                if time.monotonic() - started > 60:
+                    raise
+                time.sleep(0.01)
+
+
+class Server:
+    """A measured gRPC server process pinned to the measured core."""
+
+    def __init__(self, label: str, workdir: Path, upstream: str) -> None:
+        self.label = label
+        self.port = free_port()
+        self.log = open(RESULTS / f"server-{label}.log", "w")  # closed in stop()
+        if label == "ceiling":
+            argv = pinned(MEASURED_CPU, "-m", "bench.ceiling", "--port", str(self.port))
+        else:
+            config = workdir / f"{label}.yaml"
+            config.write_text(yaml.safe_dump(service_config(upstream, self.port, fast=label == "service-fast")))
+            argv = pinned(MEASURED_CPU, "-m", "llm_service", "--config", str(config))
+        started = time.monotonic()
+        self.proc = subprocess.Popen(argv, env=env(), stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.startup_s = first_completion(self.port, started)
+        time.sleep(0.5)
+        self.idle_rss_mb = rss_mb(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def load(args: argparse.Namespace, label: str, *extra: str, cpu: str) -> list[dict[str, Any]]:
+    argv = pinned(cpu, "-m", "bench.load", "--label", label, "--runs", str(args.runs), "--seconds", str(args.seconds),
+                  "--concurrency", args.concurrency, *extra)  # fmt: skip
+    print(f"  measuring {LABELS[label]} …", file=sys.stderr, flush=True)
+    out = subprocess.run(argv, env=env(), cwd=ROOT, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"load for {label} failed:\n{out.stderr[-3000:]}")
+    if out.stderr.strip():
+        print(out.stderr[-2000:], file=sys.stderr)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def hold_memory(server: Server) -> dict[str, float]:
+    """RSS with HOLD_STREAMS streams open on the slow route, and after they closed."""
+    before = rss_mb(server.proc.pid)
+    proc = subprocess.Popen(
+        pinned(OTHER_CPU, "-m", "bench.load", "--hold", str(HOLD_STREAMS), "--target", f"127.0.0.1:{server.port}"),
+        env=env(), cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdout.readline()
+    time.sleep(1.0)
+    peak = rss_mb(server.proc.pid)
+    proc.stdin.write("close\n")
+    proc.stdin.flush()
+    proc.stdout.readline()
+    proc.wait(60)
+    time.sleep(5.0)
+    after = rss_mb(server.proc.pid)
+    return {
+        "streams": HOLD_STREAMS,
+        "rss_before_mb": before,
+        "rss_open_mb": peak,
+        "rss_after_mb": after,
+        "kb_per_open_stream": (peak - before) * 1024 / HOLD_STREAMS,
+        "after_vs_before": after / before,
+    }
+
+
+def medians(rows: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    cells: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        cells.setdefault((row["path"], row["mode"], row["concurrency"]), []).append(row)
+    out = {}
+    for key, runs in cells.items():
+        out[key] = {f: (statistics.median(r[f] for r in runs) if runs[0][f] is not None else None) for f in FIGURES} | {
+            "runs": len(runs),
+            "failures": sum(r["failures"] for r in runs),
+        }
+    return out
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, Any], c: int) -> list[dict[str, Any]]:
+    def fig(path: str, mode: str, name: str, conc: int = c) -> float | None:
+        cell = cells.get((path, mode, conc))
+        return cell[name] if cell else None
+
+    fast_chunk = fig("service-fast", "paced", "cpu_us_per_chunk")
+    litellm_chunk = fig("litellm", "paced", "cpu_us_per_chunk")
+    floor_chunk = (fig("http", "paced", "cpu_us_per_chunk") or 0) + (fig("ceiling", "paced", "cpu_us_per_chunk") or 0)
+    fast_call, litellm_call = fig("service-fast", "unary", "cpu_us_per_call"), fig("litellm", "unary", "cpu_us_per_call")
+    unary_rate, peer_unary_rate = fig("service-fast", "unary", "calls_per_s"), fig("proxy", "unary", "calls_per_s")
+    stream_rate, peer_stream_rate = fig("service-fast", "burst", "calls_per_s"), fig("proxy", "burst", "calls_per_s")
+    added_p50 = _minus(fig("service-fast", "unary", "p50_ms", 1), fig("http", "unary", "p50_ms", 1))
+    added_ttft = _minus(fig("service-fast", "paced", "ttft_p50_ms", 1), fig("http", "paced", "ttft_p50_ms", 1))
+    hold = extra.get("hold", {})
+    rows = [
+        ("paced stream: service CPU per chunk ÷ litellm.acompletion's", ratio(fast_chunk, litellm_chunk), "≤", 0.2),
+        (
+            "paced stream: service CPU per chunk ÷ floor (HTTP parse + bare gRPC send)",
+            ratio(fast_chunk, floor_chunk or None),
+            "≤",
+            2.0,
+        ),
+        ("unary: service CPU per call ÷ litellm.acompletion's", ratio(fast_call, litellm_call), "≤", 1 / 3),
+        ("unary calls/s ÷ LiteLLM Proxy's", ratio(unary_rate, peer_unary_rate), "≥", 5.0),
+        ("200-chunk streams/s ÷ LiteLLM Proxy's (burst)", ratio(stream_rate, peer_stream_rate), "≥", 7.0),
+        ("added p50 latency at c=1, unary (ms)", added_p50, "≤", 1.0),
+        ("added time to first token at c=1, paced (ms)", added_ttft, "≤", 1.0),
+        ("start-up to first completion (s)", extra.get("startup_s"), "≤", 3.0),
+        ("idle RSS per worker (MB)", extra.get("idle_rss_mb"), "≤", 200.0),
+        ("RSS per open stream, 1,000 open (KB)", hold.get("kb_per_open_stream"), "≤", 100.0),
+        ("RSS after they closed ÷ before", hold.get("after_vs_before"), "≤", 1.10),
+    ]
+    out = []
+    for name, value, op, bound in rows:
+        met = None if value is None else (value <= bound if op == "≤" else value >= bound)
+        out.append({"target": name, "value": value, "bound": f"{op} {bound:.3g}", "met": met})
+    return out
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return a - b if a is not None and b is not None else None
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def print_table(cells: dict[tuple[str, str, int], dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+    header = f"{'path':44} {'mode':6} {'c':>4} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'TTFT ms':>8} {'CPU µs/call':>12} {'CPU µs/chunk':>13} {'RSS MB':>7}"  # noqa: E501
+    print(header)
+    print("-" * len(header))
+    for (path, mode, c), cell in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][2], list(LABELS).index(kv[0][0]))):
+        ttft = cell["ttft_p50_ms"] if mode != "unary" else None
+        failed = f"  ({cell['failures']} failed)" if cell["failures"] else ""
+        print(
+            f"{LABELS[path]:44} {mode:6} {c:>4} {_fmt(cell['calls_per_s']):>9} {_fmt(cell['p50_ms'], 2):>8} "
+            f"{_fmt(cell['p99_ms'], 2):>8} {_fmt(ttft, 2):>8} {_fmt(cell['cpu_us_per_call'], 0):>12} "
+            f"{_fmt(cell['cpu_us_per_chunk']):>13} {_fmt(cell['rss_mb'], 0):>7}{failed}"
+        )
+    print()
+    for row in rows:
+        verdict = "not measured" if row["met"] is None else ("met" if row["met"] else "NOT met")
+        print(f"{row['target']:76} {_fmt(row['value'], 3):>10} {row['bound']:>8}  {verdict}")
+
+
+def plot(cells: dict[tuple[str, str, int], dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = ("unary", "burst", "paced")
+    fig, axes = plt.subplots(1, len(modes), figsize=(15, 4.5))
+    for ax, mode in zip(axes, modes, strict=True):
+        for label in LABELS:
+            points = sorted((c, cell["p50_ms"]) for (p, m, c), cell in cells.items() if p == label and m == mode)
+            if points:
+                ax.plot([c for c, _ in points], [v for _, v in points], marker="o", label=LABELS[label])
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrency")
+        ax.set_ylabel("p50 latency (ms)")
+        ax.set_title({"unary": "unary", "burst": "200-chunk stream, burst", "paced": "200-chunk stream, paced 2 ms"}[mode])
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--concurrency", default="1,32,256")
+    parser.add_argument("--paths", default=",".join(PATHS))
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    upstream_port = free_port()
+    upstream_url = f"http://127.0.0.1:{upstream_port}"
+    upstream = subprocess.Popen(pinned(OTHER_CPU, "-m", "bench.upstream", "--port", str(upstream_port)), env=env(), cwd=ROOT)
+    rows: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
+    try:
+        wait_port(upstream_port)
+        with tempfile.TemporaryDirectory() as tmp:
+            for label in args.paths.split(","):
+                if label in ("http", "litellm"):
+                    rows += load(args, label, "--path", label, "--upstream", upstream_url, cpu=MEASURED_CPU)
+                    continue
+                server = Server(label, Path(tmp), upstream_url)
+                try:
+                    target = f"127.0.0.1:{server.port}"
+                    rows += load(args, label, "--target", target, "--pid", str(server.proc.pid), cpu=OTHER_CPU)
+                    if label == "service-fast":
+                        extra["startup_s"], extra["idle_rss_mb"] = server.startup_s, server.idle_rss_mb
+                        extra["hold"] = hold_memory(server)
+                    extra.setdefault("startup", {})[label] = {"startup_s": server.startup_s, "idle_rss_mb": server.idle_rss_mb}
+                finally:
+                    server.stop()
+    finally:
+        upstream.terminate()
+        try:
+            upstream.wait(10)
+        except subprocess.TimeoutExpired:
+            upstream.kill()
+    peer = RESULTS / "peer.json"
+    if peer.exists():
+        peer_data = json.loads(peer.read_text())
+        rows += peer_data["rows"]
+        extra["peer"] = {k: v for k, v in peer_data.items() if k != "rows"}
+    cells = medians(rows)
+    c = 32 if "32" in args.concurrency.split(",") else int(args.concurrency.split(",")[-1])
+    verdicts = targets(cells, extra, c)
+    print_table(cells, verdicts)
+    if extra.get("hold"):
+        h = extra["hold"]
+        before, opened, after = h["rss_before_mb"], h["rss_open_mb"], h["rss_after_mb"]
+        print(f"\n1,000 open streams: RSS {before:.0f} MB before, {opened:.0f} MB open, {after:.0f} MB after they closed")
+    print(f"start-up to first completion and idle RSS: {json.dumps(extra.get('startup', {}))}")
+    out = {
+        "method": {"runs": args.runs, "seconds_per_run": args.seconds, "measured_cpu": MEASURED_CPU, "nproc": os.cpu_count()},
+        "cells": [{"path": p, "mode": m, "concurrency": c_, **cell} for (p, m, c_), cell in sorted(cells.items())],
+        "targets": verdicts,
+        **extra,
+        "raw": rows,
+    }
+    (RESULTS / "bench.json").write_text(json.dumps(out, indent=2))
+    plot(cells, RESULTS / "bench.png")
+    print(f"\nwrote {RESULTS / 'bench.json'} and {RESULTS / 'bench.png'}")
+
+
+if __name__ == "__main__":
+    main()
