@@ -87,7 +87,7 @@ async def _load(target: str, indices: range) -> Counter[str]:
     return outcomes
 
 
-@pytest.mark.timeout(600)  # about two minutes here: LiteLLM's per-chunk cost bounds the rate (issue 8)
+@pytest.mark.timeout(600)  # about 20 s on the fast path here (it was two minutes through LiteLLM's per-chunk decoding)
 def test_f08_ten_thousand_streams_half_cancelled_or_failing(fake: FakeUpstream, tmp_path: Path) -> None:
     base = f"{fake.base_url}/v1"
     routes = {
