@@ -27,12 +27,16 @@ from tests.conftest import ServerThread, litellm_path, user_msg
 from tests.conftest import test_config as make_config
 
 # Route families with a fast path, one route each, as the shared test configuration names them.
-FAST_ROUTES = ("openai", "bare", "openrouter", "openrouter-claude", "minimax", "anthropic", "kimi", "hive", "claude-subscription")
+FAST_ROUTES = (
+    "openai", "bare", "openrouter", "openrouter-claude", "minimax", "anthropic", "kimi", "hive", "claude-subscription",
+)  # fmt: skip
 ANTHROPIC_ROUTES = ("anthropic", "kimi", "hive", "claude-subscription")
 
 TOOLS = [
-    pb.Tool(name="get_weather", description="Weather", parameters_json='{"type": "object", "properties": {"city": {"type": "string"}}}'),
-    pb.Tool(name="get_time", description="Time", parameters_json='{"type": "object", "properties": {"tz": {"type": "string"}}}'),
+    pb.Tool(
+        name="get_weather", description="Weather", parameters_json=json.dumps({"type": "object", "properties": {"city": {}}})
+    ),
+    pb.Tool(name="get_time", description="Time", parameters_json=json.dumps({"type": "object", "properties": {"tz": {}}})),
 ]
 PARALLEL = (ToolCallSpec("get_weather", '{"city": "Paris"}', "call_1"), ToolCallSpec("get_time", '{"tz": "UTC"}', "call_2"))
 
@@ -40,7 +44,7 @@ PARALLEL = (ToolCallSpec("get_weather", '{"city": "Paris"}', "call_1"), ToolCall
 TRANSCRIPTS: dict[str, tuple[tuple[Script, ...], dict[str, Any]]] = {
     "text": ((Script(text="one two three four five"),), {}),
     "text-200-chunks": ((Script(text=" ".join(f"t{i}" for i in range(200)), chunks=200),), {}),
-    "unicode": ((Script(text="naïve café — 日本語 🙂 \"quoted\" \\ back"),), {}),
+    "unicode": ((Script(text='naïve café — 日本語 🙂 "quoted" \\ back'),), {}),
     "usage-on-finish-chunk": ((Script(usage_mode="finish"),), {}),
     "usage-missing": ((Script(usage_mode="none"),), {}),
     "usage-cached": ((Script(usage=Usage(input=120, output=9, cached=40, cache_creation=10, reasoning=3)),), {}),
@@ -49,7 +53,10 @@ TRANSCRIPTS: dict[str, tuple[tuple[Script, ...], dict[str, Any]]] = {
     "whole-tool-calls": ((Script(text="", tool_calls=PARALLEL, fragment_tool_calls=False),), {"tools": TOOLS}),
     "index-zero-reuse": ((Script(text="", tool_calls=PARALLEL, tool_index_zero=True),), {"tools": TOOLS}),
     "text-and-tool": ((Script(text="Let me check.", tool_calls=PARALLEL[:1]),), {"tools": TOOLS}),
-    "truncated-arguments": ((Script(text="", tool_calls=(ToolCallSpec("get_weather", '{"city": "Par', "call_9"),)),), {"tools": TOOLS}),
+    "truncated-arguments": (
+        (Script(text="", tool_calls=(ToolCallSpec("get_weather", '{"city": "Par', "call_9"),)),),
+        {"tools": TOOLS},
+    ),
     "length": ((Script(text="cut", finish_reason="length"),), {}),
     "empty-then-text": ((Script(text=""), Script(text="second time lucky")), {}),
     "always-empty": ((Script(text="", times=4),), {}),
@@ -65,7 +72,8 @@ STREAM_ONLY = {"dropped-mid-stream"}
 
 
 def _request(route: str, options: dict[str, Any]) -> dict[str, Any]:
-    fields: dict[str, Any] = {"model": route, "messages": [user_msg("What is the weather in Paris today?")], "system": "Be brief."}
+    fields: dict[str, Any] = {"model": route, "messages": [user_msg("What is the weather in Paris today?")]}
+    fields["system"] = "Be brief."
     if "tools" in options:
         fields["tools"] = options["tools"]
     if "max_retries" in options:
@@ -158,16 +166,19 @@ def test_fast_path_and_litellm_path_give_the_same_events_and_requests(
 MALFORMED = {
     "openai": ('data: {"id": "x", "choices": [{"index": 0, "delta": {"content": "Hel"}}]}', "data: {not json"),
     "anthropic": (
-        'event: message_start\ndata: {"type": "message_start", "message": {"model": "claude-test", "usage": {"input_tokens": 3}}}',
-        'event: content_block_start\ndata: {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}',
-        'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}',
+        'event: message_start\ndata: {"type": "message_start", "message": {"model": "claude-test", "usage": {"input_tokens": 3}}}',  # noqa: E501
+        'event: content_block_start\ndata: {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}',  # noqa: E501
+        'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}',  # noqa: E501
         "event: content_block_delta\ndata: {not json",
     ),
 }
 ERROR_EVENTS = {
-    "openai": ('data: {"id": "x", "choices": [{"index": 0, "delta": {"content": "Hel"}}]}', 'data: {"error": {"message": "overloaded", "code": 503}}'),
+    "openai": (
+        'data: {"id": "x", "choices": [{"index": 0, "delta": {"content": "Hel"}}]}',
+        'data: {"error": {"message": "overloaded", "code": 503}}',
+    ),
     "anthropic": (
-        'event: message_start\ndata: {"type": "message_start", "message": {"model": "claude-test", "usage": {"input_tokens": 3}}}',
+        'event: message_start\ndata: {"type": "message_start", "message": {"model": "claude-test", "usage": {"input_tokens": 3}}}',  # noqa: E501
         'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}',
     ),
 }
@@ -175,7 +186,9 @@ ERROR_EVENTS = {
 
 @pytest.mark.parametrize("kind", ["malformed", "error-event"])
 @pytest.mark.parametrize("route", ["openai", "anthropic"])
-def test_fast_path_and_litellm_path_fail_alike_on_bad_streams(fake: FakeUpstream, both: dict[str, LLMClient], route: str, kind: str) -> None:
+def test_fast_path_and_litellm_path_fail_alike_on_bad_streams(
+    fake: FakeUpstream, both: dict[str, LLMClient], route: str, kind: str
+) -> None:
     lines = (MALFORMED if kind == "malformed" else ERROR_EVENTS)["anthropic" if route == "anthropic" else "openai"]
     outcomes = {}
     for path, client in both.items():
