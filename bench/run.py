@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from bench.load import rss_mb
+from tests.conftest import free_port, service_env
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -47,19 +48,8 @@ FIGURES = ("calls_per_s", "p50_ms", "p99_ms", "ttft_p50_ms", "cpu_us_per_call", 
 HOLD_STREAMS = 1000
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT / 'service'}:{ROOT / 'clients/python/src'}:{ROOT}",
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "BENCH_KEY": "sk-bench-not-a-real-key",
-    }
+    return service_env(LITELLM_LOCAL_MODEL_COST_MAP="True", BENCH_KEY="sk-bench-not-a-real-key")
 
 
 def pinned(cpu: str, *argv: str) -> list[str]:

@@ -11,7 +11,8 @@ from typing import Any
 from llm_service.core.types import Chunk, ThinkingBlock, ToolFragment, Usage
 
 
-def _int(value: Any) -> int:
+def int_or_zero(value: Any) -> int:
+    """A token count as an int; 0 for anything that is not a number."""
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
 
 
@@ -24,17 +25,17 @@ def usage_from(obj: Any) -> Usage | None:
         return o.get(name) if isinstance(o, dict) else getattr(o, name, None)
 
     details = get(obj, "prompt_tokens_details")
-    cached = _int(get(details, "cached_tokens")) if details is not None else 0
+    cached = int_or_zero(get(details, "cached_tokens")) if details is not None else 0
     if not cached:
-        cached = _int(get(obj, "cache_read_input_tokens"))
-    creation = _int(get(obj, "cache_creation_input_tokens"))
+        cached = int_or_zero(get(obj, "cache_read_input_tokens"))
+    creation = int_or_zero(get(obj, "cache_creation_input_tokens"))
     if not creation and details is not None:  # LiteLLM's usage summed over a stream keeps it here
-        creation = _int(get(details, "cache_creation_tokens")) or _int(get(details, "cache_write_tokens"))
+        creation = int_or_zero(get(details, "cache_creation_tokens")) or int_or_zero(get(details, "cache_write_tokens"))
     out_details = get(obj, "completion_tokens_details")
-    reasoning = _int(get(out_details, "reasoning_tokens")) if out_details is not None else 0
+    reasoning = int_or_zero(get(out_details, "reasoning_tokens")) if out_details is not None else 0
     usage = Usage(
-        input_tokens=_int(get(obj, "prompt_tokens")),
-        output_tokens=_int(get(obj, "completion_tokens")),
+        input_tokens=int_or_zero(get(obj, "prompt_tokens")),
+        output_tokens=int_or_zero(get(obj, "completion_tokens")),
         cached_input_tokens=cached,
         cache_creation_tokens=creation,
         reasoning_tokens=reasoning,

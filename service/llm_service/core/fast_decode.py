@@ -17,6 +17,7 @@ from litellm import token_counter
 from litellm.litellm_core_utils.core_helpers import map_finish_reason
 
 from llm_service.core import errors
+from llm_service.core.decode import int_or_zero, usage_from
 from llm_service.core.types import Chunk, ThinkingBlock, ToolFragment, Usage
 
 log = logging.getLogger(__name__)
@@ -52,29 +53,8 @@ def bad_response(detail: str) -> errors.UpstreamBadResponse:
     return errors.UpstreamBadResponse("the upstream answered with something that is not its wire format", upstream_status=200)
 
 
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
-
-
 def _finish(raw: Any) -> str | None:
     return map_finish_reason(raw) if isinstance(raw, str) and raw else None
-
-
-def openai_usage(raw: Any) -> Usage | None:
-    """Usage from an OpenAI chat usage object; None when absent or all zero."""
-    if not isinstance(raw, dict):
-        return None
-    details = raw.get("prompt_tokens_details")
-    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    out_details = raw.get("completion_tokens_details")
-    usage = Usage(
-        input_tokens=_int(raw.get("prompt_tokens")),
-        output_tokens=_int(raw.get("completion_tokens")),
-        cached_input_tokens=cached or _int(raw.get("cache_read_input_tokens")),
-        cache_creation_tokens=_int(raw.get("cache_creation_input_tokens")),
-        reasoning_tokens=_int(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0,
-    )
-    return None if usage == Usage() else usage
 
 
 def estimated_usage(model: str, messages: list[dict[str, Any]], text: str) -> Usage | None:
@@ -116,7 +96,7 @@ def openai_chunk(data: bytes, reasoning_key: str = "") -> Chunk | None:
     if "error" in obj and not obj.get("choices"):
         err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}
         raise UpstreamStreamError(500, str(err.get("message") or "stream error"))  # LiteLLM reports any such error as 500
-    out = Chunk(model=obj.get("model") or "", usage=openai_usage(obj.get("usage")))
+    out = Chunk(model=obj.get("model") or "", usage=usage_from(obj.get("usage")))
     choices = obj.get("choices")
     if not choices:
         return out
@@ -143,7 +123,7 @@ def openai_response(body: bytes) -> Chunk:
     obj = _load(body)
     if not isinstance(obj, dict):
         raise bad_response("a response that is not an object")
-    out = Chunk(model=obj.get("model") or "", usage=openai_usage(obj.get("usage")))
+    out = Chunk(model=obj.get("model") or "", usage=usage_from(obj.get("usage")))
     choices = obj.get("choices")
     if not choices:
         return out
@@ -164,9 +144,9 @@ def _anthropic_reasoning_tokens(raw: dict[str, Any], reasoning: str, output_toke
     """Thinking tokens as LiteLLM reports them: the upstream's count, else its estimate of the thinking text."""
     details = raw.get("output_tokens_details")
     if isinstance(details, dict) and isinstance(details.get("thinking_tokens"), int):
-        return min(max(0, _int(details["thinking_tokens"])), output_tokens)
+        return min(max(0, int_or_zero(details["thinking_tokens"])), output_tokens)
     if reasoning:
-        return max(0, min(_int(token_counter(text=reasoning, count_response_tokens=True)), output_tokens))
+        return max(0, min(int_or_zero(token_counter(text=reasoning, count_response_tokens=True)), output_tokens))
     return 0
 
 
@@ -175,11 +155,11 @@ def anthropic_usage(raw: Any, input_from: dict[str, Any] | None = None, reasonin
     if not isinstance(raw, dict):
         return None
     base = input_from if input_from is not None else raw
-    cache_read = _int(base.get("cache_read_input_tokens"))
-    cache_creation = _int(base.get("cache_creation_input_tokens"))
-    output = _int(raw.get("output_tokens"))
+    cache_read = int_or_zero(base.get("cache_read_input_tokens"))
+    cache_creation = int_or_zero(base.get("cache_creation_input_tokens"))
+    output = int_or_zero(raw.get("output_tokens"))
     usage = Usage(
-        input_tokens=_int(base.get("input_tokens")) + cache_read + cache_creation,
+        input_tokens=int_or_zero(base.get("input_tokens")) + cache_read + cache_creation,
         output_tokens=output,
         cached_input_tokens=cache_read,
         cache_creation_tokens=cache_creation,
@@ -226,7 +206,7 @@ class AnthropicStream:
         return None
 
     def _block_start(self, obj: dict[str, Any]) -> Chunk | None:
-        index = _int(obj.get("index"))
+        index = int_or_zero(obj.get("index"))
         block = obj.get("content_block") or {}
         kind = str(block.get("type") or "")
         self._blocks[index] = kind
@@ -249,7 +229,7 @@ class AnthropicStream:
         if kind == "text_delta":
             return Chunk(model=self.model, text=delta.get("text") or "")
         if kind == "input_json_delta":
-            index = self._tool_index.get(_int(obj.get("index")), max(self._tools - 1, 0))
+            index = self._tool_index.get(int_or_zero(obj.get("index")), max(self._tools - 1, 0))
             return Chunk(model=self.model, tool_fragments=[ToolFragment(index, None, None, delta.get("partial_json") or "")])
         if kind == "thinking_delta":
             text = delta.get("thinking") or ""

@@ -51,27 +51,44 @@ class HttpCall:
 
 def fast_provider(req: UpstreamRequest) -> str | None:
     """The LiteLLM provider when the fast path can carry this request, else None."""
-    return None if req.is_codex else _fast_provider(req.model, req.kwargs.get("api_base"))
+    resolved = None if req.is_codex else _resolve(req.model, req.kwargs.get("api_base"))
+    return resolved[0] if resolved is not None else None
 
 
 @functools.lru_cache(maxsize=1024)
-def _fast_provider(model: str, api_base: str | None) -> str | None:
-    """Per route (model and endpoint are the route's), so asked once."""
+def _resolve(model: str, api_base: str | None) -> tuple[str, str, str] | None:
+    """LiteLLM's provider, model name and default endpoint for a fast-path route; asked once per route."""
     try:
-        _, provider, _, _ = litellm.get_llm_provider(model, api_base=api_base)
+        litellm_model, provider, _, default_base = litellm.get_llm_provider(model, api_base=api_base)
     except Exception:
         return None
     if provider in OPENAI_SDK_PROVIDERS or provider in _OPENAI_HTTP_PROVIDERS or provider == "anthropic":
-        return str(provider)
+        return str(provider), str(litellm_model), str(default_base or "")
     return None
+
+
+@dataclass
+class _Parts:
+    """What LiteLLM's handlers hand their provider configuration, for one request."""
+
+    config: Any
+    provider: str
+    model: str
+    messages: list[dict[str, Any]]
+    optional: dict[str, Any]
+    litellm_params: dict[str, Any]
+    api_key: str
+    api_base: str
+    extra_headers: dict[str, str]
 
 
 def prepare(req: UpstreamRequest, provider: str) -> HttpCall | None:
     """The HTTP request LiteLLM would send for req; None when only LiteLLM's own handler can send it."""
     kwargs = req.kwargs
-    model, _, _, default_base = litellm.get_llm_provider(req.model, api_base=kwargs.get("api_base"))
-    api_base = kwargs.get("api_base") or default_base
-    api_key = kwargs["api_key"]
+    resolved = _resolve(req.model, kwargs.get("api_base"))
+    if resolved is None:
+        return None
+    _, model, default_base = resolved
     messages = kwargs["messages"]
     params = {k: v for k, v in kwargs.items() if k not in _CALL_OPTIONS}
     optional = get_optional_params(model=model, custom_llm_provider=provider, messages=messages, **params)
@@ -80,75 +97,59 @@ def prepare(req: UpstreamRequest, provider: str) -> HttpCall | None:
     config = ProviderConfigManager.get_provider_chat_config(model=model, provider=LlmProviders(provider))
     if config is None:
         return None
-    litellm_params: dict[str, Any] = {"api_base": api_base, "api_key": api_key}
+    api_base = kwargs.get("api_base") or default_base
+    api_key = kwargs["api_key"]
     extra_headers = dict(kwargs.get("extra_headers") or {})
-    if provider == "anthropic":
-        return _anthropic(config, model, messages, optional, litellm_params, api_key, api_base, extra_headers, req.stream)
-    if provider in OPENAI_SDK_PROVIDERS:
-        return _openai_sdk(config, provider, model, messages, optional, litellm_params, api_key, api_base, extra_headers)
     if provider == "openrouter":
         extra_headers = {**_OPENROUTER_ATTRIBUTION, **extra_headers}
-    return _openai_http(config, provider, model, messages, optional, litellm_params, api_key, api_base, extra_headers)
+    parts = _Parts(
+        config, provider, model, messages, optional, {"api_base": api_base, "api_key": api_key}, api_key, api_base, extra_headers
+    )
+    if provider == "anthropic":
+        return _anthropic(parts, req.stream)
+    if provider in OPENAI_SDK_PROVIDERS:
+        return _openai_sdk(parts)
+    return _openai_http(parts)
 
 
 def _json(body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _anthropic(
-    config: Any,
-    model: str,
-    messages: list[dict[str, Any]],
-    optional: dict[str, Any],
-    litellm_params: dict[str, Any],
-    api_key: str,
-    api_base: str,
-    extra_headers: dict[str, str],
-    stream: bool,
-) -> HttpCall:
+def _anthropic(p: _Parts, stream: bool) -> HttpCall:
     """LiteLLM's Anthropic handler: validate_environment, transform_request, beta filtering, /v1/messages."""
-    optional.pop("stream", None)
-    optional.pop("is_vertex_request", None)
-    headers = config.validate_environment(
-        api_key=api_key,
-        headers=extra_headers,
-        model=model,
-        messages=messages,
-        optional_params={**optional, "is_vertex_request": False},
-        litellm_params=litellm_params,
-        api_base=api_base,
+    p.optional.pop("stream", None)
+    p.optional.pop("is_vertex_request", None)
+    headers = p.config.validate_environment(
+        api_key=p.api_key,
+        headers=p.extra_headers,
+        model=p.model,
+        messages=p.messages,
+        optional_params={**p.optional, "is_vertex_request": False},
+        litellm_params=p.litellm_params,
+        api_base=p.api_base,
     )
-    body = config.transform_request(
-        model=model,
-        messages=messages,
-        optional_params={**optional, "is_vertex_request": False},
-        litellm_params=litellm_params,
+    body = p.config.transform_request(
+        model=p.model,
+        messages=p.messages,
+        optional_params={**p.optional, "is_vertex_request": False},
+        litellm_params=p.litellm_params,
         headers=headers,
     )
     headers, body = update_request_with_filtered_beta(headers=headers, request_data=body, provider="anthropic")
     if stream:
         body["stream"] = True
-    base = (api_base or _ANTHROPIC_DEFAULT_BASE).rstrip("/")
+    base = (p.api_base or _ANTHROPIC_DEFAULT_BASE).rstrip("/")
     url = base if base.endswith("/v1/messages") else base + "/v1/messages"
-    return HttpCall("anthropic", "anthropic", model, url, _str_headers(headers), _json(body), stream)
+    return HttpCall("anthropic", "anthropic", p.model, url, _str_headers(headers), _json(body), stream)
 
 
-def _openai_sdk(
-    config: Any,
-    provider: str,
-    model: str,
-    messages: list[dict[str, Any]],
-    optional: dict[str, Any],
-    litellm_params: dict[str, Any],
-    api_key: str,
-    api_base: str,
-    extra_headers: dict[str, str],
-) -> HttpCall:
+def _openai_sdk(p: _Parts) -> HttpCall:
     """LiteLLM's OpenAI handler: transform_request, then what the openai SDK does with the result."""
-    stream_options = optional.pop("stream_options", None)
-    stream = bool(optional.pop("stream", False))
-    body = config.transform_request(
-        model=model, messages=messages, optional_params=optional, litellm_params=litellm_params, headers={}
+    stream_options = p.optional.pop("stream_options", None)
+    stream = bool(p.optional.pop("stream", False))
+    body = p.config.transform_request(
+        model=p.model, messages=p.messages, optional_params=p.optional, litellm_params=p.litellm_params, headers={}
     )
     extra_body = body.pop("extra_body", None) or {}
     body.pop("extra_headers", None)
@@ -158,51 +159,44 @@ def _openai_sdk(
         if stream_options is not None:
             body["stream_options"] = stream_options
     body.update(extra_body)
-    base = (api_base or "https://api.openai.com/v1").rstrip("/")
-    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
-    headers.update(config.get_attribution_headers() or {})
-    headers.update(extra_headers)
-    return HttpCall("openai", provider, model, base + "/chat/completions", headers, _json(body), stream)
+    base = (p.api_base or "https://api.openai.com/v1").rstrip("/")
+    headers = {"Authorization": f"Bearer {p.api_key}", "Content-Type": "application/json"}
+    headers.update(p.config.get_attribution_headers() or {})
+    headers.update(p.extra_headers)
+    return HttpCall("openai", p.provider, p.model, base + "/chat/completions", headers, _json(body), stream)
 
 
-def _openai_http(
-    config: Any,
-    provider: str,
-    model: str,
-    messages: list[dict[str, Any]],
-    optional: dict[str, Any],
-    litellm_params: dict[str, Any],
-    api_key: str,
-    api_base: str,
-    extra_headers: dict[str, str],
-) -> HttpCall:
+def _openai_http(p: _Parts) -> HttpCall:
     """LiteLLM's generic HTTP handler with an OpenAI-compatible provider configuration."""
-    stream = bool(optional.pop("stream", False))
-    extra_body = optional.pop("extra_body", None)
-    headers = config.validate_environment(
-        api_key=api_key,
-        headers=extra_headers,
-        model=model,
-        messages=messages,
-        optional_params=optional,
-        api_base=api_base,
-        litellm_params=litellm_params,
+    stream = bool(p.optional.pop("stream", False))
+    extra_body = p.optional.pop("extra_body", None)
+    headers = p.config.validate_environment(
+        api_key=p.api_key,
+        headers=p.extra_headers,
+        model=p.model,
+        messages=p.messages,
+        optional_params=p.optional,
+        api_base=p.api_base,
+        litellm_params=p.litellm_params,
     )
-    url = config.get_complete_url(
-        api_base=api_base, api_key=api_key, model=model, optional_params=optional, stream=stream, litellm_params=litellm_params
+    url = p.config.get_complete_url(
+        api_base=p.api_base,
+        api_key=p.api_key,
+        model=p.model,
+        optional_params=p.optional,
+        stream=stream,
+        litellm_params=p.litellm_params,
     )
-    body = config.transform_request(
-        model=model, messages=messages, optional_params=optional, litellm_params=litellm_params, headers=headers
+    body = p.config.transform_request(
+        model=p.model, messages=p.messages, optional_params=p.optional, litellm_params=p.litellm_params, headers=headers
     )
     if extra_body is not None:
-        body = {
-            **body,
-            **config.transform_extra_body(extra_body=extra_body, request=body, model=model, litellm_params=litellm_params),
-        }
+        extra = p.config.transform_extra_body(extra_body=extra_body, request=body, model=p.model, litellm_params=p.litellm_params)
+        body = {**body, **extra}
     body.pop("stream", None)
-    if stream and config.supports_stream_param_in_request_body:
+    if stream and p.config.supports_stream_param_in_request_body:
         body["stream"] = True
-    return HttpCall("openai", provider, model, url, _str_headers(headers), _json(body), stream)
+    return HttpCall("openai", p.provider, p.model, url, _str_headers(headers), _json(body), stream)
 
 
 def _str_headers(headers: dict[str, Any]) -> dict[str, str]:

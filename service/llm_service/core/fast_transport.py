@@ -71,6 +71,10 @@ def mapped(call: HttpCall, original: Exception) -> Exception:
     return original  # pragma: no cover - exception_type always raises
 
 
+def _timed_out(call: HttpCall) -> Exception:
+    return lx.Timeout(message="the upstream timed out", model=call.model, llm_provider=call.provider)
+
+
 def _connection_error(call: HttpCall, exc: aiohttp.ClientError) -> Exception:
     if call.wire == "anthropic":  # LiteLLM's Anthropic handler wraps it as its own error first
         return lx.APIConnectionError(message=f"AnthropicException - {exc}", llm_provider=call.provider, model=call.model)
@@ -100,7 +104,7 @@ class FastTransport:
         try:
             response = await self._client().post(call.url, data=call.body, headers=call.headers, timeout=timeout)
         except TimeoutError:
-            raise lx.Timeout(message="the upstream timed out", model=call.model, llm_provider=call.provider) from None
+            raise _timed_out(call) from None
         except aiohttp.ClientError as exc:
             if call.provider in OPENAI_SDK_PROVIDERS:  # the openai SDK's words for any failure to connect
                 log.info("upstream connection failed", extra={"error": str(exc), "provider": call.provider})
@@ -126,7 +130,7 @@ class FastTransport:
         try:
             body = await response.read()
         except TimeoutError:
-            raise lx.Timeout(message="the upstream timed out", model=call.model, llm_provider=call.provider) from None
+            raise _timed_out(call) from None
         except aiohttp.ClientError as exc:
             raise _connection_error(call, exc) from None
         finally:
@@ -212,7 +216,7 @@ class FastStream:
                 f"the upstream sent nothing for {self._idle_s:g} s (the route's idle_timeout_s)"
             ) from None
         except TimeoutError:
-            raise lx.Timeout(message="the upstream timed out", model=call.model, llm_provider=call.provider) from None
+            raise _timed_out(call) from None
         except aiohttp.ClientError as exc:
             raise _connection_error(call, exc) from None
         finally:
