@@ -21,10 +21,11 @@ DEBIAN_PACKAGES := prometheus protobuf-compiler protoc-gen-go protoc-gen-go-grpc
 DEBIAN_COMMANDS := prometheus promtool protoc protoc-gen-go protoc-gen-go-grpc grpc_java_plugin kubectl
 CONTRACT_IMAGE := releases/llm-v1.binpb
 DEPLOY_VENV := .venv-deploy
+PEER_VENV := .venv-peer
 OVERLAYS := dev prod
 K8S_VERSION := 1.30.0
 
-.PHONY: help venv bench-deps system-deps run test parity soak bench lint deploy-check stubs release-contract proto proto-check typecheck clean lock
+.PHONY: help venv bench-deps system-deps run test parity soak bench bench-peer lint deploy-check stubs release-contract proto proto-check typecheck clean lock
 
 help:
 	@echo "make run    start the service with the bundled config (demo route -> bundled fake upstream)"
@@ -34,6 +35,7 @@ help:
 	@echo "make stubs  Go, Java and TypeScript stubs under build/stubs"
 	@echo "make soak   a few minutes of steady mixed load; RSS and sockets plotted to bench/results/"
 	@echo "make bench  every path side by side: the table, the ratios against the targets, bench/results/"
+	@echo "make bench-peer  LiteLLM Proxy (its own venv) under the same load; make bench then shows it beside the service"
 	@echo "make proto  regenerate the Python code from protos/"
 
 # The virtual environment, installed only from the hash-checked lock.
@@ -123,6 +125,15 @@ BENCH_SECONDS ?= 2
 bench: venv bench-deps
 	$(PY) -m bench.run --runs $(BENCH_RUNS) --seconds $(BENCH_SECONDS)
 
+# LiteLLM Proxy (the peer) in a venv of its own, from its hash-checked lock; writes bench/results/peer.json.
+$(PEER_VENV)/.deps: requirements-peer.lock
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet --require-hashes --no-deps -r requirements-peer.lock
+	touch $@
+
+bench-peer: venv bench-deps $(PEER_VENV)/.deps
+	$(PY) -m bench.peer --runs $(BENCH_RUNS) --seconds $(BENCH_SECONDS)
+
 # The manifests' own tools (checkov, kubernetes-validate) in a venv of their own, from a hash-checked lock.
 $(DEPLOY_VENV)/.deps: requirements-deploy.lock
 	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
@@ -152,7 +163,7 @@ release-contract: $(NPM_STAMP)
 	cd protos && node_modules/.bin/buf build -o $(CONTRACT_IMAGE)
 
 clean:
-	rm -rf $(VENV) $(DEPLOY_VENV) protos/node_modules .pytest_cache .mypy_cache .ruff_cache build
+	rm -rf $(VENV) $(DEPLOY_VENV) $(PEER_VENV) protos/node_modules .pytest_cache .mypy_cache .ruff_cache build
 
 # Recompile the hash-checked locks from requirements*.in (needs uv in the venv or on PATH).
 lock:
@@ -160,3 +171,4 @@ lock:
 	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 requirements-dev.in -o requirements-dev.lock
 	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 -c requirements-dev.lock requirements-bench.in -o requirements-bench.lock
 	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 requirements-deploy.in -o requirements-deploy.lock
+	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 requirements-peer.in -o requirements-peer.lock

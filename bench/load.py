@@ -104,7 +104,8 @@ def http_path(upstream: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
 
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
     url = f"{upstream}/v1/chat/completions"
-    headers = {"Authorization": "Bearer bench", "Content-Type": "application/json"}
+    # The upstream ignores the key; LiteLLM Proxy (make bench-peer) checks its master key.
+    headers = {"Authorization": f"Bearer {os.environ.get('BENCH_BEARER', 'bench')}", "Content-Type": "application/json"}
 
     async def call(mode: str) -> float:
         started = time.monotonic()

@@ -49,3 +49,14 @@ def test_every_installed_distribution_is_pinned_in_the_lock() -> None:
     assert not unpinned, f"installed but not pinned (or another version) in the locks: {unpinned}"
     runtime = _locked(ROOT / "requirements.lock")
     assert all(locked.get(name) == v for name, v in runtime.items()), "the dev lock pins the runtime lock's versions"
+
+
+def test_the_benchmark_peer_runs_the_tested_litellm_release() -> None:
+    """`make bench-peer` installs LiteLLM Proxy from its own lock: the service's release, never a bad one, every pin hashed."""
+    text = (ROOT / "requirements-peer.lock").read_text()
+    peer = _locked(ROOT / "requirements-peer.lock")
+    assert peer["litellm"] == _locked(ROOT / "requirements.lock")["litellm"]
+    assert peer["litellm"] not in COMPROMISED_LITELLM
+    pins = re.split(r"^(?=[A-Za-z0-9])", text, flags=re.MULTILINE)
+    unhashed = [p.split()[0] for p in pins if "==" in p.split("\n")[0] and "--hash=sha256:" not in p]
+    assert len(peer) > 50 and not unhashed, unhashed
