@@ -242,8 +242,12 @@ class ServerProcess:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line)
-            if '"msg": "serving"' in line:
-                self.metrics_port = int(json.loads(line).get("metrics_port", 0))
+            if '"msg": "serving"' in line or '"msg": "supervising"' in line:  # with workers, the supervisor serves /metrics
+                self.metrics_port = int(json.loads(line).get("metrics_port", 0)) or self.metrics_port
+
+    def logged(self, msg: str) -> list[dict[str, Any]]:
+        """The JSON log lines with this message, so far."""
+        return [json.loads(line) for line in list(self.lines) if f'"msg": "{msg}"' in line]
 
     @property
     def pid(self) -> int:

@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 
 from llm_service import logs
-from llm_service.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from llm_service.config import DEFAULT_CONFIG_PATH, MAX_WORKERS, Config, ConfigError, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +25,13 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("LLM_SERVICE_LISTEN"),
         help="host:port to serve on (env LLM_SERVICE_LISTEN; default: the config's server.listen)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ["LLM_SERVICE_WORKERS"]) if os.environ.get("LLM_SERVICE_WORKERS") else None,
+        help="worker processes sharing the port (env LLM_SERVICE_WORKERS; default: the config's server.workers)",
+    )
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     parser.add_argument("--check-config", action="store_true", help="validate the config file and exit")
     parser.add_argument(
         "--hash-token", action="store_true", help="read a client token on standard input, print the sha256 a tokens file stores"
@@ -49,15 +56,45 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.listen:
         config = replace(config, server=replace(config.server, listen=args.listen))
+    if args.workers is not None:
+        if not 1 <= args.workers <= MAX_WORKERS:
+            print(f"llm_service: --workers must be from 1 to {MAX_WORKERS}, not {args.workers}", file=sys.stderr)
+            return 2
+        config = replace(config, server=replace(config.server, workers=args.workers))
+    if args.worker is not None:
+        return _work(config, args.worker)
     logs.configure(config.server.log_level)
-    asyncio.run(_serve(config))
+    if config.server.workers > 1:
+        from llm_service.workers import Supervisor, WorkersError, check
+
+        try:
+            check(config)
+        except WorkersError as exc:
+            print(f"llm_service: invalid configuration: {exc}", file=sys.stderr)
+            return 2
+        return Supervisor(config, args.config).run()
+    return _serve(config, reuse_port=False)
+
+
+def _work(config: Config, index: int) -> int:
+    """One of the supervisor's workers: the whole server on the shared port, no /metrics, no fake upstream."""
+    from llm_service.workers import die_with_supervisor
+
+    die_with_supervisor()
+    logs.configure(config.server.log_level, fields={"worker": index})
+    server = replace(config.server, metrics_listen="", workers=1)
+    return _serve(replace(config, server=server, fake_upstream=""), reuse_port=True)
+
+
+def _serve(config: Config, reuse_port: bool) -> int:
+    from llm_service.server import CannotListen, serve_until_signalled
+
+    try:
+        asyncio.run(serve_until_signalled(config, reuse_port=reuse_port))
+    except CannotListen as exc:
+        print(f"llm_service: {exc}", file=sys.stderr)
+        return 1
     return 0
-
-
-async def _serve(config: object) -> None:
-    from llm_service.server import serve_until_signalled
-
-    await serve_until_signalled(config)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

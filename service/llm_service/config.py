@@ -21,6 +21,7 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.yaml")
 
 
 KEY_RELOAD_INTERVAL_S = 1.0
+MAX_WORKERS = 64
 
 
 class ConfigError(Exception):
@@ -173,6 +174,8 @@ class ServerConfig:
     # replicas get traffic after a scale-up), with a grace longer than the longest stream.
     max_connection_age_s: float = 300.0
     max_connection_age_grace_s: float = 660.0
+    # Worker processes sharing the port (SO_REUSEPORT); above 1, a supervisor runs them (workers.py).
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -325,6 +328,7 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
             'host:port, or "" for no metrics',
             lambda v: v == "" or _host_port(v),
         ),
+        workers=s.get("workers", int, 1, f"an integer from 1 to {MAX_WORKERS}", lambda v: 1 <= v <= MAX_WORKERS),
     )
     s.done()
     r = top.sub("retry")

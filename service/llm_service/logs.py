@@ -16,7 +16,11 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 
 
 class JsonFormatter(logging.Formatter):
-    """Formats a record as one JSON line: time, level, logger, message, extras, exception."""
+    """Formats a record as one JSON line: time, level, logger, message, the fixed fields, extras, exception."""
+
+    def __init__(self, fields: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.fields = fields or {}
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -24,6 +28,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
+            **self.fields,
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
@@ -33,10 +38,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
-def configure(level: str = "INFO", stream: Any = None) -> None:
-    """Send every log record to stderr (or stream) as JSON lines."""
+def configure(level: str = "INFO", stream: Any = None, fields: dict[str, Any] | None = None) -> None:
+    """Send every log record to stderr (or stream) as JSON lines, each with fields (e.g. the worker's index)."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

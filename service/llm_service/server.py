@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from dataclasses import dataclass
 
@@ -25,6 +26,10 @@ from llm_service.servicer import LLMServicer
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LLMService"].full_name
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class CannotListen(OSError):
+    """The address cannot be bound: in use (without SO_REUSEPORT), not local, or not permitted."""
 
 
 @dataclass
@@ -71,8 +76,12 @@ def _add_port(server: grpc.aio.Server, address: str, config: Config) -> int:
     return int(server.add_secure_port(address, credentials))
 
 
-async def start(config: Config, listen: str | None = None) -> RunningServer:
-    """Start serving on listen (default: the configured address); returns once listening."""
+async def start(config: Config, listen: str | None = None, reuse_port: bool = False) -> RunningServer:
+    """Start serving on listen (default: the configured address); returns once listening.
+
+    reuse_port: bind with SO_REUSEPORT, as the supervisor's workers do to share one port
+    (otherwise off, so a second server on a port already in use fails instead of sharing it).
+    """
     report = litellm_setup.install()
     metrics = Metrics(report.litellm_version)
     metrics.prime(config.routes.values())
@@ -93,7 +102,7 @@ async def start(config: Config, listen: str | None = None) -> RunningServer:
             # Accept the clients' keepalive pings (every 30 s in llm_client) instead of answering too_many_pings.
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
         ],
     )
     provider = Provider(
@@ -110,9 +119,12 @@ async def start(config: Config, listen: str | None = None) -> RunningServer:
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
     address = listen or config.server.listen
-    port = _add_port(server, address, config)
+    try:
+        port = _add_port(server, address, config)
+    except RuntimeError:  # grpc's "Failed to bind"
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {address}")
+        raise CannotListen(f"cannot listen on {address}: the port is in use or the address is not local")
     await server.start()
     metrics_port = metrics.serve(config.server.metrics_listen) if config.server.metrics_listen else 0
     for name in ("", SERVICE_NAME):
@@ -124,12 +136,13 @@ async def start(config: Config, listen: str | None = None) -> RunningServer:
             "routes": sorted(config.routes),
             "litellm_version": report.litellm_version,
             "metrics_port": metrics_port,
+            "pid": os.getpid(),
         },
     )
     return RunningServer(server, health, port, config, metrics, admission, provider, metrics_port)
 
 
-async def serve_until_signalled(config: Config, listen: str | None = None) -> None:
+async def serve_until_signalled(config: Config, listen: str | None = None, reuse_port: bool = False) -> None:
     """Serve until SIGTERM or SIGINT, then drain and return."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -143,7 +156,7 @@ async def serve_until_signalled(config: Config, listen: str | None = None) -> No
         fake = FakeUpstream(host, int(port))
         await fake.start()
         log.info("fake upstream started", extra={"address": fake.base_url})
-    running = await start(config, listen)
+    running = await start(config, listen, reuse_port)
     await stop.wait()
     await running.drain()
     if fake is not None:
