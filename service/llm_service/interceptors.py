@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from llm_service.core import errors
+from llm_service.memory import IdleTrimmer
 from llm_service.metrics import Metrics
 from llm_service.status import MappedStatus, to_status
 
@@ -184,6 +185,7 @@ class AdmissionGuard(Guard):
         self.metrics = metrics
         self.active = 0
         self.draining = False
+        self.trimmer = IdleTrimmer()  # gives memory back once the calls have stopped
 
     def applies(self, service: str) -> bool:
         return service == self.service
@@ -196,10 +198,12 @@ class AdmissionGuard(Guard):
             self.metrics.shed.labels(method).inc()
             await abort(context, shed_status(self.max_concurrent, self.retry_after_s))
         self.active += 1
+        self.trimmer.begin()
         return None
 
     def end(self, token: Any, code: str) -> None:
         self.active -= 1
+        self.trimmer.end()
 
 
 def shed_status(limit: int, retry_after_s: float) -> MappedStatus:

@@ -52,6 +52,7 @@ class RunningServer:
         self.admission.draining = True  # new calls are refused at once; in-flight ones go on
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        self.admission.trimmer.cancel()
         await self.provider.aclose()
         await asyncio.to_thread(self.metrics.close)
         log.info("stopped")
