@@ -102,7 +102,9 @@ def _model(mode: str) -> str:
 def http_path(upstream: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
     import aiohttp
 
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000))
+    # Idle connections are dropped before uvicorn's 5 s keep-alive closes them (LiteLLM Proxy), so a
+    # call never lands on a connection the server is closing; the floor is unaffected.
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000, keepalive_timeout=3))
     url = f"{upstream}/v1/chat/completions"
     # The upstream ignores the key; LiteLLM Proxy (make bench-peer) checks its master key.
     headers = {"Authorization": f"Bearer {os.environ.get('BENCH_BEARER', 'bench')}", "Content-Type": "application/json"}
