@@ -61,6 +61,10 @@ def _serving(server: ServerProcess) -> dict[int, int]:
     return {line["worker"]: line["pid"] for line in server.logged("serving")}
 
 
+def _all_serving(server: ServerProcess) -> None:
+    _until(lambda: len(_serving(server)) == WORKERS, "every worker to serve")
+
+
 def _own_connection_client(target: str) -> LLMClient:
     """A client on a TCP connection of its own (gRPC otherwise shares one subchannel per target in a process)."""
     return LLMClient(target, options=[*channel_options(retries=False), ("grpc.use_local_subchannel_pool", 1)])
@@ -78,7 +82,7 @@ def _alive(pid: int) -> bool:
 def supervised(fake: FakeUpstream, tmp_path: Path) -> Iterator[ServerProcess]:
     server = ServerProcess(_config(fake), tmp_path)
     try:
-        _until(lambda: len(_serving(server)) == WORKERS, "every worker to serve")
+        _all_serving(server)
         yield server
     finally:
         server.stop()
@@ -122,7 +126,7 @@ def test_a_worker_that_dies_is_replaced_and_its_counts_are_kept(supervised: Serv
 
 def test_sigterm_drains_every_worker_before_the_supervisor_exits(fake: FakeUpstream, tmp_path: Path) -> None:
     server = ServerProcess(_config(fake, "openai/m:slow"), tmp_path)  # each stream takes about 2 s
-    _until(lambda: len(_serving(server)) == WORKERS, "every worker to serve")
+    _all_serving(server)
     workers = list(_serving(server).values())
     results: list[str] = []
 
@@ -149,6 +153,24 @@ def test_workers_do_not_outlive_a_killed_supervisor(supervised: ServerProcess) -
     supervised.proc.kill()  # SIGKILL: no chance to stop them itself
     supervised.proc.wait(10)
     _until(lambda: not any(_alive(pid) for pid in workers), "the workers to exit (SIGTERM from the kernel)", timeout_s=30)
+
+
+def test_a_restarted_supervisor_starts_its_counts_afresh_in_a_kept_metrics_folder(fake: FakeUpstream, tmp_path: Path) -> None:
+    """A container restart keeps the pod's emptyDir: the supervisor empties it, or old counts would be summed in."""
+    folder = tmp_path / "kept" / "prometheus"  # not there yet: made at start
+    config = _config(fake)
+    del config["server"]["workers"]  # from the environment this time
+    for calls in (5, 2):
+        server = ServerProcess(config, tmp_path, PROMETHEUS_MULTIPROC_DIR=str(folder), LLM_SERVICE_WORKERS=str(WORKERS))
+        try:
+            _all_serving(server)
+            for _ in range(calls):
+                with _own_connection_client(server.target) as client:
+                    client.complete("chat", [user_msg()], timeout=30)
+            assert total(scrape(server.metrics_port), "llm_requests_total", rpc="Complete", code="OK") == calls
+        finally:
+            server.stop()
+        assert any(folder.glob("*.db"))  # a folder it was given is left in place
 
 
 def test_a_port_already_taken_ends_the_supervisor_instead_of_restarting_forever(fake: FakeUpstream, tmp_path: Path) -> None:

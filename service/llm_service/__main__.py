@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ["LLM_SERVICE_WORKERS"]) if os.environ.get("LLM_SERVICE_WORKERS") else None,
+        default=os.environ.get("LLM_SERVICE_WORKERS") or None,  # argparse converts (and rejects) it as it does the flag
         help="worker processes sharing the port (env LLM_SERVICE_WORKERS; default: the config's server.workers)",
     )
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor

@@ -104,6 +104,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         if not self.own_metrics_dir:
+            self.metrics_dir.mkdir(parents=True, exist_ok=True)
             for stale in self.metrics_dir.glob("*.db"):  # values of a previous run would be summed in
                 stale.unlink()
         try:
