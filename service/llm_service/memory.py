@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
-import logging
 
-log = logging.getLogger(__name__)
 IDLE_S = 2.0
 
 

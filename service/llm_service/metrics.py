@@ -179,22 +179,35 @@ class Metrics:
 
     def exposition_registry(self) -> CollectorRegistry:
         """What /metrics serves: this registry, or the sum over all workers in multiprocess mode."""
-        if not _multiprocess():
-            return self.registry
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return registry
+        return summed_registry() if _multiprocess() else self.registry
 
     def serve(self, listen: str) -> int:
         """Serve /metrics over HTTP on host:port (port 0: any); returns the port."""
-        host, port = listen.rsplit(":", 1)
-        server, _ = start_http_server(int(port), host.strip("[]"), registry=self.exposition_registry())
-        self._http = server
-        return int(server.server_port)
+        self._http = serve_http(listen, self.exposition_registry())
+        return int(self._http.server_port)
 
     def close(self) -> None:
         """Stop serving /metrics."""
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            stop_http(self._http)
             self._http = None
+
+
+def summed_registry(path: str | None = None) -> CollectorRegistry:
+    """A registry reading the sum over every process that writes to the multiprocess folder (default: the env's)."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def serve_http(listen: str, registry: CollectorRegistry) -> WSGIServer:
+    """Serve registry as /metrics over HTTP on host:port (port 0: any), in a thread."""
+    host, port = listen.rsplit(":", 1)
+    server, _ = start_http_server(int(port), host.strip("[]"), registry=registry)
+    return server
+
+
+def stop_http(server: WSGIServer) -> None:
+    """Stop a server serve_http started."""
+    server.shutdown()
+    server.server_close()

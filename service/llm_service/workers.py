@@ -33,9 +33,10 @@ from pathlib import Path
 from types import FrameType
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+from prometheus_client import multiprocess
 
 from llm_service.config import Config
+from llm_service.metrics import serve_http, stop_http, summed_registry
 
 log = logging.getLogger(__name__)
 SUPERVISOR_PID_ENV = "LLM_SERVICE_SUPERVISOR_PID"
@@ -86,12 +87,8 @@ class Supervisor:
     def _serve_metrics(self) -> int:
         if not self.config.server.metrics_listen:
             return 0
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=str(self.metrics_dir))  # type: ignore[no-untyped-call]
-        host, port = self.config.server.metrics_listen.rsplit(":", 1)
-        server, _ = start_http_server(int(port), host.strip("[]"), registry=registry)
-        self.metrics_http = server
-        return int(server.server_port)
+        self.metrics_http = serve_http(self.config.server.metrics_listen, summed_registry(str(self.metrics_dir)))
+        return int(self.metrics_http.server_port)
 
     def _start_fake_upstream(self) -> None:
         if self.config.fake_upstream:
@@ -166,8 +163,7 @@ class Supervisor:
             self.fake.terminate()
             self.fake.wait()
         if self.metrics_http is not None:
-            self.metrics_http.shutdown()
-            self.metrics_http.server_close()
+            stop_http(self.metrics_http)
         if self.own_metrics_dir:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
         log.info("stopped", extra={"workers": len(procs)})
