@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import shutil
 import subprocess
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -16,11 +19,12 @@ DEPLOY = ROOT / "deploy"
 
 
 def _build(overlay: str) -> dict[str, dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "make test installs Debian's kubernetes-client (kubectl with kustomize)"
+    kubectl = os.environ.get("KUBECTL") or shutil.which("kubectl")
+    assert kubectl, "make test needs kubectl with kustomize v5 (the Makefile installs one when none is on PATH)"
     out = subprocess.run(
         [kubectl, "kustomize", str(DEPLOY / "kubernetes/overlays" / overlay)], check=True, capture_output=True, text=True
     )
+    assert "deprecated" not in out.stderr.lower(), out.stderr
     return {f"{d['kind']}/{d['metadata']['name']}": d for d in yaml.safe_load_all(out.stdout) if d}
 
 
@@ -96,3 +100,130 @@ def test_only_dev_ships_the_example_secret_and_it_holds_placeholders() -> None:
 def test_the_routes_config_loads() -> None:
     config = load_config(DEPLOY / "kubernetes/base/config.yaml", {})
     assert config.security.tokens_file and all(r.key_source and r.key_source.file for r in config.routes.values())
+
+
+# --- NetworkPolicy, evaluated -------------------------------------------------------------------
+# The rendered policies are interpreted with Kubernetes' rules (a pod selected by any policy of a
+# direction is isolated in it; traffic passes when some rule's peer and port both match), so the
+# test sees what a policy-enforcing CNI would do, not what the YAML looks like.
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A pod (namespace, its labels, the pod's labels) or, with only `ip`, an address outside the cluster."""
+
+    namespace: str = ""
+    namespace_labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    ip: str = ""
+
+
+def _selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    if selector is None:
+        return True
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        present = key in labels
+        ok = {
+            "In": present and labels.get(key) in values,
+            "NotIn": not present or labels.get(key) not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def _peer_matches(peer: dict[str, Any], policy_ns: str, other: Endpoint) -> bool:
+    if "ipBlock" in peer:
+        if not other.ip:
+            return False
+        addr = ipaddress.ip_address(other.ip)
+        block = peer["ipBlock"]
+        return addr in ipaddress.ip_network(block["cidr"]) and not any(
+            addr in ipaddress.ip_network(e) for e in block.get("except", [])
+        )
+    if not other.namespace:
+        return False
+    ns_sel, pod_sel = peer.get("namespaceSelector"), peer.get("podSelector")
+    if ns_sel is None and other.namespace != policy_ns:
+        return False
+    return _selects(ns_sel, other.namespace_labels) and _selects(pod_sel, other.labels)
+
+
+def _port_matches(ports: list[dict[str, Any]] | None, port: int, protocol: str) -> bool:
+    return not ports or any(p.get("protocol", "TCP") == protocol and p.get("port") in (None, port) for p in ports)
+
+
+def allowed(
+    built: dict[str, dict[str, Any]], pod: Endpoint, other: Endpoint, direction: str, port: int, protocol: str = "TCP"
+) -> bool:
+    """Whether `pod` may receive from (Ingress) or send to (Egress) `other` on port/protocol."""
+    rules_key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    isolated = False
+    for name, doc in built.items():
+        if not name.startswith("NetworkPolicy/"):
+            continue
+        ns, spec = doc["metadata"]["namespace"], doc["spec"]
+        if ns != pod.namespace or not _selects(spec.get("podSelector") or {}, pod.labels):
+            continue
+        if direction not in spec.get("policyTypes", ["Ingress"]):
+            continue
+        isolated = True
+        for rule in spec.get(rules_key) or []:
+            peers = rule.get(peers_key)
+            if (not peers or any(_peer_matches(p, ns, other) for p in peers)) and _port_matches(
+                rule.get("ports"), port, protocol
+            ):
+                return True
+    return not isolated
+
+
+def _service_pod(built: dict[str, dict[str, Any]]) -> Endpoint:
+    dep = built["Deployment/llm-service"]
+    ns = dep["metadata"]["namespace"]
+    return Endpoint(ns, {"kubernetes.io/metadata.name": ns}, dep["spec"]["template"]["metadata"]["labels"])
+
+
+def _pod(namespace: str, ns_labels: dict[str, str] | None = None, **labels: str) -> Endpoint:
+    return Endpoint(namespace, {"kubernetes.io/metadata.name": namespace, **(ns_labels or {})}, dict(labels))
+
+
+KUBE_DNS = _pod("kube-system", **{"k8s-app": "kube-dns"})
+PROMETHEUS = _pod("monitoring", **{"app.kubernetes.io/name": "prometheus"})
+CLIENT = _pod("team-a", {"llm-service.io/client": "true"}, app="checkout")
+
+
+def test_network_policy_lets_through_what_the_service_needs(built: dict[str, dict[str, Any]]) -> None:
+    pod = _service_pod(built)
+    assert allowed(built, pod, CLIENT, "Ingress", 50051), "a client namespace reaches gRPC"
+    assert allowed(built, pod, PROMETHEUS, "Ingress", 9464), "Prometheus in monitoring scrapes /metrics"
+    assert allowed(built, pod, KUBE_DNS, "Egress", 53, "UDP"), "DNS over UDP to kube-dns"
+    assert allowed(built, pod, KUBE_DNS, "Egress", 53, "TCP"), "DNS over TCP to kube-dns"
+    assert allowed(built, pod, Endpoint(ip="104.18.6.192"), "Egress", 443), "HTTPS to a provider"
+
+
+def test_network_policy_refuses_what_the_service_must_not_see(built: dict[str, dict[str, Any]]) -> None:
+    pod = _service_pod(built)
+    assert not allowed(built, pod, _pod("team-b", app="checkout"), "Ingress", 50051), "namespace without the client label"
+    assert not allowed(built, pod, CLIENT, "Ingress", 9464), "a client scraping metrics"
+    assert not allowed(built, pod, _pod("other", **{"app.kubernetes.io/name": "prometheus"}), "Ingress", 9464)
+    assert not allowed(built, pod, _pod("kube-system", app="other"), "Egress", 53, "UDP"), "DNS to a pod that is not kube-dns"
+    for ip, port in (("169.254.169.254", 80), ("169.254.169.254", 443), ("10.0.0.5", 443), ("192.168.1.1", 443)):
+        assert not allowed(built, pod, Endpoint(ip=ip), "Egress", port), f"{ip}:{port}"
+    assert not allowed(built, pod, Endpoint(ip="104.18.6.192"), "Egress", 80), "plain HTTP out"
+
+
+def test_the_policy_evaluator_sees_a_peer_selector_rewritten_by_labels(built: dict[str, dict[str, Any]]) -> None:
+    """The failure commonLabels caused: the kube-dns peer demanding the service's own labels."""
+    broken = {k: v for k, v in built.items()}
+    policy = yaml.safe_load(yaml.safe_dump(built["NetworkPolicy/llm-service"]))
+    for rule in policy["spec"]["egress"]:
+        for peer in rule.get("to", []):
+            if "podSelector" in peer:
+                peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] = "llm-service"
+    broken["NetworkPolicy/llm-service"] = policy
+    assert not allowed(broken, _service_pod(broken), KUBE_DNS, "Egress", 53, "UDP")
