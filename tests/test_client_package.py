@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+import pytest
 
 from fake_upstream import FakeUpstream, Script
 from tests.conftest import ROOT, ServerThread
 
 CLIENT = ROOT / "clients/python"
+FLOORS = ROOT / "tests/data/client_floors"
 
 
 def _run(*args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -54,3 +59,44 @@ def test_the_client_installs_alone_and_its_cli_streams_from_a_running_server(
     )
     assert failed.returncode != 0
     assert "FAILED_PRECONDITION" in failed.stderr and "UPSTREAM_AUTH_FAILED" in failed.stderr, "rich error details read"
+
+
+@pytest.fixture(scope="module")
+def client_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    wheels = tmp_path_factory.mktemp("wheels")
+    _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", wheels, CLIENT, cwd=wheels)
+    [wheel] = wheels.glob("llm_service_client-*.whl")
+    return wheel
+
+
+def _venv_from(lock: Path, wheel: Path, where: Path) -> Path:
+    _run(sys.executable, "-m", "venv", where)
+    py = where / "bin/python"
+    _run(py, "-m", "pip", "install", "--quiet", "--require-hashes", "--no-deps", "-r", lock)
+    _run(py, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", wheel)
+    return py
+
+
+def test_the_declared_floors_are_the_pins_the_floor_test_installs() -> None:
+    declared = tomllib.loads((CLIENT / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = dict(re.findall(r"^([a-z-]+)==(\S+)", (FLOORS / "at-floors.lock").read_text(), re.M))
+    assert sorted(declared) == sorted(f"{name}>={floors[name]}" for name in ("grpcio", "protobuf"))
+
+
+def test_the_client_streams_at_its_declared_floors(
+    tmp_path: Path, client_wheel: Path, server: ServerThread, fake: FakeUpstream
+) -> None:
+    py = _venv_from(FLOORS / "at-floors.lock", client_wheel, tmp_path / "venv")
+    versions = _run(py, "-c", "import grpc, google.protobuf as p; print(grpc.__version__, p.__version__)").stdout.split()
+    assert versions == ["1.85.1", "7.35.1"]
+    fake.script(Script(text="tokens at the floors"))
+    out = _run(py, "-m", "llm_client", "stream", "--target", server.target, "--model", "openai", "--timeout", "30", "hi")
+    assert "tokens at the floors" in out.stdout
+
+
+@pytest.mark.parametrize("lock", ["protobuf-below.lock", "grpcio-below.lock"])
+def test_below_its_floors_the_client_does_not_import(tmp_path: Path, client_wheel: Path, lock: str) -> None:
+    py = _venv_from(FLOORS / lock, client_wheel, tmp_path / "venv")
+    failed = subprocess.run([str(py), "-c", "import llm_client"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert failed.returncode != 0
+    assert re.search(r"VersionError|grpc package installed is at version", failed.stderr), failed.stderr[-500:]
