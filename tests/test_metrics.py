@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections import Counter as Tally
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fake_upstream import FakeUpstream, Script, Usage
 from llm_client import LLMClient, LLMServiceError, channel_options, pb
+from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from tests.conftest import ServerProcess, ServerThread, custom_server, free_port, user_msg
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -123,6 +125,44 @@ def test_request_stream_error_and_grpc_series(fake: FakeUpstream) -> None:
     assert total(samples, "grpc_server_msg_sent_total", grpc_method="Stream") == 5
     [(_, labels)] = [k for k in samples if k[0] == "llm_service_build_info"]
     assert dict(labels)["litellm_version"] == "1.106.0" and dict(labels)["version"]
+
+
+def test_calls_the_caller_ended_are_counted_as_the_caller_saw_them(fake: FakeUpstream) -> None:
+    """A cancelled call is CANCELLED and a passed deadline DEADLINE_EXCEEDED, in both series; no _created series."""
+    fake.script(Script(first_byte_delay_s=30), Script(first_byte_delay_s=30), Script(first_byte_delay_s=30))
+    with custom_server(fake) as (srv, _):
+        with grpc.insecure_channel(srv.target) as channel:
+            stub = pb_grpc.LLMServiceStub(channel)
+            stream = stub.Stream(pb.StreamRequest(model="openai", messages=[user_msg()]), timeout=30)
+            fake.wait_for(lambda rs: len(rs) == 1)
+            stream.cancel()
+            unary = stub.Complete.future(pb.CompleteRequest(model="openai", messages=[user_msg()]), timeout=30)
+            fake.wait_for(lambda rs: len(rs) == 2)
+            unary.cancel()
+            with pytest.raises(grpc.RpcError) as late:
+                stub.Complete(pb.CompleteRequest(model="openai", messages=[user_msg()]), timeout=0.5)
+            assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        samples = _wait_for_handled(srv, 3)
+    handled = {
+        dict(ls)["grpc_method"] + ":" + dict(ls)["grpc_code"]: v
+        for (n, ls), v in samples.items()
+        if n == "grpc_server_handled_total" and dict(ls)["grpc_service"] == "llm.v1.LLMService"
+    }
+    assert handled == {"Stream:CANCELLED": 1, "Complete:CANCELLED": 1, "Complete:DEADLINE_EXCEEDED": 1}
+    assert total(samples, "llm_requests_total", rpc="Stream", code="CANCELLED") == 1
+    assert total(samples, "llm_requests_total", rpc="Complete", code="CANCELLED") == 1
+    assert total(samples, "llm_requests_total", rpc="Complete", code="DEADLINE_EXCEEDED") == 1
+    assert not [n for n, _ in samples if n.endswith("_created")]
+
+
+def _wait_for_handled(srv: ServerThread, calls: int) -> Samples:
+    deadline = time.monotonic() + 5
+    while True:
+        samples = scrape(_port(srv))
+        done = total(samples, "grpc_server_handled_total", grpc_service="llm.v1.LLMService")
+        if done >= calls or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.05)
 
 
 def test_label_values_come_from_the_configuration_only(fake: FakeUpstream) -> None:

@@ -7,6 +7,7 @@ of handler, whether it yields its messages or writes them.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,7 @@ import grpc
 from llm_service.core import errors
 from llm_service.memory import IdleTrimmer
 from llm_service.metrics import Metrics
-from llm_service.status import MappedStatus, to_status
+from llm_service.status import MappedStatus, caller_ended_code, to_status
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
 
@@ -94,43 +95,52 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             for guard in guards:
                 started.append((guard, await guard.start(service, method, kind, context)))
         except BaseException:
-            _end(started, context, failed=True)
+            _end(started, context, "UNKNOWN")
             raise
         return started
 
     def _coroutine(self, guards: tuple[Guard, ...], behavior: Behavior, service: str, method: str, kind: str) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = await self._start(guards, service, method, kind, context)
-            failed = True
+            ended = "UNKNOWN"
             try:
                 response = await behavior(request, context)
-                failed = False
+                ended = "OK"
                 return response
+            except (asyncio.CancelledError, GeneratorExit):
+                ended = caller_ended_code(context)
+                raise
             finally:
-                _end(started, context, failed)
+                _end(started, context, ended)
 
         return wrapped
 
     def _generator(self, guards: tuple[Guard, ...], behavior: Behavior, service: str, method: str, kind: str) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = await self._start(guards, service, method, kind, context)
-            failed = True
+            ended = "UNKNOWN"
             try:
                 async for message in behavior(request, context):
                     for guard, token in started:
                         guard.sent(token)
                     yield message
-                failed = False
+                ended = "OK"
+            except (asyncio.CancelledError, GeneratorExit):
+                ended = caller_ended_code(context)
+                raise
             finally:
-                _end(started, context, failed)
+                _end(started, context, ended)
 
         return wrapped
 
 
-def _end(started: Started, context: grpc.aio.ServicerContext, failed: bool) -> None:
-    """End the started guards, innermost first, with the call's final gRPC code name."""
-    default = ("CANCELLED" if context.cancelled() else "UNKNOWN") if failed else "OK"
-    code = _code_name(context.code(), default)
+def _end(started: Started, context: grpc.aio.ServicerContext, ended: str) -> None:
+    """End the started guards, innermost first, with the call's final gRPC code name.
+
+    `ended` is what the wrapper saw: OK, the caller's end (CANCELLED or DEADLINE_EXCEEDED), or
+    UNKNOWN for an exception; a status the handler set with abort() wins over it.
+    """
+    code = ended if ended in ("CANCELLED", "DEADLINE_EXCEEDED") else _code_name(context.code(), ended)
     for guard, token in reversed(started):
         guard.end(token, code)
 

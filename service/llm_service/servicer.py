@@ -22,7 +22,7 @@ from llm_service.core import errors, types
 from llm_service.core.provider import Provider
 from llm_service.core.retry import Deadline
 from llm_service.metrics import Metrics
-from llm_service.status import MappedStatus, to_status
+from llm_service.status import MappedStatus, caller_ended_code, to_status
 
 log = logging.getLogger("llm_service.rpc")
 ROUTE_NAME_SHOWN_MAX_CHARS = 64
@@ -122,7 +122,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
             failure, err = self._map(exc, rec.fields["route"])
             rec.failed(failure, err)
         except BaseException:
-            rec.fields["code"] = "CANCELLED"
+            rec.fields["code"] = caller_ended_code(context)
             raise
         finally:
             rec.emit()
@@ -152,7 +152,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
             failure, err = self._map(exc, rec.fields["route"])
             rec.failed(failure, err)
         except BaseException:
-            rec.fields["code"] = "CANCELLED"
+            rec.fields["code"] = caller_ended_code(context)
             raise
         finally:
             rec.emit()
@@ -186,6 +186,9 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         except Exception as exc:
             failure, err = self._map(exc, rec.fields["route"])
             rec.failed(failure, err)
+        except BaseException:
+            rec.fields["code"] = caller_ended_code(context)
+            raise
         finally:
             rec.emit()
         assert failure is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -103,3 +104,9 @@ def duration(seconds: float) -> duration_pb2.Duration:
     """A protobuf Duration of the given seconds (rounded up to the millisecond)."""
     ms = max(0, math.ceil(seconds * 1000))
     return duration_pb2.Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def caller_ended_code(context: Any) -> str:
+    """The code a caller saw for a call it ended: its deadline passing, or a cancellation."""
+    remaining = context.time_remaining()
+    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0.001 else "CANCELLED"
