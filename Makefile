@@ -5,10 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 export LITELLM_LOCAL_MODEL_COST_MAP := True
-export PYTHONPATH := $(CURDIR)/service:$(CURDIR)/clients/python/src
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 CLIENT_SRC := $(shell find clients/python -name '*.py' -o -name '*.pyi' -o -name pyproject.toml 2>/dev/null)
+SERVER_SRC := pyproject.toml $(shell find service -name '*.py' -o -name '*.yaml' 2>/dev/null)
 GEN_DIR := clients/python/src/llm_client/_proto
 NPM_STAMP := protos/node_modules/.installed
 NODE_CLIENT_STAMP := clients/node/node_modules/.installed
@@ -47,7 +47,14 @@ $(VENV)/.client: $(VENV)/.deps $(CLIENT_SRC)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation --no-index ./clients/python
 	touch $@
 
-venv: $(VENV)/.client
+# The server package, installed (not editable) the way a user installs it: `llm-service` and
+# `python -m llm_service` work from the venv with no PYTHONPATH. Tests import the source tree.
+$(VENV)/.server: $(VENV)/.client $(SERVER_SRC)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --no-index .
+	rm -rf build/lib build/bdist.*
+	touch $@
+
+venv: $(VENV)/.server
 
 # Plotting for bench and soak only, from its own hash-checked lock (constrained to the dev lock's versions).
 $(VENV)/.bench: $(VENV)/.deps requirements-bench.lock
@@ -82,7 +89,7 @@ proto-check: $(VENV)/.deps
 	  else echo "generated code in $(GEN_DIR) is stale: run 'make proto' and commit" >&2; rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
 
 run: venv
-	$(PY) -m llm_service --config service/llm_service/default_config.yaml
+	$(BIN)/llm-service --config service/llm_service/default_config.yaml
 
 # The version of every outside tool a check uses, so a failure on another image is easy to read.
 versions: system-deps kubectl $(NPM_STAMP)

@@ -209,7 +209,13 @@ class ServerProcess:
     """
 
     def __init__(
-        self, config: dict[str, Any], workdir: Path, port: int | None = None, host: str = "127.0.0.1", **env: str
+        self,
+        config: dict[str, Any],
+        workdir: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        command: list[str] | None = None,
+        **env: str,
     ) -> None:
         self.port = port or free_port()
         self.target = f"{host}:{self.port}"
@@ -219,9 +225,14 @@ class ServerProcess:
         path.write_text(yaml.safe_dump({"server": server, **config}))
         self.lines: list[str] = []
         self.metrics_port = 0
+        if command is None:  # the source tree
+            command, environ = [sys.executable, "-m", "llm_service"], service_env(TEST_PROVIDER_KEY=SENTINEL_KEY, **env)
+        else:  # an installed server, found without PYTHONPATH
+            environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"TEST_PROVIDER_KEY": SENTINEL_KEY, **env}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llm_service", "--config", str(path)],
-            env=service_env(TEST_PROVIDER_KEY=SENTINEL_KEY, **env),
+            [*command, "--config", str(path)],
+            env=environ,
+            cwd=workdir,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
