@@ -3,8 +3,12 @@
     from llm_client import LLMClient, user
     with LLMClient("127.0.0.1:50051") as client:
         print(client.complete("demo", [user("Hello")]).text)
-        for event in client.stream("demo", [user("Hello")]):
-            ...
+        with client.stream("demo", [user("Hello")]) as answer:
+            for event in answer:
+                if event.kind == "text_delta":
+                    print(event.delta, end="")
+                elif event.kind == "finish":
+                    print(event.finish.usage)
 
 It depends on grpcio and protobuf only (never LiteLLM).
 """
@@ -12,16 +16,25 @@ It depends on grpcio and protobuf only (never LiteLLM).
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
 from llm_client.client import (
     AsyncLLMClient,
+    AsyncStream,
+    CallOptions,
     Completion,
     DeadlineExceeded,
     FailedPrecondition,
+    FinishEvent,
     InvalidArgument,
     LLMClient,
     LLMServiceError,
     NotFound,
     PermissionDenied,
+    ReasoningDeltaEvent,
     ResourceExhausted,
+    Stream,
     StreamEvent,
+    TextDeltaEvent,
+    TextEndEvent,
+    TokenCount,
+    ToolCallEvent,
     Unauthenticated,
     Unavailable,
     assistant,
@@ -34,16 +47,25 @@ from llm_client.client import (
 
 __all__ = [
     "AsyncLLMClient",
+    "AsyncStream",
+    "CallOptions",
     "Completion",
     "DeadlineExceeded",
     "FailedPrecondition",
+    "FinishEvent",
     "InvalidArgument",
     "LLMClient",
     "LLMServiceError",
     "NotFound",
     "PermissionDenied",
+    "ReasoningDeltaEvent",
     "ResourceExhausted",
+    "Stream",
     "StreamEvent",
+    "TextDeltaEvent",
+    "TextEndEvent",
+    "TokenCount",
+    "ToolCallEvent",
     "Unauthenticated",
     "Unavailable",
     "assistant",

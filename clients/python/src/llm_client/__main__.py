@@ -57,7 +57,7 @@ def _run(client: LLMClient, args: argparse.Namespace) -> int:
             print(json.dumps(json_format.MessageToDict(event.raw)), flush=True)
         elif event.kind == "text_delta":
             print(event.delta, end="", flush=True)
-        elif event.kind == "tool_call" and event.tool_call is not None:
+        elif event.kind == "tool_call":
             print(f"\ntool call {event.tool_call.name}({event.tool_call.arguments_json})", flush=True)
         elif event.kind == "finish":
             print()

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 import grpc
 import grpc.aio
@@ -130,38 +134,189 @@ class Completion:
         )
 
 
+class _TextSoFar:
+    """The answer's text as it grows: pieces appended in O(1), joined only when read."""
+
+    def __init__(self) -> None:
+        self._pieces: list[str] = []
+        self._ends: list[int] = []
+        self._joined = ""
+        self._joined_count = 0
+
+    def append(self, piece: str) -> int:
+        self._pieces.append(piece)
+        self._ends.append((self._ends[-1] if self._ends else 0) + len(piece))
+        return len(self._pieces)
+
+    @property
+    def count(self) -> int:
+        return len(self._pieces)
+
+    def upto(self, count: int) -> str:
+        """The text of the first `count` pieces."""
+        if count == 0:
+            return ""
+        if self._joined_count < len(self._pieces):
+            self._joined += "".join(self._pieces[self._joined_count :])
+            self._joined_count = len(self._pieces)
+        end = self._ends[count - 1]
+        return self._joined if end == len(self._joined) else self._joined[:end]
+
+
 @dataclass(frozen=True)
-class StreamEvent:
-    """One streamed event. kind is the oneof name; text is the accumulated answer so far."""
-
-    kind: str
-    delta: str
-    text: str
+class _Event:
     raw: pb.StreamResponse
-    tool_call: pb.ToolCall | None = None
-    finish: pb.Finish | None = None
+    _text: _TextSoFar = field(repr=False, compare=False)
+    _upto: int = field(repr=False, compare=False)
+
+    @property
+    def text(self) -> str:
+        """The answer's text up to and including this event (joined when read, not per event)."""
+        return self._text.upto(self._upto)
 
 
-@dataclass
-class _Accumulator:
-    text: list[str] = field(default_factory=list)
+@dataclass(frozen=True)
+class TextDeltaEvent(_Event):
+    """New answer text."""
 
-    def wrap(self, r: pb.StreamResponse) -> StreamEvent:
-        kind = r.WhichOneof("event") or ""
-        delta = ""
-        if kind == "text_delta":
-            delta = r.text_delta.text
-            self.text.append(delta)
-        elif kind == "reasoning_delta":
-            delta = r.reasoning_delta.text
-        return StreamEvent(
-            kind=kind,
-            delta=delta,
-            text="".join(self.text),
-            raw=r,
-            tool_call=r.tool_call if kind == "tool_call" else None,
-            finish=r.finish if kind == "finish" else None,
-        )
+    delta: str
+    kind: Literal["text_delta"] = "text_delta"
+
+
+@dataclass(frozen=True)
+class ReasoningDeltaEvent(_Event):
+    """New reasoning text."""
+
+    delta: str
+    kind: Literal["reasoning_delta"] = "reasoning_delta"
+
+
+@dataclass(frozen=True)
+class ToolCallEvent(_Event):
+    """A complete tool call."""
+
+    tool_call: pb.ToolCall
+    kind: Literal["tool_call"] = "tool_call"
+
+
+@dataclass(frozen=True)
+class TextEndEvent(_Event):
+    """The end of the answer's text."""
+
+    kind: Literal["text_end"] = "text_end"
+
+
+@dataclass(frozen=True)
+class FinishEvent(_Event):
+    """The end of a successful stream: usage, finish reason, cost, gateway facts."""
+
+    finish: pb.Finish
+    kind: Literal["finish"] = "finish"
+
+
+StreamEvent = TextDeltaEvent | ReasoningDeltaEvent | ToolCallEvent | TextEndEvent | FinishEvent
+"""One streamed event; `kind` tells which (`if event.kind == "finish": event.finish.usage`)."""
+
+
+def _event(r: pb.StreamResponse, text: _TextSoFar) -> StreamEvent | None:
+    kind = r.WhichOneof("event")
+    if kind == "text_delta":
+        return TextDeltaEvent(r, text, text.append(r.text_delta.text), r.text_delta.text)
+    if kind == "reasoning_delta":
+        return ReasoningDeltaEvent(r, text, text.count, r.reasoning_delta.text)
+    if kind == "tool_call":
+        return ToolCallEvent(r, text, text.count, r.tool_call)
+    if kind == "text_end":
+        return TextEndEvent(r, text, text.count)
+    if kind == "finish":
+        return FinishEvent(r, text, text.count, r.finish)
+    return None  # the error event: the status that follows carries the same error
+
+
+class Stream:
+    """A streamed answer: iterate it for events; `with` closes the call (and the upstream) on exit."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._text = _TextSoFar()
+
+    @property
+    def text(self) -> str:
+        """The answer's text received so far."""
+        return self._text.upto(self._text.count)
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        try:
+            with _mapped_errors():
+                for r in self._call:
+                    event = _event(r, self._text)
+                    if event is not None:
+                        yield event
+        finally:
+            self.cancel()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+    def cancel(self) -> None:
+        """End the call now; the server closes the upstream request."""
+        self._call.cancel()
+
+
+class AsyncStream:
+    """A streamed answer for asyncio: `async for` its events; `async with` closes the call on exit.
+
+    Breaking out of `async for` alone leaves the call open until `cancel()` or the end of the
+    `async with` block: an async iterator is not closed when a loop leaves it.
+    """
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._text = _TextSoFar()
+        self._responses: AsyncIterator[pb.StreamResponse] | None = None
+
+    @property
+    def text(self) -> str:
+        """The answer's text received so far."""
+        return self._text.upto(self._text.count)
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        if self._responses is None:
+            self._responses = self._call.__aiter__()
+        while True:
+            try:
+                with _mapped_errors():
+                    r = await self._responses.__anext__()
+            except BaseException:
+                self.cancel()
+                raise
+            event = _event(r, self._text)
+            if event is not None:
+                return event
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cancel()
+
+    def cancel(self) -> None:
+        """End the call now; the server closes the upstream request."""
+        self._call.cancel()
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    """CountTokens' answer: the input tokens, and whether LiteLLM's tokenizer or the estimate made it."""
+
+    input_tokens: int
+    method: Literal["litellm", "estimate"]
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -232,6 +387,15 @@ _BY_CODE: dict[grpc.StatusCode, type[LLMServiceError]] = {
 }
 
 
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """Turn a failed gRPC call into its LLMServiceError (the one place the client does it)."""
+    try:
+        yield
+    except grpc.RpcError as err:
+        raise error_from_rpc(err) from None
+
+
 def error_from_rpc(err: grpc.RpcError | grpc.aio.AioRpcError) -> LLMServiceError:
     """An LLMServiceError from a failed call, reading the rich status details from the trailers."""
     code: grpc.StatusCode = err.code()
@@ -247,32 +411,103 @@ def error_from_rpc(err: grpc.RpcError | grpc.aio.AioRpcError) -> LLMServiceError
 # --- requests ------------------------------------------------------------------------------------
 
 
-def _request_fields(
-    model: str,
-    messages: Sequence[pb.Message],
-    system: str,
-    tools: Sequence[pb.Tool],
-    max_tokens: int | None,
-    temperature: float | None,
-    json_mode: bool,
-    max_retries: int | None,
-    metadata: dict[str, str] | None,
-) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "model": model,
-        "messages": list(messages),
-        "system": system,
-        "tools": list(tools),
-        "json_mode": json_mode,
-        "metadata": metadata or {},
-    }
-    for name, value in (("max_tokens", max_tokens), ("temperature", temperature), ("max_retries", max_retries)):
-        if value is not None:
-            fields[name] = value
+class CallOptions(TypedDict, total=False):
+    """The keyword arguments every call takes (each is a field of the request; unset means the default).
+
+    system: a system prompt (besides any system messages).
+    tools: the tools the model may call (`pb.Tool`, schema as JSON text).
+    tool_choice: "auto", "none", "required", the name of the one tool to call, or a `pb.ToolChoice`.
+    max_tokens, temperature, top_p, stop_sequences, seed: the sampling controls.
+    json_mode: ask for a JSON object. response_format: a JSON Schema (a dict, or `pb.ResponseFormat`).
+    max_retries: the server's retries for this call (capped by the server).
+    metadata: caller key/values for attribution in the server's logs (never labels).
+    timeout: the gRPC deadline in seconds (default 120).
+    """
+
+    system: str
+    tools: Sequence[pb.Tool]
+    tool_choice: str | pb.ToolChoice
+    max_tokens: int
+    temperature: float
+    top_p: float
+    stop_sequences: Sequence[str]
+    seed: int
+    json_mode: bool
+    response_format: dict[str, Any] | pb.ResponseFormat
+    max_retries: int
+    metadata: dict[str, str]
+    timeout: float
+
+
+_MODES = {"auto": pb.TOOL_CHOICE_MODE_AUTO, "none": pb.TOOL_CHOICE_MODE_NONE, "required": pb.TOOL_CHOICE_MODE_REQUIRED}
+
+
+def _tool_choice(choice: str | pb.ToolChoice) -> pb.ToolChoice:
+    if isinstance(choice, pb.ToolChoice):
+        return choice
+    mode = _MODES.get(choice)
+    return pb.ToolChoice(mode=mode) if mode is not None else pb.ToolChoice(tool_name=choice)
+
+
+def _response_format(fmt: dict[str, Any] | pb.ResponseFormat) -> pb.ResponseFormat:
+    return fmt if isinstance(fmt, pb.ResponseFormat) else pb.ResponseFormat(json_schema=json.dumps(fmt))
+
+
+def _fields(model: str, messages: Sequence[pb.Message], options: CallOptions, allowed: frozenset[str]) -> dict[str, Any]:
+    """The request's fields from a call's options; options the request does not have are refused."""
+    unknown = set(options) - allowed - {"timeout"}
+    if unknown:
+        raise TypeError(f"unexpected option(s) for this call: {', '.join(sorted(unknown))}")
+    fields: dict[str, Any] = {"model": model, "messages": list(messages)}
+    for name, value in options.items():
+        if name == "timeout" or value is None:
+            continue
+        if name == "tool_choice":
+            value = _tool_choice(value)  # type: ignore[arg-type]
+        elif name == "response_format":
+            value = _response_format(value)  # type: ignore[arg-type]
+        elif name in ("tools", "messages", "stop_sequences"):
+            value = list(value)  # type: ignore[call-overload]
+        fields[name] = value
     return fields
 
 
-class LLMClient:
+_ANSWER_OPTIONS = frozenset(CallOptions.__annotations__)
+_COUNT_OPTIONS = frozenset({"system", "tools"})
+
+
+class _Base:
+    """What the blocking and asyncio clients share: the channel's options and the requests."""
+
+    def __init__(
+        self,
+        target: str,
+        tls: bool | grpc.ChannelCredentials,
+        token: str | None,
+        options: list[tuple[str, Any]] | None,
+    ) -> None:
+        self._target = target
+        self._creds = _credentials(tls, token)
+        self._options = options if options is not None else channel_options()
+
+    @staticmethod
+    def _complete_request(model: str, messages: Sequence[pb.Message], options: CallOptions) -> pb.CompleteRequest:
+        return pb.CompleteRequest(**_fields(model, messages, options, _ANSWER_OPTIONS))
+
+    @staticmethod
+    def _stream_request(model: str, messages: Sequence[pb.Message], options: CallOptions) -> pb.StreamRequest:
+        return pb.StreamRequest(**_fields(model, messages, options, _ANSWER_OPTIONS))
+
+    @staticmethod
+    def _count_request(model: str, messages: Sequence[pb.Message], options: CallOptions) -> pb.CountTokensRequest:
+        return pb.CountTokensRequest(**_fields(model, messages, options, _COUNT_OPTIONS))
+
+    @staticmethod
+    def _token_count(r: pb.CountTokensResponse) -> TokenCount:
+        return TokenCount(r.input_tokens, "litellm" if r.method == pb.TOKEN_COUNT_METHOD_LITELLM else "estimate")
+
+
+class LLMClient(_Base):
     """A blocking client. Use as a context manager, or call close()."""
 
     def __init__(
@@ -283,8 +518,8 @@ class LLMClient:
         token: str | None = None,
         options: list[tuple[str, Any]] | None = None,
     ) -> None:
-        creds = _credentials(tls, token)
-        opts = options if options is not None else channel_options()
+        super().__init__(target, tls, token, options)
+        creds, opts = self._creds, self._options
         self._channel = grpc.secure_channel(target, creds, opts) if creds else grpc.insecure_channel(target, opts)
         self.stub = pb_grpc.LLMServiceStub(self._channel)
 
@@ -299,68 +534,30 @@ class LLMClient:
         self._channel.close()
 
     def models(self, timeout: float = 10.0) -> list[pb.Model]:
-        """The routes the server offers."""
-        try:
+        """The routes the server offers (those the caller's token may use)."""
+        with _mapped_errors():
             return list(self.stub.ListModels(pb.ListModelsRequest(), timeout=timeout).models)
-        except grpc.RpcError as err:
-            raise error_from_rpc(err) from None
 
-    def complete(
-        self,
-        model: str,
-        messages: Sequence[pb.Message],
-        *,
-        system: str = "",
-        tools: Sequence[pb.Tool] = (),
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        json_mode: bool = False,
-        max_retries: int | None = None,
-        metadata: dict[str, str] | None = None,
-        timeout: float = DEFAULT_TIMEOUT_S,
-    ) -> Completion:
-        """One complete answer; timeout sets the gRPC deadline."""
-        req = pb.CompleteRequest(
-            **_request_fields(model, messages, system, tools, max_tokens, temperature, json_mode, max_retries, metadata)
-        )
-        try:
-            return Completion.from_proto(self.stub.Complete(req, timeout=timeout))
-        except grpc.RpcError as err:
-            raise error_from_rpc(err) from None
+    def complete(self, model: str, messages: Sequence[pb.Message], **options: Unpack[CallOptions]) -> Completion:
+        """One complete answer on a route. Options: see CallOptions."""
+        req = self._complete_request(model, messages, options)
+        with _mapped_errors():
+            return Completion.from_proto(self.stub.Complete(req, timeout=options.get("timeout", DEFAULT_TIMEOUT_S)))
 
-    def stream(
-        self,
-        model: str,
-        messages: Sequence[pb.Message],
-        *,
-        system: str = "",
-        tools: Sequence[pb.Tool] = (),
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        json_mode: bool = False,
-        max_retries: int | None = None,
-        metadata: dict[str, str] | None = None,
-        timeout: float = DEFAULT_TIMEOUT_S,
-    ) -> Iterator[StreamEvent]:
-        """Streamed events; each carries the accumulated text. Raises LLMServiceError on failure."""
-        req = pb.StreamRequest(
-            **_request_fields(model, messages, system, tools, max_tokens, temperature, json_mode, max_retries, metadata)
-        )
-        acc = _Accumulator()
-        call = self.stub.Stream(req, timeout=timeout)
-        try:
-            for r in call:
-                if r.WhichOneof("event") == "error":
-                    continue  # the status that follows carries the same error
-                yield acc.wrap(r)
-        except grpc.RpcError as err:
-            raise error_from_rpc(err) from None
-        finally:
-            call.cancel()
+    def stream(self, model: str, messages: Sequence[pb.Message], **options: Unpack[CallOptions]) -> Stream:
+        """A streamed answer: iterate it for events (`with` it to close the call early). Options: see CallOptions."""
+        req = self._stream_request(model, messages, options)
+        return Stream(self.stub.Stream(req, timeout=options.get("timeout", DEFAULT_TIMEOUT_S)))
+
+    def count_tokens(self, model: str, messages: Sequence[pb.Message], **options: Unpack[CallOptions]) -> TokenCount:
+        """The input tokens a request would use on a route (only system and tools apply)."""
+        req = self._count_request(model, messages, options)
+        with _mapped_errors():
+            return self._token_count(self.stub.CountTokens(req, timeout=options.get("timeout", DEFAULT_TIMEOUT_S)))
 
 
-class AsyncLLMClient:
-    """An asyncio client. Use as an async context manager, or await close()."""
+class AsyncLLMClient(_Base):
+    """An asyncio client with the same methods. Use as an async context manager, or await close()."""
 
     def __init__(
         self,
@@ -370,8 +567,8 @@ class AsyncLLMClient:
         token: str | None = None,
         options: list[tuple[str, Any]] | None = None,
     ) -> None:
-        creds = _credentials(tls, token)
-        opts = options if options is not None else channel_options()
+        super().__init__(target, tls, token, options)
+        creds, opts = self._creds, self._options
         self._channel = grpc.aio.secure_channel(target, creds, opts) if creds else grpc.aio.insecure_channel(target, opts)
         self.stub = pb_grpc.LLMServiceStub(self._channel)
 
@@ -385,55 +582,24 @@ class AsyncLLMClient:
         """Close the channel."""
         await self._channel.close()
 
-    async def complete(
-        self,
-        model: str,
-        messages: Sequence[pb.Message],
-        *,
-        system: str = "",
-        tools: Sequence[pb.Tool] = (),
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        json_mode: bool = False,
-        max_retries: int | None = None,
-        metadata: dict[str, str] | None = None,
-        timeout: float = DEFAULT_TIMEOUT_S,
-    ) -> Completion:
-        """One complete answer; timeout sets the gRPC deadline."""
-        req = pb.CompleteRequest(
-            **_request_fields(model, messages, system, tools, max_tokens, temperature, json_mode, max_retries, metadata)
-        )
-        try:
-            return Completion.from_proto(await self.stub.Complete(req, timeout=timeout))
-        except grpc.aio.AioRpcError as err:
-            raise error_from_rpc(err) from None
+    async def models(self, timeout: float = 10.0) -> list[pb.Model]:
+        """The routes the server offers (those the caller's token may use)."""
+        with _mapped_errors():
+            return list((await self.stub.ListModels(pb.ListModelsRequest(), timeout=timeout)).models)
 
-    async def stream(
-        self,
-        model: str,
-        messages: Sequence[pb.Message],
-        *,
-        system: str = "",
-        tools: Sequence[pb.Tool] = (),
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        json_mode: bool = False,
-        max_retries: int | None = None,
-        metadata: dict[str, str] | None = None,
-        timeout: float = DEFAULT_TIMEOUT_S,
-    ) -> AsyncIterator[StreamEvent]:
-        """Streamed events; each carries the accumulated text. Raises LLMServiceError on failure."""
-        req = pb.StreamRequest(
-            **_request_fields(model, messages, system, tools, max_tokens, temperature, json_mode, max_retries, metadata)
-        )
-        acc = _Accumulator()
-        call = self.stub.Stream(req, timeout=timeout)
-        try:
-            async for r in call:
-                if r.WhichOneof("event") == "error":
-                    continue
-                yield acc.wrap(r)
-        except grpc.aio.AioRpcError as err:
-            raise error_from_rpc(err) from None
-        finally:
-            call.cancel()
+    async def complete(self, model: str, messages: Sequence[pb.Message], **options: Unpack[CallOptions]) -> Completion:
+        """One complete answer on a route. Options: see CallOptions."""
+        req = self._complete_request(model, messages, options)
+        with _mapped_errors():
+            return Completion.from_proto(await self.stub.Complete(req, timeout=options.get("timeout", DEFAULT_TIMEOUT_S)))
+
+    def stream(self, model: str, messages: Sequence[pb.Message], **options: Unpack[CallOptions]) -> AsyncStream:
+        """A streamed answer: `async with client.stream(...) as s: async for event in s`. Options: see CallOptions."""
+        req = self._stream_request(model, messages, options)
+        return AsyncStream(self.stub.Stream(req, timeout=options.get("timeout", DEFAULT_TIMEOUT_S)))
+
+    async def count_tokens(self, model: str, messages: Sequence[pb.Message], **options: Unpack[CallOptions]) -> TokenCount:
+        """The input tokens a request would use on a route (only system and tools apply)."""
+        req = self._count_request(model, messages, options)
+        with _mapped_errors():
+            return self._token_count(await self.stub.CountTokens(req, timeout=options.get("timeout", DEFAULT_TIMEOUT_S)))
