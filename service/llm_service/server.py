@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
@@ -21,6 +20,7 @@ from llm_service.core import litellm_setup
 from llm_service.core.provider import Provider
 from llm_service.interceptors import AdmissionGuard, GuardInterceptor, MetricsGuard
 from llm_service.metrics import Metrics
+from llm_service.reflection import REFLECTION_SERVICES, serve_reflection
 from llm_service.servicer import LLMServicer
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,10 @@ class RunningServer:
 def _auth_guard(config: Config) -> AuthGuard:
     sec = config.security
     tokens = TokenStore(sec.tokens_file) if sec.tokens_file else None
-    return AuthGuard(tokens, mutual_tls=bool(sec.tls_client_ca_file), open_services=frozenset(sec.open_services))
+    open_services = set(sec.open_services)
+    if open_services & REFLECTION_SERVICES:  # one service under two names: opening either opens both
+        open_services |= REFLECTION_SERVICES
+    return AuthGuard(tokens, mutual_tls=bool(sec.tls_client_ca_file), open_services=frozenset(open_services))
 
 
 def _add_port(server: grpc.aio.Server, address: str, config: Config) -> int:
@@ -116,9 +119,7 @@ async def start(config: Config, listen: str | None = None, reuse_port: bool = Fa
     pb_grpc.add_LLMServiceServicer_to_server(LLMServicer(config, provider, metrics), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
-    )
+    serve_reflection(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
     address = listen or config.server.listen
     try:
         port = _add_port(server, address, config)
