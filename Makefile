@@ -22,7 +22,7 @@ PEER_VENV := .venv-peer
 OVERLAYS := dev prod
 K8S_VERSION := 1.30.0
 
-.PHONY: help unit versions kubectl venv bench-deps system-deps run test parity soak bench bench-peer lint deploy-check stubs release-contract proto proto-check typecheck clean lock
+.PHONY: help unit versions kubectl go-client venv bench-deps system-deps run test parity soak bench bench-peer lint deploy-check stubs release-contract proto proto-check typecheck clean lock
 
 help:
 	@echo "make run    start the service with the bundled config (demo route -> bundled fake upstream)"
@@ -121,7 +121,7 @@ typecheck: venv
 	$(BIN)/mypy
 
 # Every test, then the parity check: each provider-core item (PC01-PC28) has a passing test.
-test: venv system-deps kubectl $(NODE_CLIENT_STAMP) lint
+test: venv system-deps kubectl $(NODE_CLIENT_STAMP) $(GO_CLIENT) lint
 	@mkdir -p $(RESULTS)
 	$(BIN)/pytest --junitxml=$(RESULTS)/junit.xml
 	@$(PY) tests/parity.py --junit $(RESULTS)/junit.xml >/dev/null && echo "parity: every PC item has passing tests (make parity shows the table)"
@@ -203,3 +203,20 @@ lock:
 	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 -c requirements-dev.lock requirements-bench.in -o requirements-bench.lock
 	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 requirements-deploy.in -o requirements-deploy.lock
 	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 requirements-peer.in -o requirements-peer.lock
+
+# The Go interop client, built offline: protoc with Debian's Go plugins writes the generated
+# package into a GOPATH under build/, Debian's Go libraries (/usr/share/gocode) supply grpc-go,
+# protobuf and errdetails, and GOPROXY=off forbids any module download.
+GO_ROOT := $(CURDIR)/build/go
+GO_GEN := $(GO_ROOT)/src/github.com/llm-service/llm-service/gen/go/llm/v1
+GO_CLIENT := $(GO_ROOT)/bin/llm-interop
+$(GO_CLIENT): protos/llm/v1/llm_service.proto clients/go/main.go | system-deps
+	rm -rf $(GO_ROOT)/src && mkdir -p $(GO_GEN) $(GO_ROOT)/src/github.com/llm-service/llm-service/clients $(GO_ROOT)/bin
+	protoc -I protos --go_out=$(GO_ROOT)/src --go-grpc_out=$(GO_ROOT)/src llm/v1/llm_service.proto
+	ln -s $(CURDIR)/clients/go $(GO_ROOT)/src/github.com/llm-service/llm-service/clients/go
+	cd $(GO_ROOT)/src/github.com/llm-service/llm-service/clients/go && \
+	  GO111MODULE=off GOPROXY=off GOFLAGS= GOPATH=$(GO_ROOT):/usr/share/gocode GOCACHE=$(GO_ROOT)/cache \
+	  go build -o $(GO_CLIENT) .
+	@echo "built $(GO_CLIENT) with $$(go version | cut -d' ' -f3)"
+
+go-client: $(GO_CLIENT)

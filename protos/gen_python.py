@@ -18,7 +18,7 @@ from pathlib import Path
 
 PREFIX = "llm_client._proto."
 PROTO_ROOT = Path(__file__).resolve().parent
-PROTO_FILES = sorted(p.relative_to(PROTO_ROOT).as_posix() for p in PROTO_ROOT.rglob("*.proto"))
+PROTO_FILES = sorted(p.relative_to(PROTO_ROOT).as_posix() for p in (PROTO_ROOT / "llm").rglob("*.proto"))
 
 
 def _rewrite(path: Path) -> None:

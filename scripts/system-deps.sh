@@ -2,7 +2,7 @@
 # Installs the Debian packages the checks need, but only for what is missing.
 #
 # Each line of the table is "NEED PACKAGE": NEED is a command looked up on PATH, or an
-# absolute path that must exist. A need that is already met, by whatever package or image
+# absolute path that must exist (the Go libraries the Go client builds against, offline). A need that is already met, by whatever package or image
 # provided it, is used as it is, so nothing the machine already has is replaced (CI images
 # ship their own kubectl, for one). Only the packages for unmet needs are installed.
 set -euo pipefail
@@ -14,6 +14,11 @@ protoc              protobuf-compiler
 protoc-gen-go       protoc-gen-go
 protoc-gen-go-grpc  protoc-gen-go-grpc
 grpc_java_plugin    protobuf-compiler-grpc-java-plugin
+go                  golang-go
+/usr/share/gocode/src/google.golang.org/grpc                             golang-google-grpc-dev
+/usr/share/gocode/src/github.com/golang/protobuf/proto                   golang-github-golang-protobuf-1-5-dev
+/usr/share/gocode/src/google.golang.org/protobuf/proto                   golang-google-protobuf-dev
+/usr/share/gocode/src/google.golang.org/genproto/googleapis/rpc/errdetails golang-google-genproto-dev
 '
 
 met() {

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from llm_client import pb
 from tests.conftest import ROOT
 
 PROTOS = ROOT / "protos"
@@ -49,3 +50,21 @@ def test_a_breaking_change_fails_the_check(contract_copy: Path, old: str, new: s
     proto.write_text(text.replace(old, new, 1))
     result = _breaking(contract_copy)
     assert result.returncode != 0, "buf breaking accepted a breaking change"
+
+
+def test_the_shipped_google_rpc_protos_are_the_pinned_release() -> None:
+    """protos/third_party/google/rpc is googleapis-common-protos' copy, unchanged."""
+    import google.rpc
+
+    pinned = Path(google.rpc.__path__[0])
+    shipped = ROOT / "protos/third_party/google/rpc"
+    names = sorted(p.name for p in shipped.glob("*.proto"))
+    assert names == ["code.proto", "error_details.proto", "status.proto"]
+    for name in names:
+        assert (shipped / name).read_bytes() == (pinned / name).read_bytes(), name
+
+
+def test_the_proto_names_its_go_and_java_packages() -> None:
+    options = pb.DESCRIPTOR.GetOptions()
+    assert options.go_package == "github.com/llm-service/llm-service/gen/go/llm/v1;llmv1"
+    assert options.java_package == "dev.llmservice.llm.v1" and options.java_multiple_files
