@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from fake_upstream import FakeUpstream, Script
-from llm_client import LLMClient, LLMServiceError, Unavailable, channel_options
+from llm_client import LLMClient, LLMServiceError, Unavailable, channel_options, pb
 from tests.conftest import custom_server, user_msg
 from tests.test_metrics import scrape, total
 
@@ -79,3 +79,72 @@ def test_f05_breaker_opens_fails_fast_and_closes_after_recovery(fake: FakeUpstre
         assert len(fake.requests()) == 6
         assert total(scrape(port), "llm_circuit_breaker_state", route="openai") == 0
     print(f"open breaker: calls failed in {max(fast) * 1000:.1f} ms at most")
+
+
+# --- a half-open probe is given back however it ends ------------------------------------------------
+
+PROBE_ENDINGS = {
+    # how the probe ends: (the upstream's script for the probe, the caller's timeout, cancel after s)
+    "deadline": (Script(first_byte_delay_s=30), 1.0, None),
+    "cancellation": (Script(first_byte_delay_s=30), 30.0, 0.5),
+    "stall": (Script(text="a b c", stall_after_chunks=1, stall_s=30), 30.0, None),
+    "error": (Script(status=503), 30.0, None),
+}
+
+
+def _probe(target: str, rpc: str, timeout: float, cancel_after: float | None) -> None:
+    from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.LLMServiceStub(channel)
+        if rpc == "Complete":
+            future = stub.Complete.future(
+                pb.CompleteRequest(model="openai", messages=[user_msg()], max_retries=0), timeout=timeout
+            )
+            if cancel_after is not None:
+                time.sleep(cancel_after)
+                future.cancel()
+            with pytest.raises((grpc.RpcError, grpc.FutureCancelledError)):
+                future.result()
+        else:
+            stream = stub.Stream(pb.StreamRequest(model="openai", messages=[user_msg()], max_retries=0), timeout=timeout)
+            if cancel_after is not None:
+                threading.Timer(cancel_after, stream.cancel).start()
+            with pytest.raises(grpc.RpcError):
+                list(stream)
+
+
+@pytest.mark.parametrize("path", ["fast-path", "litellm-path"])
+@pytest.mark.parametrize(
+    ("rpc", "ending"),
+    # a stall (idle_timeout_s between chunks) is a streamed answer's ending
+    [
+        (rpc, ending)
+        for rpc in ("Complete", "Stream")
+        for ending in sorted(PROBE_ENDINGS)
+        if (rpc, ending) != ("Complete", "stall")
+    ],
+)
+def test_f05_breaker_admits_calls_again_however_its_probe_ended(fake: FakeUpstream, path: str, rpc: str, ending: str) -> None:
+    open_s = 0.3
+    resilience = {"breaker_failures": 3, "breaker_open_s": open_s}
+    routes = {"openai": {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}}}
+    routes["openai"]["idle_timeout_s"] = 0.5
+    routes["openai"]["fast_path"] = path == "fast-path"
+    probe_script, timeout, cancel_after = PROBE_ENDINGS[ending]
+    fake.script(Script(status=503, times=3), probe_script)
+    with custom_server(fake, resilience=resilience, routes=routes) as (srv, client):
+        for _ in range(3):
+            with pytest.raises(Unavailable):
+                client.complete("openai", [user_msg()], max_retries=0, timeout=30)
+        with pytest.raises(Unavailable) as opened:
+            client.complete("openai", [user_msg()], timeout=30)
+        assert opened.value.reason == "UPSTREAM_CIRCUIT_OPEN"
+        time.sleep(open_s + 0.1)
+        _probe(srv.target, rpc, timeout, cancel_after)
+        fake.wait_for(lambda rs: len(rs) == 4 and rs[3].ended_at is not None, timeout_s=5)
+        if ending in ("error", "stall"):
+            time.sleep(open_s + 0.1)  # a failed probe opens the breaker again: the next probe comes after open_s
+        answered = client.complete("openai", [user_msg()], timeout=30)
+        assert answered.text, f"the breaker let a call through after a probe ended by {ending}"
+        assert len(fake.requests()) == 5

@@ -63,6 +63,7 @@ class _CallState:
     deadline: Deadline
     attempts: int = 0
     upstream_s: float = 0.0
+    probe: bool = False  # the attempt in flight is the breaker's half-open probe
 
     def __post_init__(self) -> None:
         self.retries: dict[RetryReason, int] = {}
@@ -126,6 +127,7 @@ class Provider:
         breaker = self.health(state.route).breaker
         before = breaker.state
         wait = breaker.admit()
+        state.probe = wait is None and breaker.state is BreakerState.HALF_OPEN
         self._breaker_changed(state.route, before)
         if wait is not None:
             err = errors.CircuitOpen(
@@ -134,6 +136,15 @@ class Provider:
             )
             err.attempts = state.attempts
             raise err
+
+    def _attempt_ended(self, state: _CallState) -> None:
+        """However an attempt ended (answer, failure, deadline, cancellation, stall), a probe it held is
+        given back: after an answer or a failure the breaker has already moved on; otherwise (the
+        caller's deadline or cancellation) the next call may probe. Without this a probe ended by the
+        caller left the breaker half-open with its one probe taken, refusing every call for ever."""
+        if state.probe:
+            state.probe = False
+            self.health(state.route).breaker.released()
 
     def _upstream_failed(self, state: _CallState) -> None:
         health = self.health(state.route)
@@ -360,9 +371,6 @@ class Provider:
                 async for event in self._stream_attempt(req, http, state, asm):
                     sent = True
                     yield event
-            except asyncio.CancelledError:
-                self.health(route).breaker.released()
-                raise
             except Exception as exc:
                 if sent:
                     err = classify(exc, req.secrets)
@@ -449,6 +457,7 @@ class Provider:
                 state.upstream_s += time.monotonic() - started
             else:
                 await close_quietly(response)
+            self._attempt_ended(state)
 
     # --- unary -----------------------------------------------------------------------------
 
@@ -486,9 +495,6 @@ class Provider:
                         answer = decode_response(await litellm.acompletion(**req.kwargs))
             except TimeoutError:
                 raise errors.DeadlineExceeded("the caller's deadline passed while waiting for the upstream") from None
-            except asyncio.CancelledError:
-                self.health(route).breaker.released()
-                raise
             except Exception as exc:
                 if await self._switch_to_tool_compat(state, req, exc):
                     return await self._complete_tool_compat(route, call, state)
@@ -496,6 +502,7 @@ class Provider:
                 continue
             finally:
                 state.upstream_s += time.monotonic() - started
+                self._attempt_ended(state)
             asm = StreamAssembler()
             asm.feed(answer)
             self._attempt_answered(req, state, asm)
