@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any
 
+from llm_service.core import secrets
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
 
@@ -35,7 +37,7 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
+        return secrets.redact(json.dumps(out, default=str, ensure_ascii=False))
 
 
 def configure(level: str = "INFO", stream: Any = None, fields: dict[str, Any] | None = None) -> None:

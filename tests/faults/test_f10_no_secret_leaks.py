@@ -76,3 +76,42 @@ def test_f10_no_key_or_token_anywhere(fake: FakeUpstream, tmp_path: Path) -> Non
     for name, text in places.items():
         for secret in (SENTINEL_KEY, OAUTH_SENTINEL_KEY, CLIENT_TOKEN, WRONG_TOKEN, hash_token(CLIENT_TOKEN)):
             assert secret not in text, f"{secret[:16]}… leaked into {name}"
+
+
+HEADER_SECRET = "hdr-SENTINEL-upstream-auth-5f1e2d3c4b5a6978"
+
+
+def test_f10_a_secret_in_a_routes_headers_is_masked_like_its_key(fake: FakeUpstream, tmp_path: Path) -> None:
+    """An upstream that echoes the request's headers in its error body shows callers and logs ***."""
+    headers = {"x-upstream-auth": HEADER_SECRET, "x-team": "search"}
+    config = {
+        "routes": {
+            "openai": {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1", "headers": headers},
+            "anthropic": {"model": "anthropic/claude-test", "api_base": fake.base_url, "headers": headers},
+        },
+        "retry": {"backoff_base_s": 0.01, "max_delay_s": 0.05},
+        "server": {"log_level": "DEBUG"},
+    }
+    echo = f"request headers: x-upstream-auth={HEADER_SECRET}; rejected"
+    server = ServerProcess(config, tmp_path)
+    seen: list[str] = []
+    try:
+        with LLMClient(server.target, options=channel_options(retries=False)) as client:
+            for route in ("openai", "anthropic"):
+                for status in (400, 401, 403, 404, 422, 429, 500, 503):
+                    for rpc in ("complete", "stream"):
+                        fake.script(Script(status=status, error={"message": echo}, times=10))
+                        try:
+                            if rpc == "complete":
+                                client.complete(route, [user_msg()], max_retries=0, timeout=30)
+                            else:
+                                list(client.stream(route, [user_msg()], max_retries=0, timeout=30))
+                        except LLMServiceError as err:
+                            seen.append(f"{err} {err.message} {err.metadata}")
+    finally:
+        output = server.stop()
+    assert len(seen) == 32
+    assert sum("request headers: x-upstream-auth=***" in s for s in seen) >= 16, "the upstream's words were kept, masked"
+    assert all(fake_request.headers.get("x-upstream-auth") == HEADER_SECRET for fake_request in fake.requests())
+    for name, text in {"errors": "\n".join(seen), "process output": output}.items():
+        assert HEADER_SECRET not in text, f"the header secret leaked into {name}"

@@ -18,6 +18,7 @@ from typing import Any
 from litellm import exceptions as lx
 
 from llm_service.core import errors
+from llm_service.core import secrets as configured_secrets
 
 UPSTREAM_MESSAGE_MAX_CHARS = 300
 _TRANSIENT_STATUSES = frozenset({500, 502, 503, 504, 520, 522, 524, 529})
@@ -46,9 +47,7 @@ def response_headers(exc: BaseException) -> Mapping[str, str]:
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """text with every secret replaced by ***, cut to UPSTREAM_MESSAGE_MAX_CHARS."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+    text = configured_secrets.redact(text, secrets)
     if len(text) > UPSTREAM_MESSAGE_MAX_CHARS:
         text = text[:UPSTREAM_MESSAGE_MAX_CHARS] + "…"
     return text

@@ -212,6 +212,12 @@ def install() -> SetupReport:
         # Token counting must never reach for the network: tokenizers not bundled with LiteLLM
         # would be downloaded from Hugging Face, blocking the event loop until that times out.
         litellm.disable_hf_tokenizer_download = True
+        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+            # LiteLLM installs plain-text stderr handlers of its own on import; its records go
+            # through the service's JSON handler instead (one object per line, secrets redacted).
+            logger = logging.getLogger(name)
+            logger.handlers[:] = []
+            logger.propagate = True
         logging.getLogger("LiteLLM").setLevel(logging.WARNING)
         _REPORT = SetupReport(
             litellm_version(),

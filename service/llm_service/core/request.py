@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_service.config import ClaudeCodeConfig, Route
+from llm_service.core import secrets
 from llm_service.core.types import CallRequest, ToolSpec
 
 MINIMAX_API_BASE = "https://api.minimax.io/v1"
@@ -246,5 +247,5 @@ def build_request(
         is_minimax=route.model.lower().startswith(("minimax/", "minimax-")),
         is_openrouter=route.model.lower().startswith("openrouter/") or "openrouter.ai/api/v1" in api_base.lower(),
         is_codex=codex,
-        secrets=(key,) if key else (),
+        secrets=secrets.remember((key, *headers.values())),
     )

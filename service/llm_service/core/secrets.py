@@ -1,0 +1,40 @@
+"""Every secret the server sends upstream, so that no caller or log line ever shows one.
+
+A route's key and the values of its configured headers (an upstream's own auth header, say)
+are remembered when a request is built; `redact` replaces each with *** wherever the
+upstream's words or a log line carry it back. Values shorter than MIN_CHARS are not treated
+as secrets: masking "true" or "2023-06-01"-like fragments of prose would only garble messages,
+and no credential is that short.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+MIN_CHARS = 8
+
+_known: set[str] = set()
+
+
+def remember(values: Iterable[str]) -> tuple[str, ...]:
+    """Remember these values as secrets; return the ones that count as such."""
+    found = tuple(v for v in values if len(v) >= MIN_CHARS)
+    _known.update(found)
+    return found
+
+
+def known() -> frozenset[str]:
+    """Every secret remembered so far in this process."""
+    return frozenset(_known)
+
+
+def redact(text: str, secrets: Iterable[str] | None = None) -> str:
+    """text with each secret (the given ones, else every remembered one), also JSON-escaped, as ***."""
+    for secret in known() if secrets is None else secrets:
+        if secret and secret in text:
+            text = text.replace(secret, "***")
+        escaped = json.dumps(secret)[1:-1]
+        if escaped != secret and escaped in text:
+            text = text.replace(escaped, "***")
+    return text
