@@ -42,6 +42,51 @@ class Guard:
 
 Started = list[tuple[Guard, Any]]
 
+# Requests larger than this are parsed in a worker thread, not on the event loop, so one large
+# request cannot hold up every other call's chunks while it is decoded.
+PARSE_OFF_LOOP_BYTES = 256 * 1024
+
+
+class _Unparsed:
+    """A request's bytes not decoded yet: too large for the loop, or not decodable at all."""
+
+    __slots__ = ("data", "error")
+
+    def __init__(self, data: bytes, error: bool = False) -> None:
+        self.data = data
+        self.error = error
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A deserializer that never raises into grpc (which would answer UNKNOWN naming
+    protobuf's DecodeError) and leaves large requests for a thread."""
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        if len(data) > PARSE_OFF_LOOP_BYTES:
+            return _Unparsed(data)
+        try:
+            return deserializer(data)
+        except Exception:
+            return _Unparsed(data, error=True)
+
+    return parse
+
+
+async def _parsed(request: Any, deserializer: Callable[[bytes], Any], context: grpc.aio.ServicerContext) -> Any:
+    """The request message, decoded in a thread when it was left unparsed; a plain INVALID_ARGUMENT
+    when its bytes are not the message the method takes."""
+    if not isinstance(request, _Unparsed):
+        return request
+    if not request.error:
+        try:
+            return await asyncio.to_thread(deserializer, request.data)
+        except Exception:
+            pass
+    err = errors.InvalidRequest("request", "the request bytes are not a valid message of this method's request type")
+    await abort(context, to_status(err))
+
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Runs the guards around every RPC of the services each applies to, in the order given.
@@ -66,12 +111,14 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if not guards:
             return handler
         serde = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+        unary_request = {**serde, "request_deserializer": _lenient(handler.request_deserializer)}
+        parse = handler.request_deserializer
         if handler.unary_unary is not None:
-            wrapped = self._coroutine(guards, handler.unary_unary, service, method, "unary")
-            return grpc.unary_unary_rpc_method_handler(wrapped, **serde)
+            wrapped = self._coroutine(guards, handler.unary_unary, service, method, "unary", parse)
+            return grpc.unary_unary_rpc_method_handler(wrapped, **unary_request)
         if handler.unary_stream is not None:
-            wrapped = self._streaming(guards, handler.unary_stream, service, method, "server_stream")
-            return grpc.unary_stream_rpc_method_handler(wrapped, **serde)
+            wrapped = self._streaming(guards, handler.unary_stream, service, method, "server_stream", parse)
+            return grpc.unary_stream_rpc_method_handler(wrapped, **unary_request)
         if handler.stream_stream is not None:  # reflection
             wrapped = self._streaming(guards, handler.stream_stream, service, method, "bidi_stream")
             return grpc.stream_stream_rpc_method_handler(wrapped, **serde)
@@ -80,11 +127,13 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return grpc.stream_unary_rpc_method_handler(wrapped, **serde)
         return handler
 
-    def _streaming(self, guards: tuple[Guard, ...], behavior: Behavior, service: str, method: str, kind: str) -> Behavior:
+    def _streaming(
+        self, guards: tuple[Guard, ...], behavior: Behavior, service: str, method: str, kind: str, parse: Any = None
+    ) -> Behavior:
         # An async generator yields its messages; a coroutine writes them with context.write().
         if inspect.isasyncgenfunction(behavior):
-            return self._generator(guards, behavior, service, method, kind)
-        return self._coroutine(guards, behavior, service, method, kind)
+            return self._generator(guards, behavior, service, method, kind, parse)
+        return self._coroutine(guards, behavior, service, method, kind, parse)
 
     @staticmethod
     async def _start(
@@ -99,11 +148,15 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             raise
         return started
 
-    def _coroutine(self, guards: tuple[Guard, ...], behavior: Behavior, service: str, method: str, kind: str) -> Behavior:
+    def _coroutine(
+        self, guards: tuple[Guard, ...], behavior: Behavior, service: str, method: str, kind: str, parse: Any = None
+    ) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = await self._start(guards, service, method, kind, context)
             ended = "UNKNOWN"
             try:
+                if parse is not None:
+                    request = await _parsed(request, parse, context)
                 response = await behavior(request, context)
                 ended = "OK"
                 return response
@@ -115,11 +168,15 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         return wrapped
 
-    def _generator(self, guards: tuple[Guard, ...], behavior: Behavior, service: str, method: str, kind: str) -> Behavior:
+    def _generator(
+        self, guards: tuple[Guard, ...], behavior: Behavior, service: str, method: str, kind: str, parse: Any = None
+    ) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = await self._start(guards, service, method, kind, context)
             ended = "UNKNOWN"
             try:
+                if parse is not None:
+                    request = await _parsed(request, parse, context)
                 async for message in behavior(request, context):
                     for guard, token in started:
                         guard.sent(token)

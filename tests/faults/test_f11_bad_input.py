@@ -91,3 +91,42 @@ def test_f11_bad_input_gets_its_documented_status(
         # The server keeps serving after each.
         assert stub.Complete(pb.CompleteRequest(model="openai", messages=[user_msg()]), timeout=10).text
     assert all(r.extra.get("status") == 200 for r in fake.requests()), "nothing malformed reached the upstream"
+
+
+CORRUPT = [b"\xff\xff\xff\xff", b"\x0a\x05ab", b"\x12\x80\x80\x80\x80\x10", b"\x0a\x02\xc3\x28"]
+
+
+@pytest.mark.parametrize("method", ["Complete", "Stream", "CountTokens"])
+@pytest.mark.parametrize("data", CORRUPT, ids=["garbage", "truncated", "huge-length", "bad-utf8"])
+def test_f11_undecodable_request_bytes_are_invalid_argument_in_plain_words(
+    server: ServerThread, method: str, data: bytes
+) -> None:
+    with grpc.insecure_channel(server.target) as channel:
+        kind = channel.unary_stream if method == "Stream" else channel.unary_unary
+        call = kind(f"/llm.v1.LLMService/{method}", request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as info:
+            result = call(data, timeout=10)
+            if method == "Stream":
+                list(result)
+    err = error_from_rpc(info.value)
+    assert err.code == INVALID and err.reason == "INVALID_REQUEST", err
+    assert "not a valid message" in err.message
+    for word in ("DecodeError", "class", "protobuf", "Traceback"):
+        assert word not in err.message
+
+
+def test_f11_a_large_request_is_decoded_off_the_loop_and_served(server: ServerThread, fake: FakeUpstream) -> None:
+    from fake_upstream import Script
+
+    fake.script(Script(text="read it all"))
+    text = "x" * (1024 * 1024)  # over the size parsed in a worker thread
+    with grpc.insecure_channel(server.target) as channel:
+        answer = pb_grpc.LLMServiceStub(channel).Complete(
+            pb.CompleteRequest(model="openai", messages=[user_msg(text)]), timeout=30
+        )
+        corrupt = b"\x0a\x06openai\x12" + b"\xff" * (1024 * 1024)
+        with pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary("/llm.v1.LLMService/Complete")(corrupt, timeout=10)
+    assert answer.text == "read it all"
+    assert fake.requests()[0].body["messages"][0]["content"] == text
+    assert info.value.code() == INVALID
