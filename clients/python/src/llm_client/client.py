@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypedDict
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -175,12 +175,19 @@ class _Event:
         return self._text.upto(self._upto)
 
 
+# Each kind carries its own payload; the others' are None (or "" for delta) on it, so code that
+# reads `event.tool_call` or `event.finish` on any event keeps working, and a check of `kind`
+# narrows the type for mypy.
+
+
 @dataclass(frozen=True)
 class TextDeltaEvent(_Event):
     """New answer text."""
 
     delta: str
     kind: Literal["text_delta"] = "text_delta"
+    tool_call: ClassVar[None] = None
+    finish: ClassVar[None] = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +196,8 @@ class ReasoningDeltaEvent(_Event):
 
     delta: str
     kind: Literal["reasoning_delta"] = "reasoning_delta"
+    tool_call: ClassVar[None] = None
+    finish: ClassVar[None] = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +206,8 @@ class ToolCallEvent(_Event):
 
     tool_call: pb.ToolCall
     kind: Literal["tool_call"] = "tool_call"
+    delta: ClassVar[str] = ""
+    finish: ClassVar[None] = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +215,9 @@ class TextEndEvent(_Event):
     """The end of the answer's text."""
 
     kind: Literal["text_end"] = "text_end"
+    delta: ClassVar[str] = ""
+    tool_call: ClassVar[None] = None
+    finish: ClassVar[None] = None
 
 
 @dataclass(frozen=True)
@@ -212,6 +226,8 @@ class FinishEvent(_Event):
 
     finish: pb.Finish
     kind: Literal["finish"] = "finish"
+    delta: ClassVar[str] = ""
+    tool_call: ClassVar[None] = None
 
 
 StreamEvent = TextDeltaEvent | ReasoningDeltaEvent | ToolCallEvent | TextEndEvent | FinishEvent
