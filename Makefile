@@ -15,6 +15,12 @@ NODE_CLIENT_STAMP := clients/node/node_modules/.installed
 BUF := protos/node_modules/.bin/buf
 
 RESULTS := build/test-results
+# The Go interop client, built offline: protoc with Debian's Go plugins writes the generated
+# package into a GOPATH under build/, Debian's Go libraries (/usr/share/gocode) supply grpc-go,
+# protobuf and errdetails, and GOPROXY=off forbids any module download.
+GO_ROOT := $(CURDIR)/build/go
+GO_GEN := $(GO_ROOT)/src/github.com/llm-service/llm-service/gen/go/llm/v1
+GO_CLIENT := $(GO_ROOT)/bin/llm-interop
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CONTRACT_IMAGE := releases/llm-v1.binpb
 DEPLOY_VENV := .venv-deploy
@@ -204,12 +210,7 @@ lock:
 	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 requirements-deploy.in -o requirements-deploy.lock
 	uv pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 requirements-peer.in -o requirements-peer.lock
 
-# The Go interop client, built offline: protoc with Debian's Go plugins writes the generated
-# package into a GOPATH under build/, Debian's Go libraries (/usr/share/gocode) supply grpc-go,
-# protobuf and errdetails, and GOPROXY=off forbids any module download.
-GO_ROOT := $(CURDIR)/build/go
-GO_GEN := $(GO_ROOT)/src/github.com/llm-service/llm-service/gen/go/llm/v1
-GO_CLIENT := $(GO_ROOT)/bin/llm-interop
+# The Go interop client (variables at the top: rules read them when they are parsed).
 $(GO_CLIENT): protos/llm/v1/llm_service.proto clients/go/main.go | system-deps
 	rm -rf $(GO_ROOT)/src && mkdir -p $(GO_GEN) $(GO_ROOT)/src/github.com/llm-service/llm-service/clients $(GO_ROOT)/bin
 	protoc -I protos --go_out=$(GO_ROOT)/src --go-grpc_out=$(GO_ROOT)/src llm/v1/llm_service.proto

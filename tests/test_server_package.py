@@ -3,6 +3,7 @@ by its `llm-service` command and by `python -m llm_service` with no PYTHONPATH a
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -27,7 +28,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     where = tmp_path_factory.mktemp("server-package")
     wheels = where / "wheels"
     build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", wheels]
-    for project in (ROOT / "clients/python", ROOT):
+    # Built from a copy of what the package holds, so no build/ or egg-info folder of the tree leaks in.
+    tree = where / "tree"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    shutil.copytree(ROOT / "service", tree / "service", ignore=ignore)
+    shutil.copytree(ROOT / "clients/python", tree / "client", ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tree / name)
+    for project in (tree / "client", tree):
         subprocess.run([*build, str(project)], check=True, capture_output=True, cwd=where, timeout=300)
     subprocess.run([sys.executable, "-m", "venv", where / "venv"], check=True, timeout=120)
     py = where / "venv/bin/python"

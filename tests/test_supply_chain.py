@@ -18,7 +18,7 @@ COMPROMISED_LITELLM = {"1.82.7", "1.82.8"}
 # .pth files that pip and setuptools themselves install, and what they do.
 EXPECTED_PTH = {"distutils-precedence.pth"}  # setuptools: prefer its own distutils
 # Installed by the project itself rather than from the lock: pip (made by venv) and the client package.
-NOT_FROM_LOCK = {"pip", "llm-service-client"}
+NOT_FROM_LOCK = {"pip", "llm-service-client", "llm-service"}  # the project's own packages, from this tree
 
 
 def _normalise(name: str) -> str:
@@ -44,6 +44,7 @@ def test_no_unexpected_pth_files_in_site_packages() -> None:
 def test_every_installed_distribution_is_pinned_in_the_lock() -> None:
     assert sys.prefix != sys.base_prefix, "tests run in the project's virtual environment"
     locked = _locked(ROOT / "requirements-dev.lock") | _locked(ROOT / "requirements-bench.lock")  # bench: make bench/soak
+    locked |= _locked(ROOT / "requirements-grpcurl.lock")
     installed = {_normalise(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
     unpinned = {name: v for name, v in installed.items() if name not in NOT_FROM_LOCK and locked.get(name) != v}
     assert not unpinned, f"installed but not pinned (or another version) in the locks: {unpinned}"
