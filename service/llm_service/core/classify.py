@@ -91,12 +91,34 @@ def _answered_status(exc: BaseException) -> int:
     return 200
 
 
+def _http_status(exc: BaseException) -> int | None:
+    """The error status the upstream answered, from the deepest cause on the exception chain that has one."""
+    found: int | None = None
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if current is not exc:  # the outer exception's status is LiteLLM's mapping; its causes' are the answer's
+            for status in (
+                getattr(getattr(current, "response", None), "status_code", None),
+                getattr(current, "status_code", None),
+            ):
+                if isinstance(status, int) and status >= 400:
+                    found = status
+        # as Python shows a chain: `raise ... from None` hides the exception being handled
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return found
+
+
 def classify(exc: BaseException, secrets: Iterable[str] = ()) -> errors.LLMError:
     """Translate a provider exception into the family. Unknown ones become LLMError (INTERNAL)."""
     if isinstance(exc, errors.LLMError):
         return exc
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) else None
+    answered = _http_status(exc)
+    if answered is not None:
+        status = answered  # LiteLLM's Anthropic mapping reports 413 as 400 and 529 as 500: keep what was answered
     words = redact(_upstream_words(exc), secrets)
     lowered = words.lower()
     if isinstance(exc, (asyncio.TimeoutError, lx.Timeout)):
@@ -123,14 +145,17 @@ def classify(exc: BaseException, secrets: Iterable[str] = ()) -> errors.LLMError
         return errors.UpstreamBadResponse(
             "the upstream answered with something that is not its wire format", upstream_status=_answered_status(exc)
         )
-    if status == 404 or isinstance(exc, lx.NotFoundError):
-        return errors.UpstreamNotFound(f"the provider does not know this route's model: {words}", upstream_status=404)
-    if (status is not None and status in _TRANSIENT_STATUSES) or isinstance(
+    if status in (404, 410) or isinstance(exc, lx.NotFoundError):
+        return errors.UpstreamNotFound(f"the provider does not know this route's model: {words}", upstream_status=status or 404)
+    # Any other status maps by its class: 5xx (and 408, a timeout) is the upstream's trouble and
+    # may pass; any other 4xx is the request's. Only a failure with no status and of no known
+    # kind is INTERNAL.
+    if (status is not None and (status >= 500 or status == 408)) or isinstance(
         exc,
         (lx.APIConnectionError, lx.InternalServerError, lx.ServiceUnavailableError, lx.BadGatewayError, ConnectionError, OSError),
     ):
         return errors.UpstreamUnavailable(f"the upstream is unavailable: {words}", upstream_status=status)
-    if isinstance(exc, (lx.BadRequestError, lx.UnprocessableEntityError)) or status in (400, 422):
+    if (status is not None and 400 <= status < 500) or isinstance(exc, (lx.BadRequestError, lx.UnprocessableEntityError)):
         return errors.UpstreamBadRequest(f"the provider rejected the request: {words}", upstream_status=status)
     return errors.LLMError("internal error")
 

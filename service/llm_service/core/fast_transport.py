@@ -119,9 +119,12 @@ class FastTransport:
                 text = ""
             finally:
                 response.release()
-            if call.provider in OPENAI_SDK_PROVIDERS:
-                raise sdk_error(call, response.status, text, response.headers)
-            raise litellm_error(call, response.status, text, response.headers)
+            failure = (sdk_error if call.provider in OPENAI_SDK_PROVIDERS else litellm_error)(
+                call, response.status, text, response.headers
+            )
+            # The status the upstream answered, for classify: LiteLLM's mapping reports some as others.
+            failure.__cause__ = BaseLLMException(status_code=response.status, message="")
+            raise failure
         return response
 
     async def complete(self, call: HttpCall, timeout_s: float) -> Chunk:

@@ -30,6 +30,7 @@ class SetupReport:
     metadata_none_guard: bool
     mcp_gateway_stub: bool
     anthropic_malformed_sse_guard: bool
+    no_422_param_retry: bool = False
 
 
 _REPORT: SetupReport | None = None
@@ -201,6 +202,33 @@ def _anthropic_malformed_sse_guard() -> bool:
     return _wrap_once(owner, "_handle_accumulated_json_chunk", wrap, "malformed-SSE guard")
 
 
+def _no_422_param_retry() -> bool:
+    """Let an OpenAI-format 422 fail as itself instead of being retried and answered as nothing.
+
+    With drop_params on, LiteLLM's OpenAI handler answers a 422 by guessing which parameters
+    the body named, dropping them and sending the request again; when the second answer is a
+    422 too it falls out of its loop and returns None, which reached callers as an empty OK
+    answer. The service has one retry layer and already drops the parameters LiteLLM knows a
+    provider does not take, so the 422 is re-raised as it came and classified as the
+    provider's refusal (INVALID_ARGUMENT, UPSTREAM_BAD_REQUEST, upstream_status 422).
+    """
+    owner: Any = None
+    try:
+        from litellm.llms.openai import openai as openai_handler
+
+        owner = openai_handler
+    except ImportError:
+        pass
+
+    def wrap(original: Any) -> Any:
+        def drop_params_from_unprocessable_entity_error(e: Exception, data: dict[str, Any]) -> dict[str, Any]:
+            raise e
+
+        return drop_params_from_unprocessable_entity_error
+
+    return _wrap_once(owner, "drop_params_from_unprocessable_entity_error", wrap, "422 parameter-retry guard")
+
+
 def install() -> SetupReport:
     """Apply LiteLLM's settings and the work-arounds, once per process."""
     global _REPORT
@@ -225,5 +253,6 @@ def install() -> SetupReport:
             _metadata_none_guard(),
             _mcp_gateway_stub(),
             _anthropic_malformed_sse_guard(),
+            _no_422_param_retry(),
         )
     return _REPORT
