@@ -188,6 +188,10 @@ class LimitsConfig:
     max_tokens: int = 200_000
     max_concurrent_rpcs: int = 512  # beyond it, calls are shed at once (RESOURCE_EXHAUSTED)
     shed_retry_after_s: float = 1.0
+    max_json_depth: int = 64  # nesting of tool schemas, tool-call arguments and response schemas
+    max_parts: int = 1000  # content parts in one message
+    max_tool_calls: int = 256  # tool calls in one assistant message
+    max_stop_sequences: int = 16
 
 
 @dataclass(frozen=True)
@@ -361,6 +365,10 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
         max_tokens=lim.get("max_tokens", int, dl.max_tokens, "an integer > 0", _positive),
         max_concurrent_rpcs=lim.get("max_concurrent_rpcs", int, dl.max_concurrent_rpcs, "an integer > 0", _positive),
         shed_retry_after_s=lim.get("shed_retry_after_s", float, dl.shed_retry_after_s, "seconds >= 0", _non_negative),
+        max_json_depth=lim.get("max_json_depth", int, dl.max_json_depth, "an integer > 0", _positive),
+        max_parts=lim.get("max_parts", int, dl.max_parts, "an integer > 0", _positive),
+        max_tool_calls=lim.get("max_tool_calls", int, dl.max_tool_calls, "an integer > 0", _positive),
+        max_stop_sequences=lim.get("max_stop_sequences", int, dl.max_stop_sequences, "an integer >= 0", _non_negative),
     )
     lim.done()
     rs = top.sub("resilience")

@@ -39,17 +39,47 @@ _FINISH = {
 Request = pb.CompleteRequest | pb.StreamRequest
 
 
-def _json_object(text: str, field: str, what: str) -> dict[str, Any]:
+_BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def json_depth_exceeds(text: str, limit: int) -> bool:
+    """Whether JSON text nests deeper than limit, found by counting brackets outside strings
+    (no recursion, and no scan at all when there are too few brackets to reach the limit)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for match in _BRACKETS.finditer(text):
+        token = match[0]
+        if token in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in "]}":
+            depth -= 1
+    return False
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_object(text: str, field: str, what: str, max_depth: int = LimitsConfig.max_json_depth) -> dict[str, Any]:
+    if json_depth_exceeds(text, max_depth):
+        raise InvalidRequest(field, f"{what} nests deeper than {max_depth} levels (limits.max_json_depth)")
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(field, f"{what} must be a JSON object: {exc.msg} at position {exc.pos}") from None
+    except ValueError as exc:  # NaN, Infinity, -Infinity
+        raise InvalidRequest(field, f"{what} must be a JSON object: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidRequest(field, f"{what} must be a JSON object, not {type(value).__name__}")
     return value
 
 
-def _content(msg: pb.Message, i: int) -> str | list[dict[str, Any]] | None:
+def _content(msg: pb.Message, i: int, limits: LimitsConfig) -> str | list[dict[str, Any]] | None:
+    if len(msg.parts) > limits.max_parts:
+        raise InvalidRequest(f"messages[{i}].parts", f"at most {limits.max_parts} parts in a message (limits.max_parts)")
     parts: list[dict[str, Any]] = []
     for j, part in enumerate(msg.parts):
         field = f"messages[{i}].parts[{j}]"
@@ -83,8 +113,10 @@ def _content(msg: pb.Message, i: int) -> str | list[dict[str, Any]] | None:
     return parts
 
 
-def messages_from_proto(messages: Any, field_prefix: str = "messages") -> list[dict[str, Any]]:
-    """The conversation as OpenAI chat-format dicts, validated."""
+def messages_from_proto(messages: Any, limits: LimitsConfig, field_prefix: str = "messages") -> list[dict[str, Any]]:
+    """The conversation as OpenAI chat-format dicts, validated within the limits."""
+    if len(messages) > limits.max_messages:
+        raise InvalidRequest(field_prefix, f"at most {limits.max_messages} messages (limits.max_messages)")
     if not messages:
         raise InvalidRequest(field_prefix, "at least one message is required")
     out: list[dict[str, Any]] = []
@@ -94,21 +126,23 @@ def messages_from_proto(messages: Any, field_prefix: str = "messages") -> list[d
         role = _ROLES.get(msg.role)
         if role is None:
             raise InvalidRequest(f"{field}.role", "must be ROLE_USER, ROLE_ASSISTANT, ROLE_TOOL or ROLE_SYSTEM")
-        content = _content(msg, i)
+        content = _content(msg, i, limits)
         if msg.tool_calls and role != "assistant":
             raise InvalidRequest(f"{field}.tool_calls", "only assistant messages carry tool calls")
         if msg.tool_call_id and role != "tool":
             raise InvalidRequest(f"{field}.tool_call_id", "only tool messages carry a tool_call_id")
         entry: dict[str, Any] = {"role": role, "content": content}
+        if len(msg.tool_calls) > limits.max_tool_calls:
+            raise InvalidRequest(f"{field}.tool_calls", f"at most {limits.max_tool_calls} tool calls (limits.max_tool_calls)")
         if role == "assistant" and msg.tool_calls:
             calls = []
             for j, tc in enumerate(msg.tool_calls):
                 tc_field = f"{field}.tool_calls[{j}]"
                 if not tc.id:
                     raise InvalidRequest(f"{tc_field}.id", "is required")
-                if not TOOL_NAME_RE.match(tc.name):
+                if not TOOL_NAME_RE.fullmatch(tc.name):
                     raise InvalidRequest(f"{tc_field}.name", "must be 1-64 letters, digits, '_' or '-'")
-                _json_object(tc.arguments_json or "{}", f"{tc_field}.arguments_json", "arguments")
+                _json_object(tc.arguments_json or "{}", f"{tc_field}.arguments_json", "arguments", limits.max_json_depth)
                 calls.append(
                     {"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": tc.arguments_json or "{}"}}
                 )
@@ -129,19 +163,21 @@ def messages_from_proto(messages: Any, field_prefix: str = "messages") -> list[d
     return out
 
 
-def tools_from_proto(tools: Any) -> tuple[types.ToolSpec, ...]:
-    """The tools, their names and JSON Schemas validated."""
+def tools_from_proto(tools: Any, limits: LimitsConfig) -> tuple[types.ToolSpec, ...]:
+    """The tools, their names and JSON Schemas validated within the limits."""
+    if len(tools) > limits.max_tools:
+        raise InvalidRequest("tools", f"at most {limits.max_tools} tools (limits.max_tools)")
     specs: list[types.ToolSpec] = []
     seen: set[str] = set()
     for i, tool in enumerate(tools):
         field = f"tools[{i}]"
-        if not TOOL_NAME_RE.match(tool.name):
+        if not TOOL_NAME_RE.fullmatch(tool.name):
             raise InvalidRequest(f"{field}.name", "must be 1-64 letters, digits, '_' or '-'")
         if tool.name in seen:
             raise InvalidRequest(f"{field}.name", f"duplicate tool name '{tool.name}'")
         seen.add(tool.name)
         params = (
-            _json_object(tool.parameters_json, f"{field}.parameters_json", "the parameters schema")
+            _json_object(tool.parameters_json, f"{field}.parameters_json", "the parameters schema", limits.max_json_depth)
             if tool.parameters_json
             else {}
         )
@@ -159,14 +195,12 @@ def tools_from_proto(tools: Any) -> tuple[types.ToolSpec, ...]:
 def call_from_proto(req: Request, max_metadata_entries: int, limits: LimitsConfig | None = None) -> types.CallRequest:
     """A validated CallRequest from a CompleteRequest or StreamRequest, within the server's limits."""
     limits = limits or LimitsConfig()
-    if len(req.messages) > limits.max_messages:
-        raise InvalidRequest("messages", f"at most {limits.max_messages} messages (limits.max_messages)")
-    if len(req.tools) > limits.max_tools:
-        raise InvalidRequest("tools", f"at most {limits.max_tools} tools (limits.max_tools)")
     if req.HasField("max_tokens") and req.max_tokens > limits.max_tokens:
         raise InvalidRequest("max_tokens", f"at most {limits.max_tokens} (limits.max_tokens)")
-    messages = messages_from_proto(req.messages)
-    tools = tools_from_proto(req.tools)
+    if len(req.stop_sequences) > limits.max_stop_sequences:
+        raise InvalidRequest("stop_sequences", f"at most {limits.max_stop_sequences} (limits.max_stop_sequences)")
+    messages = messages_from_proto(req.messages, limits)
+    tools = tools_from_proto(req.tools, limits)
     tool_choice: str | dict[str, Any] | None = None
     if req.HasField("tool_choice"):
         which = req.tool_choice.WhichOneof("choice")
@@ -199,7 +233,7 @@ def call_from_proto(req: Request, max_metadata_entries: int, limits: LimitsConfi
         name = rf.name or "response"
         if not SCHEMA_NAME_RE.match(name):
             raise InvalidRequest("response_format.name", "must be 1-64 letters, digits, '_' or '-'")
-        schema = _json_object(rf.json_schema, "response_format.json_schema", "the schema")
+        schema = _json_object(rf.json_schema, "response_format.json_schema", "the schema", limits.max_json_depth)
         spec: dict[str, Any] = {"name": name, "schema": schema}
         if rf.strict:
             spec["strict"] = True
@@ -220,9 +254,12 @@ def call_from_proto(req: Request, max_metadata_entries: int, limits: LimitsConfi
     )
 
 
-def count_call_from_proto(req: pb.CountTokensRequest) -> types.CallRequest:
-    """The CallRequest whose input tokens CountTokens estimates."""
-    return types.CallRequest(messages=messages_from_proto(req.messages), system=req.system, tools=tools_from_proto(req.tools))
+def count_call_from_proto(req: pb.CountTokensRequest, limits: LimitsConfig | None = None) -> types.CallRequest:
+    """The CallRequest whose input tokens CountTokens estimates, under the same limits as Complete."""
+    limits = limits or LimitsConfig()
+    return types.CallRequest(
+        messages=messages_from_proto(req.messages, limits), system=req.system, tools=tools_from_proto(req.tools, limits)
+    )
 
 
 # --- outgoing ------------------------------------------------------------------------------------

@@ -179,7 +179,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         try:
             route = self._route(request.model)
             rec.routed(route)
-            count, method = await self.provider.count_tokens(route, convert.count_call_from_proto(request))
+            count, method = await self.provider.count_tokens(route, convert.count_call_from_proto(request, self.config.limits))
             rec.fields["input_tokens"] = count
             kind = pb.TOKEN_COUNT_METHOD_LITELLM if method == "litellm" else pb.TOKEN_COUNT_METHOD_ESTIMATE
             return pb.CountTokensResponse(input_tokens=count, method=kind)

@@ -63,6 +63,72 @@ CASES: list[tuple[str, dict[str, Any], grpc.StatusCode, str, str]] = [
         "tools",
     ),
     ("oversized", {"messages": [user_msg("x" * 100_000)]}, grpc.StatusCode.RESOURCE_EXHAUSTED, "", ""),
+    # Nesting is bounded (limits.max_json_depth) and checked without recursion: 900 and 10,000
+    # levels answered INTERNAL (Python's recursion limit) before.
+    (
+        "tool schema nested 900 deep",
+        {"tools": [_tool("t", '{"a":' * 900 + "1" + "}" * 900)]},
+        INVALID,
+        "INVALID_REQUEST",
+        "tools[0].parameters_json",
+    ),
+    (
+        "tool schema nested 10,000 deep",
+        {"tools": [_tool("t", "[" * 10_000 + "]" * 10_000)]},
+        INVALID,
+        "INVALID_REQUEST",
+        "tools[0].parameters_json",
+    ),
+    (
+        "tool-call arguments nested 900 deep",
+        {
+            "messages": [
+                user_msg(),
+                pb.Message(
+                    role=pb.ROLE_ASSISTANT,
+                    tool_calls=[pb.ToolCall(id="c1", name="t", arguments_json='{"a":' * 900 + "1" + "}" * 900)],
+                ),
+            ]
+        },
+        INVALID,
+        "INVALID_REQUEST",
+        "messages[1].tool_calls[0].arguments_json",
+    ),
+    (
+        "response schema nested 900 deep",
+        {"response_format": pb.ResponseFormat(json_schema='{"a":' * 900 + "1" + "}" * 900)},
+        INVALID,
+        "INVALID_REQUEST",
+        "response_format.json_schema",
+    ),
+    (
+        "schema with NaN",
+        {"tools": [_tool("t", '{"type": "object", "properties": {}, "default": NaN}')]},
+        INVALID,
+        "INVALID_REQUEST",
+        "tools[0].parameters_json",
+    ),
+    ("tool name with a newline", {"tools": [_tool("ok\n")]}, INVALID, "INVALID_REQUEST", "tools[0].name"),
+    (
+        "too many parts",
+        {"messages": [pb.Message(role=pb.ROLE_USER, parts=[pb.ContentPart(text="a")] * 1001)]},
+        INVALID,
+        "INVALID_REQUEST",
+        "messages[0].parts",
+    ),
+    (
+        "too many tool calls",
+        {
+            "messages": [
+                user_msg(),
+                pb.Message(role=pb.ROLE_ASSISTANT, tool_calls=[pb.ToolCall(id=f"c{i}", name="t") for i in range(257)]),
+            ]
+        },
+        INVALID,
+        "INVALID_REQUEST",
+        "messages[1].tool_calls",
+    ),
+    ("too many stop sequences", {"stop_sequences": ["x"] * 17}, INVALID, "INVALID_REQUEST", "stop_sequences"),
 ]
 
 
@@ -84,7 +150,7 @@ def test_f11_bad_input_gets_its_documented_status(
             assert err.reason == reason
             if field:
                 assert err.field_violations[0][0] == field
-            if case in ("huge max_tokens", "too many messages", "too many tools"):
+            if case in ("huge max_tokens", "too many messages", "too many tools", "too many parts", "too many stop sequences"):
                 assert "limits." in err.message, "the message names the limit"
             if case == "oversized":
                 assert "larger than max" in err.message.lower()
@@ -130,3 +196,22 @@ def test_f11_a_large_request_is_decoded_off_the_loop_and_served(server: ServerTh
     assert answer.text == "read it all"
     assert fake.requests()[0].body["messages"][0]["content"] == text
     assert info.value.code() == INVALID
+
+
+COUNT_CASES = [
+    ("too many messages", {"messages": [user_msg()] * 51}, "messages"),
+    ("too many tools", {"tools": [_tool(f"t{i}") for i in range(9)]}, "tools"),
+    ("tool schema nested 10,000 deep", {"tools": [_tool("t", "[" * 10_000 + "]" * 10_000)]}, "tools[0].parameters_json"),
+    ("tool name with a newline", {"tools": [_tool("ok\n")]}, "tools[0].name"),
+]
+
+
+@pytest.mark.parametrize(("case", "fields", "field"), COUNT_CASES, ids=[c[0] for c in COUNT_CASES])
+def test_f11_count_tokens_is_under_the_same_limits_as_complete(
+    limited: ServerThread, case: str, fields: dict[str, Any], field: str
+) -> None:
+    request = pb.CountTokensRequest(**{"model": "openai", "messages": [user_msg()], **fields})
+    with grpc.insecure_channel(limited.target) as channel, pytest.raises(grpc.RpcError) as info:
+        pb_grpc.LLMServiceStub(channel).CountTokens(request, timeout=10)
+    err = error_from_rpc(info.value)
+    assert (err.code, err.reason, err.field_violations[0][0]) == (INVALID, "INVALID_REQUEST", field), (case, err)
