@@ -24,7 +24,7 @@ import yaml
 
 from fake_upstream import FakeUpstream, Script, Usage
 from llm_client import LLMClient, channel_options
-from tests.conftest import ServerProcess, service_env, user_msg
+from tests.conftest import ServerProcess, free_port, service_env, user_msg
 from tests.test_metrics import scrape, total
 
 WORKERS = 2
@@ -212,3 +212,15 @@ def test_one_worker_binds_exclusively(fake: FakeUpstream, tmp_path: Path) -> Non
             assert client.models()  # the first server still answers
     finally:
         first.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_taken_metrics_port_is_one_line_not_a_traceback(fake: FakeUpstream, tmp_path: Path, workers: int) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        metrics = f"127.0.0.1:{taken.getsockname()[1]}"
+        out = _run(_config_file(tmp_path, fake, listen=f"127.0.0.1:{free_port()}", metrics_listen=metrics, workers=workers))
+    assert out.returncode == 1
+    assert f"llm_service: cannot serve metrics on {metrics} (server.metrics_listen): address already in use" in out.stderr
+    assert "Traceback" not in out.stderr

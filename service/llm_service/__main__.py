@@ -72,7 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         except WorkersError as exc:
             print(f"llm_service: invalid configuration: {exc}", file=sys.stderr)
             return 2
-        return Supervisor(config, args.config).run()
+        from llm_service.metrics import CannotListen
+
+        try:
+            return Supervisor(config, args.config).run()
+        except CannotListen as exc:
+            print(f"llm_service: {exc}", file=sys.stderr)
+            return 1
     return _serve(config, reuse_port=False)
 
 

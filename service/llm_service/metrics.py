@@ -212,10 +212,18 @@ def summed_registry(path: str | None = None) -> CollectorRegistry:
     return registry
 
 
+class CannotListen(OSError):
+    """An address cannot be bound: in use (without SO_REUSEPORT), not local, or not permitted."""
+
+
 def serve_http(listen: str, registry: CollectorRegistry) -> WSGIServer:
     """Serve registry as /metrics over HTTP on host:port (port 0: any), in a thread."""
     host, port = listen.rsplit(":", 1)
-    server, _ = start_http_server(int(port), host.strip("[]"), registry=registry)
+    try:
+        server, _ = start_http_server(int(port), host.strip("[]"), registry=registry)
+    except OSError as exc:
+        why = exc.strerror or "the port is in use or the address is not local"
+        raise CannotListen(f"cannot serve metrics on {listen} (server.metrics_listen): {why.lower()}") from None
     return server
 
 

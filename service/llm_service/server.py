@@ -19,17 +19,13 @@ from llm_service.config import Config
 from llm_service.core import litellm_setup
 from llm_service.core.provider import Provider
 from llm_service.interceptors import AdmissionGuard, GuardInterceptor, MetricsGuard
-from llm_service.metrics import Metrics
+from llm_service.metrics import CannotListen, Metrics
 from llm_service.reflection import REFLECTION_SERVICES, serve_reflection
 from llm_service.servicer import LLMServicer
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LLMService"].full_name
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-
-class CannotListen(OSError):
-    """The address cannot be bound: in use (without SO_REUSEPORT), not local, or not permitted."""
 
 
 @dataclass
@@ -127,8 +123,12 @@ async def start(config: Config, listen: str | None = None, reuse_port: bool = Fa
         port = 0
     if port == 0:
         raise CannotListen(f"cannot listen on {address}: the port is in use or the address is not local")
+    try:
+        metrics_port = metrics.serve(config.server.metrics_listen) if config.server.metrics_listen else 0
+    except CannotListen:
+        await server.stop(None)  # bound but not started: give the port back before exiting
+        raise
     await server.start()
-    metrics_port = metrics.serve(config.server.metrics_listen) if config.server.metrics_listen else 0
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
