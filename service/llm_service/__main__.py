@@ -93,7 +93,8 @@ def _work(config: Config, index: int) -> int:
 
 
 def _serve(config: Config, reuse_port: bool) -> int:
-    from llm_service.server import CannotListen, serve_until_signalled
+    from llm_service.metrics import CannotListen
+    from llm_service.server import serve_until_signalled
 
     try:
         asyncio.run(serve_until_signalled(config, reuse_port=reuse_port))
