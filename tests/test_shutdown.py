@@ -81,3 +81,28 @@ def test_health_watch_sees_not_serving_when_draining(fake: FakeUpstream) -> None
     stopper.join(10)
     assert statuses[0] == health_pb2.HealthCheckResponse.SERVING
     assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses[1:] or len(statuses) == 1
+
+
+def test_an_open_health_watch_does_not_hold_the_drain(fake: FakeUpstream, tmp_path: Path) -> None:
+    """gRPC client-side health checking keeps a Watch open: a drain tells it NOT_SERVING and ends it."""
+    port = free_port()
+    config = {
+        "server": {"listen": f"127.0.0.1:{port}", "drain_grace_s": 60, "metrics_listen": ""},
+        "routes": {"openai": {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1"}},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen([sys.executable, "-m", "llm_service", "--config", str(path)], env=service_env(), text=True)
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        grpc.channel_ready_future(channel).result(timeout=30)
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=120)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        proc.send_signal(signal.SIGTERM)
+        rest = [r.status for r in watch]  # the stream ends (OK) instead of staying open
+        assert rest == [health_pb2.HealthCheckResponse.NOT_SERVING]
+        assert proc.wait(timeout=20) == 0, "exited long before the 60 s drain grace"
+        channel.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

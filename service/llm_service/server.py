@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
@@ -18,6 +17,7 @@ from llm_service.auth import AuthGuard, TokenStore, read_pem
 from llm_service.config import Config
 from llm_service.core import litellm_setup
 from llm_service.core.provider import Provider
+from llm_service.health import Health
 from llm_service.interceptors import AdmissionGuard, GuardInterceptor, MetricsGuard
 from llm_service.metrics import CannotListen, Metrics
 from llm_service.reflection import REFLECTION_SERVICES, serve_reflection
@@ -33,7 +33,7 @@ class RunningServer:
     """A started server and what it needs to drain."""
 
     server: grpc.aio.Server
-    health: HealthServicer
+    health: Health
     port: int
     config: Config
     metrics: Metrics
@@ -113,7 +113,7 @@ async def start(config: Config, listen: str | None = None, reuse_port: bool = Fa
         on_breaker=metrics.breaker_changed,
     )
     pb_grpc.add_LLMServiceServicer_to_server(LLMServicer(config, provider, metrics), server)
-    health = HealthServicer()
+    health = Health()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     serve_reflection(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
     address = listen or config.server.listen
