@@ -125,6 +125,14 @@ class UpstreamBadResponse(LLMError):
     reason = "UPSTREAM_BAD_RESPONSE"
 
 
+TRUNCATED_MESSAGE = "the upstream ended the stream before saying the answer was complete (no finish reason): it was cut short"
+
+
+def truncated() -> UpstreamBadResponse:
+    """A stream that ended cleanly without the provider's finish reason: a cut, not a whole answer."""
+    return UpstreamBadResponse(TRUNCATED_MESSAGE, upstream_status=200)
+
+
 class CircuitOpen(UpstreamUnavailable):
     """The route's circuit breaker is open after consecutive failures: failing fast."""
 

@@ -159,8 +159,8 @@ class _Stalled(Exception):
 class FastStream:
     """The chunks of one streamed answer; close() releases the connection however it ended.
 
-    As LiteLLM's stream does, a stream that ends without a finish reason finishes with
-    "stop", and one that never names its model is answered by the model asked for.
+    A stream that ends without a finish reason was cut short (UpstreamBadResponse), however
+    cleanly its body ended; one that never names its model is answered by the model asked for.
     """
 
     def __init__(self, call: HttpCall, response: aiohttp.ClientResponse, idle_s: float) -> None:
@@ -224,8 +224,10 @@ class FastStream:
             raise _connection_error(call, exc) from None
         finally:
             self._watchdog.cancel()
-        if not finished or not named:
-            yield Chunk(model="" if named else call.model, finish_reason=None if finished else "stop")
+        if not finished:
+            raise errors.truncated()
+        if not named:
+            yield Chunk(model=call.model)
 
     async def aclose(self) -> None:
         """Release the connection (closed, not pooled, when the answer was not read to its end)."""

@@ -441,6 +441,11 @@ class Provider:
                     state.upstream_s += time.monotonic() - chunk_started
                 for event in asm.feed(decode_stream_chunk(raw)):
                     yield event
+            if http is None and fast_provider(req) is not None and getattr(response, "received_finish_reason", "") is None:
+                # LiteLLM ends an OpenAI-format or Anthropic stream the provider cut cleanly with a
+                # "stop" of its own making; its wrapper still knows no finish reason was received.
+                # (Gemini's, Ollama's and the Responses API's streams are not judged this way.)
+                raise errors.truncated()
             if asm.usage is None:
                 if http is None:
                     asm.usage = summed_usage(response)
