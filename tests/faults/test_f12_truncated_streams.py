@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from fake_upstream import FakeUpstream, Script
-from llm_client import pb
+from llm_client import error_from_rpc, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from tests.conftest import ServerThread, user_msg
 
@@ -53,3 +53,32 @@ def test_f12_a_stream_cut_before_any_content_is_retried_then_unavailable(
             list(call)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert len(fake.requests()) == 4, "a cut before anything was sent is retried as transient (3 retries)"
+
+
+OPENAI_DONE = (
+    "data: " + OPENAI_CHUNK.replace('{"content":"TEXT"}', "{}").replace("}]}", ',"finish_reason":"stop"}]}'),
+    "data: [DONE]",
+)
+
+
+@pytest.mark.parametrize("size", [600 * 1024, 2 * 1024 * 1024])
+def test_f12_one_large_event_is_decoded(server: ServerThread, fake: FakeUpstream, size: int) -> None:
+    """A whole tool call's arguments or an image in one data: line, as providers send them."""
+    big = "x" * size
+    fake.script(Script(sse_raw=("data: " + OPENAI_CHUNK.replace("TEXT", big), *OPENAI_DONE)))
+    with grpc.insecure_channel(server.target, options=[("grpc.max_receive_message_length", 64 << 20)]) as channel:
+        events = list(pb_grpc.LLMServiceStub(channel).Stream(pb.StreamRequest(model="openai", messages=[user_msg()]), timeout=30))
+    text = "".join(e.text_delta.text for e in events if e.WhichOneof("event") == "text_delta")
+    assert text == big and events[-1].WhichOneof("event") == "finish"
+
+
+def test_f12_a_stream_answered_with_a_json_body_is_an_error(server: ServerThread, fake: FakeUpstream) -> None:
+    body = (
+        '{"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}'
+    )
+    fake.script(Script(body_raw=body, times=4))
+    with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError) as info:
+        list(pb_grpc.LLMServiceStub(channel).Stream(pb.StreamRequest(model="openai", messages=[user_msg()]), timeout=30))
+    err = error_from_rpc(info.value)
+    assert (err.code, err.reason) == (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_BAD_RESPONSE")
+    assert err.metadata.get("upstream_status") == "200" and len(fake.requests()) == 4

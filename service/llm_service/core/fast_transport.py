@@ -152,6 +152,33 @@ class FastTransport:
         return FastStream(call, await self._post(call, timeout_s), idle_s)
 
 
+MAX_EVENT_BYTES = 16 * 1024 * 1024  # one SSE line: a whole tool call's arguments or an image can come in one
+NOT_SSE_MESSAGE = "the upstream answered a streamed request with a body that is not an event stream"
+_SSE_OTHER_FIELDS = (b"event:", b"id:", b"retry:", b":")
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The body's lines, each up to MAX_EVENT_BYTES (aiohttp's readline stops near 512 KiB and
+    raised a bare ValueError on the larger events providers do send)."""
+    buffer = bytearray()
+    while True:
+        data = await content.readany()
+        if not data:
+            if buffer:
+                yield bytes(buffer)
+            return
+        buffer += data
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            yield bytes(buffer[start : end + 1])
+            start = end + 1
+        del buffer[:start]
+        if len(buffer) > MAX_EVENT_BYTES:
+            raise errors.UpstreamBadResponse(
+                f"the upstream sent an event larger than {MAX_EVENT_BYTES // (1024 * 1024)} MiB", upstream_status=200
+            )
+
+
 class _Stalled(Exception):
     """Set on the response's reader by the idle watchdog."""
 
@@ -190,15 +217,13 @@ class FastStream:
             decode = self._anthropic.chunk
         else:
             decode = openrouter_chunk if call.provider == "openrouter" else openai_chunk
-        content = self._response.content
         finished = named = False
         try:
-            while True:
-                line = await content.readline()
-                if not line:
-                    break
+            async for line in _lines(self._response.content):
                 if not line.startswith(b"data:"):
-                    continue  # event names, comments (keep-alives), blank separators
+                    if line.strip() and not line.startswith(_SSE_OTHER_FIELDS):
+                        raise errors.UpstreamBadResponse(NOT_SSE_MESSAGE, upstream_status=self._response.status)
+                    continue  # event names, ids, comments (keep-alives), blank separators
                 data = line[5:].strip()
                 if not data:
                     continue
