@@ -125,12 +125,14 @@ class UpstreamBadResponse(LLMError):
     reason = "UPSTREAM_BAD_RESPONSE"
 
 
-TRUNCATED_MESSAGE = "the upstream ended the stream before saying the answer was complete (no finish reason): it was cut short"
+TRUNCATED_MESSAGE = (
+    "the upstream's stream ended without its finish reason: the answer was cut short, or the body was not an event stream"
+)
 
 
-def truncated() -> UpstreamBadResponse:
-    """A stream that ended cleanly without the provider's finish reason: a cut, not a whole answer."""
-    return UpstreamBadResponse(TRUNCATED_MESSAGE, upstream_status=200)
+def truncated(upstream_status: int = 200) -> UpstreamBadResponse:
+    """A stream that ended without the provider's finish reason: a cut (or no stream at all), not a whole answer."""
+    return UpstreamBadResponse(TRUNCATED_MESSAGE, upstream_status=upstream_status)
 
 
 class CircuitOpen(UpstreamUnavailable):

@@ -153,7 +153,6 @@ class FastTransport:
 
 
 MAX_EVENT_BYTES = 16 * 1024 * 1024  # one SSE line: a whole tool call's arguments or an image can come in one
-NOT_SSE_MESSAGE = "the upstream answered a streamed request with a body that is not an event stream"
 _SSE_OTHER_FIELDS = (b"event:", b"id:", b"retry:", b":")
 
 
@@ -222,7 +221,7 @@ class FastStream:
             async for line in _lines(self._response.content):
                 if not line.startswith(b"data:"):
                     if line.strip() and not line.startswith(_SSE_OTHER_FIELDS):
-                        raise errors.UpstreamBadResponse(NOT_SSE_MESSAGE, upstream_status=self._response.status)
+                        raise errors.truncated(self._response.status)  # not SSE: said as LiteLLM's path finds it
                     continue  # event names, ids, comments (keep-alives), blank separators
                 data = line[5:].strip()
                 if not data:
