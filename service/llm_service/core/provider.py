@@ -337,8 +337,10 @@ class Provider:
 
         A failure before anything was sent moves on to the route's fallbacks, in order; the
         finish event's gateway info names the route that answered. Raises an LLMError on
-        failure. Once an event was yielded, nothing is retried (PC17).
+        failure. Once an event was yielded, nothing is retried (PC17). A call without a
+        deadline is bounded by the route's timeout_s, all attempts and fallbacks together.
         """
+        deadline = deadline.bounded(route.timeout_s)
         candidates = self._candidates(route)
         for i, candidate in enumerate(candidates):
             sent = False
@@ -453,7 +455,7 @@ class Provider:
                     asm.usage = estimated_usage(req.model, req.kwargs["messages"], asm.text)
             self._attempt_answered(req, state, asm)
         except TimeoutError:
-            raise errors.DeadlineExceeded("the caller's deadline passed while waiting for the upstream") from None
+            raise state.deadline.passed() from None
         except (asyncio.CancelledError, GeneratorExit):
             self._cancelled_usage(req, state, asm, response)
             raise
@@ -467,7 +469,11 @@ class Provider:
     # --- unary -----------------------------------------------------------------------------
 
     async def complete(self, route: Route, call: CallRequest, deadline: Deadline) -> Completion:
-        """The whole answer for the call, from the route or, on failure, its fallbacks. Raises an LLMError."""
+        """The whole answer for the call, from the route or, on failure, its fallbacks. Raises an LLMError.
+
+        A call without a deadline is bounded by the route's timeout_s, all attempts and fallbacks together.
+        """
+        deadline = deadline.bounded(route.timeout_s)
         candidates = self._candidates(route)
         for i, candidate in enumerate(candidates):
             try:
@@ -499,7 +505,7 @@ class Provider:
                     else:
                         answer = decode_response(await litellm.acompletion(**req.kwargs))
             except TimeoutError:
-                raise errors.DeadlineExceeded("the caller's deadline passed while waiting for the upstream") from None
+                raise state.deadline.passed() from None
             except Exception as exc:
                 if await self._switch_to_tool_compat(state, req, exc):
                     return await self._complete_tool_compat(route, call, state)

@@ -109,6 +109,26 @@ class Deadline:
 
     def __init__(self, timeout_s: float | None) -> None:
         self.at = None if timeout_s is None else time.monotonic() + timeout_s
+        self.route_bound_s: float | None = None  # set when the route's timeout_s stands in for a caller's deadline
+
+    def bounded(self, timeout_s: float) -> Deadline:
+        """This deadline, or, for a caller that set none, one of timeout_s from now: every call ends."""
+        if self.at is not None:
+            return self
+        own = Deadline(timeout_s)
+        own.route_bound_s = timeout_s
+        return own
+
+    def passed(self) -> Exception:
+        """The error for this deadline having passed."""
+        from llm_service.core import errors
+
+        if self.route_bound_s is not None:
+            return errors.UpstreamUnavailable(
+                f"the upstream did not answer within the route's timeout_s ({self.route_bound_s:g} s; "
+                "the call had no deadline of its own)"
+            )
+        return errors.DeadlineExceeded("the caller's deadline passed while waiting for the upstream")
 
     def remaining(self) -> float | None:
         """Seconds left, never negative; None without a deadline."""
