@@ -253,6 +253,7 @@ class AdmissionGuard(Guard):
         self.active = 0
         self.draining = False
         self.trimmer = IdleTrimmer()  # gives memory back once the calls have stopped
+        self._shed = shed_status(max_concurrent, retry_after_s)  # the same for every shed call: built once
 
     def applies(self, service: str) -> bool:
         return service == self.service
@@ -263,7 +264,7 @@ class AdmissionGuard(Guard):
             await abort(context, to_status(errors.ShuttingDown("the server is shutting down; retry on another replica")))
         if self.active >= self.max_concurrent:
             self.metrics.shed.labels(method).inc()
-            await abort(context, shed_status(self.max_concurrent, self.retry_after_s))
+            await abort(context, self._shed)
         self.active += 1
         self.trimmer.begin()
         return None
