@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from fake_upstream import FakeUpstream, Script
-from llm_client import LLMClient, pb
+from llm_client import LLMClient, ResourceExhausted, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from tests.conftest import custom_server, user_msg
 
@@ -52,3 +52,17 @@ def test_f04_no_retry_after_the_first_event(stub: pb_grpc.LLMServiceStub, fake: 
         list(stub.Stream(pb.StreamRequest(model="openai", messages=[user_msg()]), timeout=30))
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert len(fake.requests()) == 1
+
+
+def test_f04_the_retry_budget_ends_rate_limit_retries_before_rate_limit_max_retries(fake: FakeUpstream) -> None:
+    """The rule: a rate limit's retries count against the route's retry budget like any other, so
+    under a persistent 429 a fresh route (10 tokens, retries while more than 5 remain) makes 5
+    attempts, not the 11 that retry.rate_limit_max_retries (10) would allow. The caller still gets
+    the delay the upstream asked for."""
+    fake.script(Script(status=429, headers={"retry-after": "0.05"}, times=20))
+    resilience = {"retry_budget_tokens": 10, "retry_budget_ratio": 0.1}
+    with custom_server(fake, resilience=resilience, retry={"rate_limit_max_retries": 10}) as (_, c):
+        with pytest.raises(ResourceExhausted) as info:
+            c.complete("openai", [user_msg()], timeout=30)
+    assert len(fake.requests()) == 5
+    assert info.value.reason == "UPSTREAM_RATE_LIMITED" and info.value.retry_delay_s == pytest.approx(0.05)
