@@ -39,6 +39,7 @@ class RunningServer:
     metrics: Metrics
     admission: AdmissionGuard
     provider: Provider
+    servicer: LLMServicer
     metrics_port: int = 0
 
     async def drain(self, grace_s: float | None = None) -> None:
@@ -47,7 +48,15 @@ class RunningServer:
         log.info("draining", extra={"grace_s": grace})
         self.admission.draining = True  # new calls are refused at once; in-flight ones go on
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        stopping = asyncio.ensure_future(self.server.stop(grace))
+        # Shortly before grpc would cut the streams still open with a bare status, end them
+        # ourselves: an error event first, then UNAVAILABLE, as every failed stream ends.
+        margin = min(1.0, grace * 0.2)
+        done, _ = await asyncio.wait({stopping}, timeout=max(0.0, grace - margin))
+        if not done:
+            ended = self.servicer.end_streams()
+            log.warning("drain grace ran out: ending open streams", extra={"streams": ended})
+        await stopping
         self.admission.trimmer.cancel()
         await self.provider.aclose()
         await asyncio.to_thread(self.metrics.close)
@@ -112,7 +121,8 @@ async def start(config: Config, listen: str | None = None, reuse_port: bool = Fa
         on_fallback=metrics.fell_back,
         on_breaker=metrics.breaker_changed,
     )
-    pb_grpc.add_LLMServiceServicer_to_server(LLMServicer(config, provider, metrics), server)
+    servicer = LLMServicer(config, provider, metrics)
+    pb_grpc.add_LLMServiceServicer_to_server(servicer, server)
     health = Health()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     serve_reflection(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
@@ -141,7 +151,7 @@ async def start(config: Config, listen: str | None = None, reuse_port: bool = Fa
             "pid": os.getpid(),
         },
     )
-    return RunningServer(server, health, port, config, metrics, admission, provider, metrics_port)
+    return RunningServer(server, health, port, config, metrics, admission, provider, servicer, metrics_port)
 
 
 async def serve_until_signalled(config: Config, listen: str | None = None, reuse_port: bool = False) -> None:

@@ -6,6 +6,7 @@ the request, calls the core, and maps any failure through `status` in one place.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -86,6 +87,16 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         self.config = config
         self.provider = provider
         self.metrics = metrics
+        self._streams: set[asyncio.Task[Any]] = set()  # the tasks of open Stream calls
+        self._ending_streams = False
+
+    def end_streams(self) -> int:
+        """At the end of a drain's grace: end every open stream with an error event and UNAVAILABLE
+        (SERVER_SHUTTING_DOWN) rather than letting grpc cut it with a bare status. Returns how many."""
+        self._ending_streams = True
+        for task in self._streams:
+            task.cancel()
+        return len(self._streams)
 
     def _route(self, name: str) -> Route:
         if not name:
@@ -134,6 +145,9 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         """Answer as a stream of events."""
         rec = _RpcRecord("Stream", request, self.metrics)
         failure: MappedStatus | None = None
+        task = asyncio.current_task()
+        if task is not None:
+            self._streams.add(task)
         try:
             route = self._route(request.model)
             rec.routed(route)
@@ -151,10 +165,19 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         except Exception as exc:
             failure, err = self._map(exc, rec.fields["route"])
             rec.failed(failure, err)
+        except asyncio.CancelledError:
+            if not (self._ending_streams and task is not None and task.uncancel() == 0):
+                rec.fields["code"] = caller_ended_code(context)
+                raise
+            err = errors.ShuttingDown("the server is shutting down and its drain grace ran out; retry on another replica")
+            failure = to_status(err, rec.fields["route"])
+            rec.failed(failure, err)
         except BaseException:
             rec.fields["code"] = caller_ended_code(context)
             raise
         finally:
+            if task is not None:
+                self._streams.discard(task)
             rec.emit()
         if failure is not None:
             if rec.route is not None:

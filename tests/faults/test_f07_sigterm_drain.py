@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -62,3 +63,37 @@ def test_f07_sigterm_lets_50_open_streams_finish_and_refuses_new_calls(fake: Fak
     assert code == 0
     assert exited - signalled < GRACE_S, f"exited {exited - signalled:.1f} s after SIGTERM"
     assert len(fake.requests()) == STREAMS, "the refused call never reached the upstream"
+
+
+def test_f07_streams_still_open_when_the_grace_runs_out_end_with_an_error_event(fake: FakeUpstream, tmp_path: Path) -> None:
+    routes = {"openai": {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}}}
+    server = ServerProcess({"routes": routes, "server": {"drain_grace_s": 2}}, tmp_path)
+    fake.script(Script(text=" ".join(["word"] * 200), chunk_delay_s=0.1, times=3))
+    outcomes: list[tuple[list[str], str, str]] = []
+
+    def reader() -> None:
+        with grpc.insecure_channel(server.target) as channel:
+            call = pb_grpc.LLMServiceStub(channel).Stream(pb.StreamRequest(model="openai", messages=[user_msg()]), timeout=60)
+            kinds: list[str] = []
+            reason = ""
+            try:
+                for event in call:
+                    kinds.append(event.WhichOneof("event"))
+                    if event.WhichOneof("event") == "error":
+                        reason = event.error.reason
+            except grpc.RpcError as err:
+                outcomes.append((kinds, reason, err.code().name))
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    fake.wait_for(lambda rs: len(rs) == 3 and all(r.chunks_sent > 2 for r in rs), timeout_s=10)
+    server.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(30)
+    assert server.proc.wait(timeout=30) == 0
+    server.stop()
+    assert len(outcomes) == 3
+    for kinds, reason, code in outcomes:
+        assert kinds[0] == "text_delta" and kinds[-1] == "error", kinds[-3:]
+        assert (reason, code) == ("SERVER_SHUTTING_DOWN", "UNAVAILABLE")
