@@ -192,6 +192,7 @@ class LimitsConfig:
     max_parts: int = 1000  # content parts in one message
     max_tool_calls: int = 256  # tool calls in one assistant message
     max_stop_sequences: int = 16
+    max_inflight_request_bytes: int = 64 * 1024 * 1024  # requests over 256 KiB held at once, per process
 
 
 @dataclass(frozen=True)
@@ -369,6 +370,9 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
         max_parts=lim.get("max_parts", int, dl.max_parts, "an integer > 0", _positive),
         max_tool_calls=lim.get("max_tool_calls", int, dl.max_tool_calls, "an integer > 0", _positive),
         max_stop_sequences=lim.get("max_stop_sequences", int, dl.max_stop_sequences, "an integer >= 0", _non_negative),
+        max_inflight_request_bytes=lim.get(
+            "max_inflight_request_bytes", int, dl.max_inflight_request_bytes, "bytes > 0", _positive
+        ),
     )
     lim.done()
     rs = top.sub("resilience")

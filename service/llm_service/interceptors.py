@@ -74,18 +74,51 @@ def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return parse
 
 
-async def _parsed(request: Any, deserializer: Callable[[bytes], Any], context: grpc.aio.ServicerContext) -> Any:
-    """The request message, decoded in a thread when it was left unparsed; a plain INVALID_ARGUMENT
-    when its bytes are not the message the method takes."""
+class RequestBudget:
+    """The bytes of large requests (those parsed off the loop) a process holds at once.
+
+    A request's decoded form, its provider JSON and LiteLLM's copies take several times its
+    wire size; without a bound, a few concurrent 15 MiB requests took over a gigabyte. Beyond
+    the budget a large request is refused at once with RESOURCE_EXHAUSTED and RetryInfo.
+    """
+
+    def __init__(self, limit_bytes: int, retry_after_s: float) -> None:
+        self.limit_bytes = limit_bytes
+        self.retry_after_s = retry_after_s
+        self.held = 0
+
+    def refusal(self) -> MappedStatus:
+        mib = self.limit_bytes / (1024 * 1024)
+        err = errors.Overloaded(
+            f"the server is holding its budget of {mib:g} MiB of large requests in flight "
+            "(limits.max_inflight_request_bytes); retry shortly or send a smaller request",
+            retry_after_s=self.retry_after_s,
+        )
+        return to_status(err)
+
+
+async def _parsed(
+    request: Any, deserializer: Callable[[bytes], Any], context: grpc.aio.ServicerContext, budget: RequestBudget | None
+) -> tuple[Any, int]:
+    """The request message and the budget bytes it holds (to give back when the call ends): decoded
+    in a thread when it was left unparsed; a plain INVALID_ARGUMENT when its bytes are not the
+    message the method takes; RESOURCE_EXHAUSTED when the process holds too many large requests."""
     if not isinstance(request, _Unparsed):
-        return request
+        return request, 0
     if not request.error:
+        size = len(request.data)
+        if budget is not None:
+            if budget.held and budget.held + size > budget.limit_bytes:  # one alone is always let through
+                await abort(context, budget.refusal())
+            budget.held += size
         try:
-            return await asyncio.to_thread(deserializer, request.data)
+            return await asyncio.to_thread(deserializer, request.data), size if budget is not None else 0
         except Exception:
-            pass
+            if budget is not None:
+                budget.held -= size
     err = errors.InvalidRequest("request", "the request bytes are not a valid message of this method's request type")
     await abort(context, to_status(err))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -95,8 +128,9 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     A guard that rejects a call in start() ends the guards started before it with the call's code.
     """
 
-    def __init__(self, *guards: Guard) -> None:
+    def __init__(self, *guards: Guard, budget: RequestBudget | None = None) -> None:
         self.guards = guards
+        self.budget = budget
 
     async def intercept_service(
         self,
@@ -154,9 +188,10 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = await self._start(guards, service, method, kind, context)
             ended = "UNKNOWN"
+            held = 0
             try:
                 if parse is not None:
-                    request = await _parsed(request, parse, context)
+                    request, held = await _parsed(request, parse, context, self.budget)
                 response = await behavior(request, context)
                 ended = "OK"
                 return response
@@ -164,6 +199,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 ended = caller_ended_code(context)
                 raise
             finally:
+                if held and self.budget is not None:
+                    self.budget.held -= held
                 _end(started, context, ended)
 
         return wrapped
@@ -174,9 +211,10 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = await self._start(guards, service, method, kind, context)
             ended = "UNKNOWN"
+            held = 0
             try:
                 if parse is not None:
-                    request = await _parsed(request, parse, context)
+                    request, held = await _parsed(request, parse, context, self.budget)
                 async for message in behavior(request, context):
                     for guard, token in started:
                         guard.sent(token)
@@ -186,6 +224,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 ended = caller_ended_code(context)
                 raise
             finally:
+                if held and self.budget is not None:
+                    self.budget.held -= held
                 _end(started, context, ended)
 
         return wrapped

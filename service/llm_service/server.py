@@ -18,7 +18,7 @@ from llm_service.config import Config
 from llm_service.core import litellm_setup
 from llm_service.core.provider import Provider
 from llm_service.health import Health
-from llm_service.interceptors import AdmissionGuard, GuardInterceptor, MetricsGuard
+from llm_service.interceptors import AdmissionGuard, GuardInterceptor, MetricsGuard, RequestBudget
 from llm_service.metrics import CannotListen, Metrics
 from llm_service.reflection import REFLECTION_SERVICES, serve_reflection
 from llm_service.servicer import LLMServicer
@@ -101,6 +101,7 @@ async def start(config: Config, listen: str | None = None, reuse_port: bool = Fa
                 MetricsGuard(metrics),
                 *([_auth_guard(config)] if config.security.authenticates else []),
                 admission,
+                budget=RequestBudget(config.limits.max_inflight_request_bytes, config.limits.shed_retry_after_s),
             ),
         ],
         options=[

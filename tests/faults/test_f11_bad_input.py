@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
@@ -215,3 +216,43 @@ def test_f11_count_tokens_is_under_the_same_limits_as_complete(
         pb_grpc.LLMServiceStub(channel).CountTokens(request, timeout=10)
     err = error_from_rpc(info.value)
     assert (err.code, err.reason, err.field_violations[0][0]) == (INVALID, "INVALID_REQUEST", field), (case, err)
+
+
+def test_f11_concurrent_large_requests_stay_within_the_memory_budget(fake: FakeUpstream, tmp_path: Any) -> None:
+    """8 concurrent 12 MiB requests against a 40 MiB budget: three are held (36 MiB), the rest are
+    refused at once with RESOURCE_EXHAUSTED naming the limit; the server's RSS growth is printed."""
+    import threading
+
+    from fake_upstream import Script
+    from tests.conftest import ServerProcess
+
+    routes = {"openai": {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}}}
+    limits = {"max_request_bytes": 16 * 1024 * 1024, "max_inflight_request_bytes": 40 * 1024 * 1024}
+    fake.script(Script(text="held", first_byte_delay_s=3, times=8))
+    server = ServerProcess({"routes": routes, "limits": limits}, tmp_path)
+    rss = lambda: int(open(f"/proc/{server.pid}/statm").read().split()[1]) * 4096  # noqa: E731
+    before = rss()
+    outcomes: list[str] = []
+    request = pb.CompleteRequest(model="openai", messages=[user_msg("x" * (12 * 1024 * 1024))])
+
+    def call() -> None:
+        with grpc.insecure_channel(server.target, options=[("grpc.max_send_message_length", 32 << 20)]) as channel:
+            try:
+                pb_grpc.LLMServiceStub(channel).Complete(request, timeout=60)
+                outcomes.append("OK")
+            except grpc.RpcError as err:
+                e = error_from_rpc(err)
+                outcomes.append(f"{e.code.name} {e.reason} {'limits.max_inflight_request_bytes' in e.message}")
+
+    try:
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for t in threads:
+            t.start()
+        peak = before
+        while any(t.is_alive() for t in threads):
+            peak = max(peak, rss())
+            time.sleep(0.05)
+    finally:
+        server.stop()
+    assert sorted(outcomes) == ["OK"] * 3 + ["RESOURCE_EXHAUSTED SERVER_OVERLOADED True"] * 5, outcomes
+    print(f"8 concurrent 12 MiB requests, 40 MiB budget: RSS +{(peak - before) / 2**20:.0f} MB at peak")
