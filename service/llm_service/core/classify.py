@@ -45,9 +45,29 @@ def response_headers(exc: BaseException) -> Mapping[str, str]:
     return {}
 
 
+_TRACEBACK = re.compile(r"\s*Traceback \(most recent call last\):.*", re.DOTALL)
+_FRAME = re.compile(r'\s*File "[^"]*", line \d+(?:, in \S+)?')
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.@+-]+){2,}\.pyc?\b(?::\d+)?")
+# A library's exception class as Python prints it: `<TransferEncodingError: 400, message='…'>`,
+# `litellm.BadRequestError: `, `InternalServerError: AnthropicError - `, `aiohttp.client_exceptions.X`.
+_CLASS_REPR = re.compile(r"<(?:[\w.]+\.)?[A-Z]\w*(?:Error|Exception|Warning)\b:?\s*(?P<inner>[^<>]*)>")
+_CLASS_PREFIX = re.compile(r"`?\b(?:[a-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Warning)\b`?(?:\s*[:-]\s*)?")
+
+
+def caller_words(text: str) -> str:
+    """An upstream failure's words as a caller may see them: no traceback, no file path, no
+    library class name; the provider's own message kept. Bounding and secret masking follow."""
+    text = _TRACEBACK.sub("", text)
+    text = _FRAME.sub("", text)
+    text = _PATH.sub("", text)
+    text = _CLASS_REPR.sub(lambda m: m["inner"].strip(), text)
+    text = _CLASS_PREFIX.sub("", text)
+    return " ".join(text.split()).strip(" :-") or "no details given"
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """text with every secret replaced by ***, cut to UPSTREAM_MESSAGE_MAX_CHARS."""
-    text = configured_secrets.redact(text, secrets)
+    """text as a caller may see it: caller_words, every secret replaced by ***, cut to UPSTREAM_MESSAGE_MAX_CHARS."""
+    text = configured_secrets.redact(caller_words(text), secrets)
     if len(text) > UPSTREAM_MESSAGE_MAX_CHARS:
         text = text[:UPSTREAM_MESSAGE_MAX_CHARS] + "…"
     return text
