@@ -81,6 +81,29 @@ def _load(data: str | bytes) -> Any:
         raise bad_response("undecodable JSON") from None
 
 
+def _content_text(content: Any) -> tuple[str, str]:
+    """(text, reasoning) of a message's content: a string, or a list of typed parts as Mistral's
+    reasoning models send (`{"type": "text", "text": …}`, `{"type": "thinking", "thinking": [parts]}`)."""
+    if isinstance(content, str):
+        return content, ""
+    if not isinstance(content, list):
+        return "", ""
+    text: list[str] = []
+    reasoning: list[str] = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text" and isinstance(part.get("text"), str):
+            text.append(part["text"])
+        elif part.get("type") == "thinking":
+            inner = part.get("thinking")
+            if isinstance(inner, str):
+                reasoning.append(inner)
+            elif isinstance(inner, list):
+                reasoning.extend(p["text"] for p in inner if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return "".join(text), "".join(reasoning)
+
+
 def openrouter_chunk(data: bytes) -> Chunk | None:
     """An OpenRouter stream payload: its reasoning is in `reasoning` only (LiteLLM ignores `reasoning_content` there)."""
     return openai_chunk(data, reasoning_key="reasoning")
@@ -102,8 +125,9 @@ def openai_chunk(data: bytes, reasoning_key: str = "") -> Chunk | None:
         return out
     choice = choices[0]
     delta = choice.get("delta") or {}
-    out.text = delta.get("content") or ""
+    out.text, listed_reasoning = _content_text(delta.get("content"))
     out.reasoning = (delta.get(reasoning_key) or "") if reasoning_key else _reasoning(delta)
+    out.reasoning += listed_reasoning
     for tc in delta.get("tool_calls") or ():
         fn = tc.get("function") or {}
         out.tool_fragments.append(
@@ -129,8 +153,8 @@ def openai_response(body: bytes) -> Chunk:
         return out
     choice = choices[0]
     msg = choice.get("message") or {}
-    out.text = msg.get("content") or ""
-    out.reasoning = _reasoning(msg)
+    out.text, listed_reasoning = _content_text(msg.get("content"))
+    out.reasoning = _reasoning(msg) + listed_reasoning
     for i, tc in enumerate(msg.get("tool_calls") or ()):
         fn = tc.get("function") or {}
         out.tool_fragments.append(
@@ -168,6 +192,9 @@ def anthropic_usage(raw: Any, input_from: dict[str, Any] | None = None, reasonin
     return None if usage == Usage() else usage
 
 
+_ANTHROPIC_INPUT_KEYS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
 class AnthropicStream:
     """Anthropic Messages SSE events into Chunks, keeping what spans events (blocks, input usage)."""
 
@@ -197,7 +224,12 @@ class AnthropicStream:
             return self._block_start(obj)
         if kind == "message_delta":
             delta = obj.get("delta") or {}
-            usage = anthropic_usage(obj.get("usage") or {}, self._input, "".join(self._reasoning))
+            raw_usage = obj.get("usage") or {}
+            # message_delta repeats the cumulative input and cache counts (they grow when server
+            # tools run, and some Anthropic-compatible upstreams fill them only here): they win.
+            if isinstance(raw_usage, dict):
+                self._input = {**self._input, **{k: raw_usage[k] for k in _ANTHROPIC_INPUT_KEYS if raw_usage.get(k) is not None}}
+            usage = anthropic_usage(raw_usage, self._input, "".join(self._reasoning))
             return Chunk(model=self.model, usage=usage, finish_reason=_finish(delta.get("stop_reason")))
         if kind == "error":
             err = obj.get("error") or {}
@@ -229,7 +261,10 @@ class AnthropicStream:
         if kind == "text_delta":
             return Chunk(model=self.model, text=delta.get("text") or "")
         if kind == "input_json_delta":
-            index = self._tool_index.get(int_or_zero(obj.get("index")), max(self._tools - 1, 0))
+            block = int_or_zero(obj.get("index"))
+            if self._blocks.get(block, "tool_use") != "tool_use":
+                return None  # a server tool's input (server_tool_use, mcp_tool_use): the provider runs it, not the caller
+            index = self._tool_index.get(block, max(self._tools - 1, 0))
             return Chunk(model=self.model, tool_fragments=[ToolFragment(index, None, None, delta.get("partial_json") or "")])
         if kind == "thinking_delta":
             text = delta.get("thinking") or ""
