@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from fake_upstream import FakeUpstream, Script
-from llm_client import LLMClient, pb
+from llm_client import LLMClient, LLMServiceError, pb
 from tests.conftest import custom_server, user_msg
 
 
@@ -157,3 +157,32 @@ def test_content_as_typed_parts_is_text_and_reasoning(direct: LLMClient, fake: F
     fake.script(Script(body_raw=json.dumps(whole)))
     answer = client.complete("openai", [user_msg()], timeout=30)
     assert (answer.text, answer.reasoning) == ("Hello!", "The user greets me; answer briefly.")
+
+
+GROQ_REASONING = {
+    "id": "c",
+    "object": "chat.completion.chunk",
+    "model": "qwen",
+    "choices": [{"index": 0, "delta": {"reasoning": "Let me call it."}}],
+}
+IN_BAND = {
+    "groq tool_use_failed (400)": (
+        {"message": "Failed to call a function.", "type": "invalid_request_error", "code": "tool_use_failed", "status_code": 400},
+        "INVALID_ARGUMENT",
+        "UPSTREAM_BAD_REQUEST",
+    ),
+    "rate limit by type": ({"message": "slow down", "type": "rate_limit_error"}, "RESOURCE_EXHAUSTED", "UPSTREAM_RATE_LIMITED"),
+    "overloaded by code": ({"message": "overloaded", "code": 503}, "UNAVAILABLE", "UPSTREAM_UNAVAILABLE"),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(IN_BAND))
+def test_an_in_band_stream_error_maps_like_its_http_status(client: LLMClient, fake: FakeUpstream, shape: str) -> None:
+    """An error object inside a 200 stream maps by its status code and type, never INTERNAL, on both paths."""
+    error, code, reason = IN_BAND[shape]
+    fake.script(Script(sse_raw=(f"data: {json.dumps(GROQ_REASONING)}", f"data: {json.dumps({'error': error})}"), times=5))
+    with pytest.raises(LLMServiceError) as info:
+        list(client.stream("openai", [user_msg()], max_retries=0, timeout=30))
+    assert (info.value.code.name, info.value.reason) == (code, reason)
+    if reason != "UPSTREAM_RATE_LIMITED":  # a rate limit is said in the service's words
+        assert error["message"] in info.value.message

@@ -130,13 +130,29 @@ def _http_status(exc: BaseException) -> int | None:
     return found
 
 
+def _in_band_status(exc: BaseException) -> int | None:
+    """For an error the upstream sent inside a 200 stream (LiteLLM reports every one as a 500):
+    the status its error object stands for, from the openai SDK's APIError body on the chain."""
+    from llm_service.core.fast_decode import in_band_status
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        body = getattr(current, "body", None)
+        if current is not exc and isinstance(body, dict) and getattr(current, "status_code", None) is None:
+            return in_band_status(body)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return None
+
+
 def classify(exc: BaseException, secrets: Iterable[str] = ()) -> errors.LLMError:
     """Translate a provider exception into the family. Unknown ones become LLMError (INTERNAL)."""
     if isinstance(exc, errors.LLMError):
         return exc
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) else None
-    answered = _http_status(exc)
+    answered = _http_status(exc) or _in_band_status(exc)
     if answered is not None:
         status = answered  # LiteLLM's Anthropic mapping reports 413 as 400 and 529 as 500: keep what was answered
     words = redact(_upstream_words(exc), secrets)
@@ -170,12 +186,10 @@ def classify(exc: BaseException, secrets: Iterable[str] = ()) -> errors.LLMError
     # Any other status maps by its class: 5xx (and 408, a timeout) is the upstream's trouble and
     # may pass; any other 4xx is the request's. Only a failure with no status and of no known
     # kind is INTERNAL.
-    if (status is not None and (status >= 500 or status == 408)) or isinstance(
-        exc,
-        (lx.APIConnectionError, lx.InternalServerError, lx.ServiceUnavailableError, lx.BadGatewayError, ConnectionError, OSError),
-    ):
+    unavailable = (lx.APIConnectionError, lx.InternalServerError, lx.ServiceUnavailableError, lx.BadGatewayError, OSError)
+    if (status >= 500 or status == 408) if status is not None else isinstance(exc, unavailable):
         return errors.UpstreamUnavailable(f"the upstream is unavailable: {words}", upstream_status=status)
-    if (status is not None and 400 <= status < 500) or isinstance(exc, (lx.BadRequestError, lx.UnprocessableEntityError)):
+    if (400 <= status < 500) if status is not None else isinstance(exc, (lx.BadRequestError, lx.UnprocessableEntityError)):
         return errors.UpstreamBadRequest(f"the provider rejected the request: {words}", upstream_status=status)
     return errors.LLMError("internal error")
 

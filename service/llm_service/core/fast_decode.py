@@ -104,6 +104,29 @@ def _content_text(content: Any) -> tuple[str, str]:
     return "".join(text), "".join(reasoning)
 
 
+_IN_BAND_TYPES = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "overloaded_error": 529,
+}
+
+
+def in_band_status(err: dict[str, Any]) -> int:
+    """The HTTP status an error sent inside a stream stands for: its own status_code (Groq) or
+    numeric code, else its type's, else 500. It is then mapped like an HTTP error of that status."""
+    for key in ("status_code", "status", "code"):
+        value = err.get(key)
+        if isinstance(value, int) and 400 <= value <= 599:
+            return value
+        if isinstance(value, str) and value.isdigit() and 400 <= int(value) <= 599:
+            return int(value)
+    return _IN_BAND_TYPES.get(str(err.get("type") or ""), 500)
+
+
 def openrouter_chunk(data: bytes) -> Chunk | None:
     """An OpenRouter stream payload: its reasoning is in `reasoning` only (LiteLLM ignores `reasoning_content` there)."""
     return openai_chunk(data, reasoning_key="reasoning")
@@ -116,9 +139,9 @@ def openai_chunk(data: bytes, reasoning_key: str = "") -> Chunk | None:
     obj = _load(data)
     if not isinstance(obj, dict):
         raise bad_response("a stream event that is not an object")
-    if "error" in obj and not obj.get("choices"):
+    if obj.get("error"):  # an error sent inside the 200 stream, with or without choices beside it
         err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}
-        raise UpstreamStreamError(500, str(err.get("message") or "stream error"))  # LiteLLM reports any such error as 500
+        raise UpstreamStreamError(in_band_status(err), str(err.get("message") or "stream error"))
     out = Chunk(model=obj.get("model") or "", usage=usage_from(obj.get("usage")))
     choices = obj.get("choices")
     if not choices:

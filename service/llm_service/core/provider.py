@@ -376,6 +376,8 @@ class Provider:
             except Exception as exc:
                 if sent:
                     err = classify(exc, req.secrets)
+                    if type(err) is errors.LLMError:  # INTERNAL: the traceback goes to the log, as before any event
+                        log.error("unexpected upstream failure", exc_info=exc, extra={"route": route.name, **describe(exc)})
                     err.attempts = state.attempts
                     if _is_upstream_failure(err):
                         self._upstream_failed(state)
