@@ -186,3 +186,48 @@ def test_an_in_band_stream_error_maps_like_its_http_status(client: LLMClient, fa
     assert (info.value.code.name, info.value.reason) == (code, reason)
     if reason != "UPSTREAM_RATE_LIMITED":  # a rate limit is said in the service's words
         assert error["message"] in info.value.message
+
+
+REFUSAL = "I'm sorry, I can't assist with that request."
+
+
+def _refusal_chunk(delta: dict[str, object], finish: str | None = None) -> str:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return "data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "model": "gpt-test", "choices": [choice]})
+
+
+def test_an_openai_streamed_refusal_is_an_answer_not_an_empty_one(direct: LLMClient, fake: FakeUpstream) -> None:
+    """delta.refusal with content null and finish_reason stop: one request, CONTENT_FILTER, the refusal's
+    text. (Direct path only: LiteLLM's stream wrapper drops a delta that carries only a refusal.)"""
+    lines = (
+        _refusal_chunk({"role": "assistant", "content": None, "refusal": ""}),
+        _refusal_chunk({"refusal": REFUSAL}),
+        _refusal_chunk({}, "stop"),
+        "data: [DONE]",
+    )
+    fake.script(Script(sse_raw=lines, times=4))
+    events = list(direct.stream("openai", [user_msg()], timeout=30))
+    finish = events[-1].finish
+    assert finish is not None and finish.finish_reason == pb.FINISH_REASON_CONTENT_FILTER and finish.refusal == REFUSAL
+    assert len(fake.requests()) == 1, "a refusal is not retried as an empty answer"
+
+
+def test_an_openai_refusal_in_a_whole_answer(client: LLMClient, fake: FakeUpstream) -> None:
+    whole = {
+        "id": "c",
+        "object": "chat.completion",
+        "model": "gpt-test",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": REFUSAL}, "finish_reason": "stop"}],
+    }
+    fake.script(Script(body_raw=json.dumps(whole), times=4))
+    answer = client.complete("openai", [user_msg()], timeout=30)
+    assert (answer.finish_reason, answer.refusal, answer.text) == ("FINISH_REASON_CONTENT_FILTER", REFUSAL, "")
+    assert len(fake.requests()) == 1
+
+
+def test_an_anthropic_refusal_is_an_answer_not_an_empty_one(client: LLMClient, fake: FakeUpstream) -> None:
+    lines = [_message_start({"input_tokens": 12, "output_tokens": 1}), *_end("refusal", {"output_tokens": 1})]
+    fake.script(Script(sse_raw=tuple(lines), times=4))
+    finish = list(client.stream("anthropic", [user_msg()], timeout=30))[-1].finish
+    assert finish is not None and finish.finish_reason == pb.FINISH_REASON_CONTENT_FILTER
+    assert len(fake.requests()) == 1, "a refusal is not retried as an empty answer"

@@ -309,6 +309,7 @@ def finish_to_proto(f: types.Finish) -> pb.Finish:
         provider_model=f.provider_model,
         gateway=gateway_to_proto(f.gateway),
         thinking_blocks=_thinking(f.thinking_blocks),
+        refusal=f.refusal,
     )
 
 
@@ -326,6 +327,7 @@ def completion_to_proto(c: types.Completion) -> pb.CompleteResponse:
         provider_model=f.provider_model,
         gateway=gateway_to_proto(f.gateway),
         thinking_blocks=_thinking(f.thinking_blocks),
+        refusal=f.refusal,
     )
 
 

@@ -118,6 +118,7 @@ class StreamAssembler:
         self.model = ""
         self.thinking: list[ThinkingBlock] = []
         self.chunks_seen = 0
+        self.refusal_parts: list[str] = []
 
     def feed(self, chunk: Chunk) -> list[TextDelta | ReasoningDelta]:
         """Take one chunk; return the events to send now."""
@@ -133,6 +134,8 @@ class StreamAssembler:
             self._add_fragment(frag.index, frag.id, frag.name, frag.arguments)
         if chunk.thinking_blocks:
             self._merge_thinking(chunk.thinking_blocks)
+        if chunk.refusal:
+            self.refusal_parts.append(chunk.refusal)
         if chunk.finish_reason:
             self.finish_reason = chunk.finish_reason
         if chunk.usage is not None:
@@ -189,8 +192,18 @@ class StreamAssembler:
 
     @property
     def has_content(self) -> bool:
-        """Text or tool calls: what makes an answer non-empty (PC14, PC15)."""
-        return bool(self.text_parts) or self.has_tool_calls
+        """Text, tool calls or a refusal: what makes an answer non-empty (PC14, PC15)."""
+        return bool(self.text_parts) or self.has_tool_calls or self.refused
+
+    @property
+    def refusal(self) -> str:
+        """The model's refusal text, if it declined."""
+        return "".join(self.refusal_parts)
+
+    @property
+    def refused(self) -> bool:
+        """The model declined: refusal text, or a finish that says so (Anthropic's "refusal")."""
+        return bool(self.refusal_parts) or self.finish_reason in ("refusal", "content_filter")
 
     def tool_calls(self) -> list[ToolCall]:
         """The assembled calls in order, arguments parsed or repaired (raises ToolArgumentsInvalid)."""
@@ -200,5 +213,7 @@ class StreamAssembler:
         return calls
 
     def final_finish_reason(self) -> str:
-        """The raw finish reason after PC25's normalisation."""
+        """The raw finish reason after PC25's normalisation; a refusal is content_filter."""
+        if self.refusal_parts and not self.text_parts and not self.has_tool_calls:
+            return "content_filter"
         return normalise_finish_reason(self.finish_reason, self.has_tool_calls)

@@ -54,6 +54,15 @@ def _thinking_blocks(raw: Any) -> list[ThinkingBlock]:
     return blocks
 
 
+def _refusal(message: Any) -> str:
+    """OpenAI's refusal text: LiteLLM keeps it in provider_specific_fields (or as an attribute)."""
+    refusal = getattr(message, "refusal", None)
+    if not isinstance(refusal, str):
+        extra = getattr(message, "provider_specific_fields", None)
+        refusal = extra.get("refusal") if isinstance(extra, dict) else None
+    return refusal if isinstance(refusal, str) else ""
+
+
 def decode_stream_chunk(chunk: Any) -> Chunk:
     """One LiteLLM ModelResponseStream into a Chunk."""
     out = Chunk(model=getattr(chunk, "model", "") or "", usage=usage_from(getattr(chunk, "usage", None)))
@@ -65,6 +74,7 @@ def decode_stream_chunk(chunk: Any) -> Chunk:
     if delta is not None:
         out.text = getattr(delta, "content", None) or ""
         out.reasoning = getattr(delta, "reasoning_content", None) or ""
+        out.refusal = _refusal(delta)
         for tc in getattr(delta, "tool_calls", None) or []:
             fn = getattr(tc, "function", None)
             out.tool_fragments.append(
@@ -91,6 +101,7 @@ def decode_response(response: Any) -> Chunk:
     if msg is not None:
         out.text = getattr(msg, "content", None) or ""
         out.reasoning = getattr(msg, "reasoning_content", None) or ""
+        out.refusal = _refusal(msg)
         for i, tc in enumerate(getattr(msg, "tool_calls", None) or []):
             fn = getattr(tc, "function", None)
             out.tool_fragments.append(

@@ -151,6 +151,7 @@ def openai_chunk(data: bytes, reasoning_key: str = "") -> Chunk | None:
     out.text, listed_reasoning = _content_text(delta.get("content"))
     out.reasoning = (delta.get(reasoning_key) or "") if reasoning_key else _reasoning(delta)
     out.reasoning += listed_reasoning
+    out.refusal = delta["refusal"] if isinstance(delta.get("refusal"), str) else ""
     for tc in delta.get("tool_calls") or ():
         fn = tc.get("function") or {}
         out.tool_fragments.append(
@@ -178,6 +179,7 @@ def openai_response(body: bytes) -> Chunk:
     msg = choice.get("message") or {}
     out.text, listed_reasoning = _content_text(msg.get("content"))
     out.reasoning = _reasoning(msg) + listed_reasoning
+    out.refusal = msg["refusal"] if isinstance(msg.get("refusal"), str) else ""
     for i, tc in enumerate(msg.get("tool_calls") or ()):
         fn = tc.get("function") or {}
         out.tool_fragments.append(

@@ -314,6 +314,7 @@ class Provider:
             provider_model=asm.model or req.model,
             gateway=state.gateway(),
             thinking_blocks=tuple(asm.thinking),
+            refusal=asm.refusal,
         )
 
     # --- streaming -------------------------------------------------------------------------

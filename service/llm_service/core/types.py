@@ -78,6 +78,7 @@ class Chunk:
     finish_reason: str | None = None
     usage: Usage | None = None
     model: str = ""
+    refusal: str = ""  # the model declined: OpenAI's delta/message `refusal` text
 
 
 # --- events the core emits ---------------------------------------------------------------------
@@ -130,6 +131,7 @@ class Finish:
     provider_model: str
     gateway: GatewayInfo
     thinking_blocks: tuple[ThinkingBlock, ...] = ()
+    refusal: str = ""  # the model's refusal; finish_reason is then "content_filter"
 
 
 Event = TextDelta | ReasoningDelta | ToolCall | TextEnd | Finish

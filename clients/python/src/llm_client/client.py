@@ -116,6 +116,7 @@ class Completion:
     route: str
     attempts: int
     raw: pb.CompleteResponse
+    refusal: str = ""  # the model declined (finish_reason is then FINISH_REASON_CONTENT_FILTER)
 
     @classmethod
     def from_proto(cls, r: pb.CompleteResponse) -> Completion:
@@ -131,6 +132,7 @@ class Completion:
             route=r.gateway.route,
             attempts=r.gateway.attempts,
             raw=r,
+            refusal=r.refusal,
         )
 
 

@@ -666,6 +666,7 @@ class CompleteResponse(_message.Message):
     PROVIDER_MODEL_FIELD_NUMBER: _builtins.int
     GATEWAY_FIELD_NUMBER: _builtins.int
     THINKING_BLOCKS_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The answer's text."""
     reasoning: _builtins.str
@@ -678,6 +679,12 @@ class CompleteResponse(_message.Message):
     """Cost in US dollars as priced by LiteLLM; 0 when unknown."""
     provider_model: _builtins.str
     """The provider model that answered, as the provider named it."""
+    refusal: _builtins.str
+    """The model's refusal, when it declined to answer (OpenAI's `refusal`, or
+    Anthropic's stop_reason "refusal" with no text): finish_reason is then
+    FINISH_REASON_CONTENT_FILTER. Empty otherwise. A refusal is an answer:
+    it is never retried as an empty one.
+    """
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
         """Tool calls the model made, in order."""
@@ -707,10 +714,11 @@ class CompleteResponse(_message.Message):
         provider_model: _builtins.str = ...,
         gateway: Global___GatewayInfo | None = ...,
         thinking_blocks: _abc.Iterable[Global___ThinkingBlock] | None = ...,
+        refusal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["gateway", b"gateway", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "gateway", b"gateway", "provider_finish_reason", b"provider_finish_reason", "provider_model", b"provider_model", "reasoning", b"reasoning", "text", b"text", "thinking_blocks", b"thinking_blocks", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "gateway", b"gateway", "provider_finish_reason", b"provider_finish_reason", "provider_model", b"provider_model", "reasoning", b"reasoning", "refusal", b"refusal", "text", b"text", "thinking_blocks", b"thinking_blocks", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -921,6 +929,7 @@ class Finish(_message.Message):
     PROVIDER_MODEL_FIELD_NUMBER: _builtins.int
     GATEWAY_FIELD_NUMBER: _builtins.int
     THINKING_BLOCKS_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     finish_reason: Global___FinishReason.ValueType
     """Why the model stopped, normalised."""
     provider_finish_reason: _builtins.str
@@ -929,6 +938,10 @@ class Finish(_message.Message):
     """Cost in US dollars as priced by LiteLLM; 0 when unknown."""
     provider_model: _builtins.str
     """The provider model that answered, as the provider named it."""
+    refusal: _builtins.str
+    """The model's refusal, as in CompleteResponse.refusal (its text arrives
+    here, whole, not as text deltas).
+    """
     @_builtins.property
     def usage(self) -> Global___Usage:
         """Tokens used."""
@@ -951,10 +964,11 @@ class Finish(_message.Message):
         provider_model: _builtins.str = ...,
         gateway: Global___GatewayInfo | None = ...,
         thinking_blocks: _abc.Iterable[Global___ThinkingBlock] | None = ...,
+        refusal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["gateway", b"gateway", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "gateway", b"gateway", "provider_finish_reason", b"provider_finish_reason", "provider_model", b"provider_model", "thinking_blocks", b"thinking_blocks", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "gateway", b"gateway", "provider_finish_reason", b"provider_finish_reason", "provider_model", b"provider_model", "refusal", b"refusal", "thinking_blocks", b"thinking_blocks", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
