@@ -439,7 +439,10 @@ class Usage(_message.Message):
     cache_creation_tokens: _builtins.int
     """Input tokens written to the provider's prompt cache."""
     reasoning_tokens: _builtins.int
-    """Output tokens spent on reasoning, where the provider reports them."""
+    """Output tokens spent on reasoning: the provider's count where it reports
+    one; for Anthropic thinking without a count, LiteLLM's estimate from the
+    thinking text (included in output_tokens either way).
+    """
     def __init__(
         self,
         *,
@@ -674,11 +677,16 @@ class CompleteResponse(_message.Message):
     finish_reason: Global___FinishReason.ValueType
     """Why the model stopped, normalised."""
     provider_finish_reason: _builtins.str
-    """Why the model stopped, as the provider said it."""
+    """Why the model stopped, in OpenAI's vocabulary as LiteLLM maps the
+    provider's reason ("stop" for Anthropic's end_turn, "tool_calls" for
+    tool_use, "content_filter" for a refusal); finish_reason normalises it.
+    """
     cost_usd: _builtins.float
     """Cost in US dollars as priced by LiteLLM; 0 when unknown."""
     provider_model: _builtins.str
-    """The provider model that answered, as the provider named it."""
+    """The provider model that answered: as the provider named it in its
+    answer, else the model the route asked for.
+    """
     refusal: _builtins.str
     """The model's refusal, when it declined to answer (OpenAI's `refusal`, or
     Anthropic's stop_reason "refusal" with no text): finish_reason is then
@@ -933,11 +941,16 @@ class Finish(_message.Message):
     finish_reason: Global___FinishReason.ValueType
     """Why the model stopped, normalised."""
     provider_finish_reason: _builtins.str
-    """Why the model stopped, as the provider said it."""
+    """Why the model stopped, in OpenAI's vocabulary as LiteLLM maps the
+    provider's reason (see CompleteResponse.provider_finish_reason).
+    """
     cost_usd: _builtins.float
     """Cost in US dollars as priced by LiteLLM; 0 when unknown."""
     provider_model: _builtins.str
-    """The provider model that answered, as the provider named it."""
+    """The provider model that answered: as the provider named it where the
+    stream says (the direct path reads it from the stream; LiteLLM's path
+    reports the model the route asked for), else the model asked for.
+    """
     refusal: _builtins.str
     """The model's refusal, as in CompleteResponse.refusal (its text arrives
     here, whole, not as text deltas).
