@@ -215,3 +215,22 @@ def test_unrepairable_tool_arguments_name_the_tool(client: LLMClient, fake: Fake
     err = _stream_error(client)
     assert (err.code, err.reason) == (grpc.StatusCode.UNAVAILABLE, "TOOL_ARGUMENTS_INVALID")
     assert err.metadata["tool_name"] == "lookup" and "'lookup'" in err.message
+
+
+def test_every_error_class_has_its_own_status_row() -> None:
+    """A new LLMError subclass missing from status._CODES would silently become INTERNAL."""
+    import grpc
+
+    from llm_service.core import errors
+    from llm_service.status import code_for
+
+    def subclasses(cls: type) -> list[type]:
+        return [c for sub in cls.__subclasses__() for c in (sub, *subclasses(sub))]
+
+    classes = subclasses(errors.LLMError)
+    assert len(classes) >= 15
+    for cls in classes:
+        err = cls.__new__(cls)
+        Exception.__init__(err, "x")
+        assert code_for(err) is not grpc.StatusCode.INTERNAL, f"{cls.__name__} has no row in status._CODES"
+        assert cls.reason != errors.LLMError.reason, f"{cls.__name__} has no ErrorInfo reason of its own"

@@ -236,7 +236,6 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def route(self, name: str) -> Route | None:
         """The route of that name, or None."""

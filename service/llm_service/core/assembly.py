@@ -117,12 +117,10 @@ class StreamAssembler:
         self.cost_usd = 0.0
         self.model = ""
         self.thinking: list[ThinkingBlock] = []
-        self.chunks_seen = 0
         self.refusal_parts: list[str] = []
 
     def feed(self, chunk: Chunk) -> list[TextDelta | ReasoningDelta]:
         """Take one chunk; return the events to send now."""
-        self.chunks_seen += 1
         out: list[TextDelta | ReasoningDelta] = []
         if chunk.reasoning:
             self.reasoning_parts.append(chunk.reasoning)

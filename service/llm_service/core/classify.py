@@ -194,11 +194,6 @@ def classify(exc: BaseException, secrets: Iterable[str] = ()) -> errors.LLMError
     return errors.LLMError("internal error")
 
 
-def is_transient(err: errors.LLMError) -> bool:
-    """Whether another attempt may succeed where this one failed (PC16): 5xx, connection, timeout."""
-    return type(err) is errors.UpstreamUnavailable or isinstance(err, errors.UpstreamBadResponse)
-
-
 def describe(exc: BaseException) -> dict[str, Any]:
     """Safe facts about an exception for the log: its type and status, never its text."""
     return {"error_type": type(exc).__name__, "upstream_status": getattr(exc, "status_code", None)}

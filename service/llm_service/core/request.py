@@ -37,7 +37,6 @@ class UpstreamRequest:
     kwargs: dict[str, Any]
     model: str
     stream: bool
-    is_anthropic: bool
     is_minimax: bool
     is_openrouter: bool
     is_codex: bool
@@ -243,7 +242,6 @@ def build_request(
         kwargs=kwargs,
         model=model,
         stream=stream,
-        is_anthropic=anthropic,
         is_minimax=route.model.lower().startswith(("minimax/", "minimax-")),
         is_openrouter=route.model.lower().startswith("openrouter/") or "openrouter.ai/api/v1" in api_base.lower(),
         is_codex=codex,
