@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -256,3 +257,42 @@ def test_f11_concurrent_large_requests_stay_within_the_memory_budget(fake: FakeU
         server.stop()
     assert sorted(outcomes) == ["OK"] * 3 + ["RESOURCE_EXHAUSTED SERVER_OVERLOADED True"] * 5, outcomes
     print(f"8 concurrent 12 MiB requests, 40 MiB budget: RSS +{(peak - before) / 2**20:.0f} MB at peak")
+
+
+def _with_image(url: str) -> list[pb.Message]:
+    parts = [pb.ContentPart(text="what is this?"), pb.ContentPart(image_url=pb.ImageUrl(url=url))]
+    return [pb.Message(role=pb.ROLE_USER, parts=parts)]
+
+
+@pytest.mark.parametrize(
+    ("route", "scheme", "passes"),
+    [
+        ("openai", "http", True),  # the provider fetches it itself
+        ("anthropic", "https", True),  # sent as Anthropic's URL image source
+        ("anthropic", "http", False),  # LiteLLM would download and base64 it, on the event loop
+        ("gemini", "https", False),
+        ("ollama", "https", False),
+    ],
+)
+def test_f11_caller_image_urls_are_never_fetched_by_the_server(
+    server: ServerThread, fake: FakeUpstream, route: str, scheme: str, passes: bool
+) -> None:
+    from fake_upstream import Script
+
+    url = f"{fake.base_url.replace('http', scheme, 1)}/caller-chosen.png"
+    fake.script(Script(text="a cat"))
+    with grpc.insecure_channel(server.target) as channel:
+        stub = pb_grpc.LLMServiceStub(channel)
+        request = pb.CompleteRequest(model=route, messages=_with_image(url))
+        if passes:
+            stub.Complete(request, timeout=30)
+            body = json.dumps(fake.requests()[0].body)
+            assert url in body, "the URL went to the provider as it was"
+        else:
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Complete(request, timeout=30)
+            err = error_from_rpc(info.value)
+            assert (err.code, err.reason) == (INVALID, "INVALID_REQUEST")
+            assert err.field_violations[0][0] == "messages[0].parts[1].image_url.url" and "inline_image" in err.message
+            assert not fake.requests(), "nothing was sent upstream"
+    assert not any(r.path.endswith("caller-chosen.png") for r in fake.requests()), "the server never fetched the URL"

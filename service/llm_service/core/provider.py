@@ -181,7 +181,7 @@ class Provider:
             raise errors.RouteNotReady(
                 f"route '{route.name}' has no provider key on the server: set {route.key_source.describe()}"
             )
-        return build_request(
+        req = build_request(
             route,
             call,
             stream=stream,
@@ -191,6 +191,8 @@ class Provider:
             system_override=tool_compat.instruction(call.system, call.tools) if tool_compat_mode else None,
             tools_override=() if tool_compat_mode else None,
         )
+        _refuse_image_urls_litellm_would_fetch(req, call)
+        return req
 
     async def _retry_if_allowed(self, state: _CallState, reason: RetryReason, delay_s: float) -> bool:
         """Count, report and sleep for one retry; False when the budget or the deadline forbids it (PC13)."""
@@ -541,6 +543,27 @@ class Provider:
         ).model
         messages = build_messages(call, system=call.system, model=model, oauth=False, codex=False, cc=self.config.claude_code)
         return await asyncio.to_thread(estimate_tokens, model, messages, call.tools)
+
+
+def _refuse_image_urls_litellm_would_fetch(req: UpstreamRequest, call: CallRequest) -> None:
+    """Caller image URLs go only to providers that fetch them themselves (OpenAI-compatible chat, the
+    Responses API, Anthropic for https). For the others LiteLLM would download the URL itself,
+    synchronously on the event loop, from a host the caller chose: such a request is refused."""
+    provider = "openai" if req.is_codex else fast_provider(req)
+    if provider is not None and provider != "anthropic":
+        return
+    for i, message in enumerate(call.messages):
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        for j, part in enumerate(content):
+            url = str((part.get("image_url") or {}).get("url", "")) if part.get("type") == "image_url" else ""
+            if url.startswith("http://") or (url.startswith("https://") and provider is None):
+                raise errors.InvalidRequest(
+                    f"messages[{i}].parts[{j}].image_url.url",
+                    "this route's provider does not take this image URL itself, and the server does not fetch "
+                    "caller URLs: send the image as inline_image" + (" or as an https URL" if provider else ""),
+                )
 
 
 def _is_upstream_failure(err: errors.LLMError) -> bool:
