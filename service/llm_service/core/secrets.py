@@ -14,13 +14,20 @@ from collections.abc import Iterable
 
 MIN_CHARS = 8
 
-_known: set[str] = set()
+_known: dict[str, tuple[str, ...]] = {}  # secret -> the forms it can take in text (as is, JSON-escaped)
+
+
+def _forms(secret: str) -> tuple[str, ...]:
+    escaped = json.dumps(secret)[1:-1]
+    return (secret,) if escaped == secret else (secret, escaped)
 
 
 def remember(values: Iterable[str]) -> tuple[str, ...]:
     """Remember these values as secrets; return the ones that count as such."""
     found = tuple(v for v in values if len(v) >= MIN_CHARS)
-    _known.update(found)
+    for secret in found:
+        if secret not in _known:
+            _known[secret] = _forms(secret)
     return found
 
 
@@ -31,10 +38,9 @@ def known() -> frozenset[str]:
 
 def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     """text with each secret (the given ones, else every remembered one), also JSON-escaped, as ***."""
-    for secret in known() if secrets is None else secrets:
-        if secret and secret in text:
-            text = text.replace(secret, "***")
-        escaped = json.dumps(secret)[1:-1]
-        if escaped != secret and escaped in text:
-            text = text.replace(escaped, "***")
+    forms = list(_known.values()) if secrets is None else [_known.get(s) or _forms(s) for s in secrets if s]
+    for variants in forms:
+        for form in variants:
+            if form in text:
+                text = text.replace(form, "***")
     return text
