@@ -35,7 +35,7 @@ def test_f02_deadline_exceeded_within_the_bound_and_the_upstream_closed(
     assert req.ended_at is not None and req.ended_at - started < BOUND_S, "the server closed its upstream request"
 
 
-ROUTE_TIMEOUT_S = 3.0
+ROUTE_TIMEOUT_S = 1.5
 
 
 @pytest.mark.parametrize("path", ["fast-path", "litellm-path"])
@@ -62,7 +62,7 @@ def test_f02_a_call_without_a_deadline_is_bounded_by_the_routes_timeout(
         ),
     }[upstream]
     route = {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}}
-    route.update(timeout_s=ROUTE_TIMEOUT_S, idle_timeout_s=1.0, fast_path=path == "fast-path")
+    route.update(timeout_s=ROUTE_TIMEOUT_S, idle_timeout_s=0.5, fast_path=path == "fast-path")
     fake.script(script)
     with custom_server(fake, routes={"openai": route}) as (srv, _), grpc.insecure_channel(srv.target) as channel:
         stub = pb_grpc.LLMServiceStub(channel)
