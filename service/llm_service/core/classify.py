@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from litellm import exceptions as lx
@@ -111,22 +111,24 @@ def _answered_status(exc: BaseException) -> int:
     return 200
 
 
-def _http_status(exc: BaseException) -> int | None:
-    """The error status the upstream answered, from the deepest cause on the exception chain that has one."""
-    found: int | None = None
-    seen: set[int] = set()
-    current: BaseException | None = exc
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions behind exc, as Python shows the chain (`raise ... from None` hides the one being handled)."""
+    seen = {id(exc)}
+    current = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if current is not exc:  # the outer exception's status is LiteLLM's mapping; its causes' are the answer's
-            for status in (
-                getattr(getattr(current, "response", None), "status_code", None),
-                getattr(current, "status_code", None),
-            ):
-                if isinstance(status, int) and status >= 400:
-                    found = status
-        # as Python shows a chain: `raise ... from None` hides the exception being handled
+        yield current
         current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The error status the upstream answered, from the deepest cause that has one (the outer
+    exception's status is LiteLLM's mapping; its causes' are the answer's)."""
+    found: int | None = None
+    for cause in _causes(exc):
+        for status in (getattr(getattr(cause, "response", None), "status_code", None), getattr(cause, "status_code", None)):
+            if isinstance(status, int) and status >= 400:
+                found = status
     return found
 
 
@@ -135,14 +137,10 @@ def _in_band_status(exc: BaseException) -> int | None:
     the status its error object stands for, from the openai SDK's APIError body on the chain."""
     from llm_service.core.fast_decode import in_band_status
 
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        body = getattr(current, "body", None)
-        if current is not exc and isinstance(body, dict) and getattr(current, "status_code", None) is None:
+    for cause in _causes(exc):
+        body = getattr(cause, "body", None)
+        if isinstance(body, dict) and getattr(cause, "status_code", None) is None:
             return in_band_status(body)
-        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return None
 
 

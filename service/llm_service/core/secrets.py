@@ -31,11 +31,6 @@ def remember(values: Iterable[str]) -> tuple[str, ...]:
     return found
 
 
-def known() -> frozenset[str]:
-    """Every secret remembered so far in this process."""
-    return frozenset(_known)
-
-
 def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     """text with each secret (the given ones, else every remembered one), also JSON-escaped, as ***."""
     forms = list(_known.values()) if secrets is None else [_known.get(s) or _forms(s) for s in secrets if s]
