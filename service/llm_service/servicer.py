@@ -80,6 +80,17 @@ class _RpcRecord:
         log.info("rpc", extra=self.fields)
 
 
+def _grace_ran_out() -> errors.LLMError:
+    return errors.ShuttingDown("the server is shutting down and its drain grace ran out; retry on another replica")
+
+
+class _OpenStream:
+    __slots__ = ("awaiting_provider",)
+
+    def __init__(self) -> None:
+        self.awaiting_provider = False
+
+
 class LLMServicer(pb_grpc.LLMServiceServicer):
     """Serves llm.v1.LLMService."""
 
@@ -87,15 +98,20 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         self.config = config
         self.provider = provider
         self.metrics = metrics
-        self._streams: set[asyncio.Task[Any]] = set()  # the tasks of open Stream calls
+        self._streams: dict[asyncio.Task[Any], _OpenStream] = {}  # the open Stream calls
         self._ending_streams = False
 
     def end_streams(self) -> int:
         """At the end of a drain's grace: end every open stream with an error event and UNAVAILABLE
-        (SERVER_SHUTTING_DOWN) rather than letting grpc cut it with a bare status. Returns how many."""
+        (SERVER_SHUTTING_DOWN) rather than letting grpc cut it with a bare status. Returns how many.
+
+        A stream waiting on the provider is cancelled there; one that is writing an event is not
+        (a cancel inside grpc's write would close the stream without its error event): it sees
+        the flag as soon as the write returns."""
         self._ending_streams = True
-        for task in self._streams:
-            task.cancel()
+        for task, stream in self._streams.items():
+            if stream.awaiting_provider:
+                task.cancel()
         return len(self._streams)
 
     def _route(self, name: str) -> Route:
@@ -146,14 +162,26 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         rec = _RpcRecord("Stream", request, self.metrics)
         failure: MappedStatus | None = None
         task = asyncio.current_task()
+        open_stream = _OpenStream()
         if task is not None:
-            self._streams.add(task)
+            self._streams[task] = open_stream
         try:
             route = self._route(request.model)
             rec.routed(route)
             call = convert.call_from_proto(request, self.config.server.max_metadata_entries, self.config.limits)
             events = 0
-            async for event in self.provider.stream(route, call, Deadline(context.time_remaining())):
+            upstream = aiter(self.provider.stream(route, call, Deadline(context.time_remaining())))
+            while True:
+                if self._ending_streams:  # the drain's grace ran out while this stream was writing
+                    await upstream.aclose()
+                    raise _grace_ran_out()
+                open_stream.awaiting_provider = True
+                try:
+                    event = await anext(upstream)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    open_stream.awaiting_provider = False
                 if events == 0 and not isinstance(event, types.Finish):
                     self.metrics.first_token(route, time.monotonic() - rec.started)
                 events += 1
@@ -169,7 +197,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
             if not (self._ending_streams and task is not None and task.uncancel() == 0):
                 rec.fields["code"] = caller_ended_code(context)
                 raise
-            err = errors.ShuttingDown("the server is shutting down and its drain grace ran out; retry on another replica")
+            err = _grace_ran_out()
             failure = to_status(err, rec.fields["route"])
             rec.failed(failure, err)
         except BaseException:
@@ -177,7 +205,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
             raise
         finally:
             if task is not None:
-                self._streams.discard(task)
+                self._streams.pop(task, None)
             rec.emit()
         if failure is not None:
             if rec.route is not None:
