@@ -27,7 +27,7 @@ import yaml
 
 from bench.load import rss_mb
 from bench.run import MEASURED_CPU, OTHER_CPU, RESULTS, ROOT, env, load, pinned, wait_port
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 PEER_PYTHON = ROOT / ".venv-peer" / "bin" / "python"
 MODELS = ("bench-burst", "bench-paced")

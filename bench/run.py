@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from bench.load import rss_mb
-from tests.conftest import free_port, service_env
+from tests.support.servers import free_port, service_env
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -19,8 +19,8 @@ from collections import Counter
 from pathlib import Path
 
 from fake_upstream import FakeUpstream
-from tests.conftest import ServerProcess
-from tests.faults.test_f08_many_streams import _one, rss_mb, upstream_sockets
+from tests.support.load import mixed_load_config, mixed_stream, rss_mb, upstream_sockets
+from tests.support.servers import ServerProcess
 
 import grpc  # isort: skip
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc  # isort: skip
@@ -44,7 +44,7 @@ async def _run(
 
         async def worker() -> None:
             while time.monotonic() < stop:
-                await _one(stub, next(counter), outcomes)
+                await mixed_stream(stub, next(counter), outcomes)
 
         async def sampler() -> None:
             while time.monotonic() < stop:
@@ -88,15 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args(argv)
     fake = FakeUpstream().start_in_thread()
-    base = f"{fake.base_url}/v1"
-    routes = {
-        name: {"model": f"openai/m:{scenario}", "api_base": base, "key": {"env": "TEST_PROVIDER_KEY"}, "max_retries": 0}
-        for name, scenario in (("ok", "echo"), ("slow", "slow"), ("fail", "fail"), ("drop", "drop"))
-    }
     with tempfile.TemporaryDirectory() as tmp:
-        server = ServerProcess(
-            {"routes": routes, "resilience": {"breaker_failures": 10**6, "retry_budget_tokens": 1e9}}, Path(tmp)
-        )
+        server = ServerProcess(mixed_load_config(fake.base_url), Path(tmp))
         try:
             outcomes, samples = asyncio.run(
                 _run(server.target, args.seconds, args.concurrency, server.pid, int(fake.base_url.rsplit(":", 1)[1]))

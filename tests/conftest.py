@@ -1,131 +1,27 @@
-"""Shared fixtures: the fake upstream and a real gRPC server on loopback, each in its own thread.
+"""The fixtures: the fake upstream, and a real gRPC server on loopback with a stub and a client for it.
 
-Nothing here mocks LiteLLM: the server sends real HTTP to the fake upstream.
+Fixtures only; the helpers they are built from live in `tests/support/`, and tests import
+those from there.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
-import yaml
 
 from fake_upstream import FakeUpstream
-from llm_client import LLMClient, channel_options, pb
+from llm_client import LLMClient, channel_options
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from llm_service.config import Config, parse_config
-from llm_service.server import RunningServer, start
+from tests.support.messages import user_msg
+from tests.support.servers import PATHS, SENTINEL_KEY, ServerPath, ServerThread, on_path, service_config
 
-SENTINEL_KEY = "sk-test-SENTINEL-provider-key-0123456789"
-OAUTH_SENTINEL_KEY = "sk-ant-oat01-SENTINEL-subscription-token-0123456789"
+__all__ = ["SENTINEL_KEY", "ServerThread", "test_config", "user_msg"]
 
-
-def test_config(fake_url: str, **overrides: Any) -> Config:
-    """A configuration whose routes all point at the fake upstream, with fast retries."""
-    raw: dict[str, Any] = {
-        "server": {"listen": "127.0.0.1:0", "drain_grace_s": 5, "metrics_listen": "127.0.0.1:0"},
-        "retry": {"backoff_base_s": 0.01, "max_delay_s": 2.0, "empty_stream_delay_s": 0.01, "jitter_ratio": 0.0},
-        # The shared test server sees failures from many tests in a row: no budget or breaker there.
-        # tests/faults/test_f05_retry_budget_and_breaker.py tests them with real settings.
-        "resilience": {"retry_budget_tokens": 1e9, "breaker_failures": 1_000_000},
-        "routes": {
-            "openai": {"model": "openai/test-model", "api_base": f"{fake_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}},
-            "anthropic": {"model": "anthropic/claude-test", "api_base": fake_url, "key": {"env": "TEST_PROVIDER_KEY"}},
-            "refused": {"model": "openai/test-model", "api_base": "http://127.0.0.1:9/v1"},
-            "nokey": {"model": "openai/test-model", "api_base": f"{fake_url}/v1", "key": {"env": "UNSET_KEY_VARIABLE"}},
-            # One route per provider family the provider core treats specially (PC01–PC25).
-            "bare": {"model": "gpt-4o-mini", "api_base": f"{fake_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}},
-            "gemini": {"model": "gemini/gemini-2.0-flash", "api_base": fake_url, "key": {"env": "TEST_PROVIDER_KEY"}},
-            "ollama": {"model": "ollama/llama3", "api_base": fake_url},
-            "openrouter": {
-                "model": "openrouter/meta-llama/llama-3-8b",
-                "api_base": f"{fake_url}/api/v1",
-                "key": {"env": "TEST_PROVIDER_KEY"},
-            },
-            "openrouter-claude": {
-                "model": "openrouter/anthropic/claude-sonnet-4",
-                "api_base": f"{fake_url}/api/v1",
-                "key": {"env": "TEST_PROVIDER_KEY"},
-            },
-            "kimi": {"model": "kimi/kimi-k2", "api_base": f"{fake_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}},
-            "hive": {"model": "hive/hive-coder", "key": {"env": "TEST_PROVIDER_KEY"}},
-            "minimax": {"model": "minimax/MiniMax-M2", "api_base": f"{fake_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}},
-            "codex": {
-                "model": "openai/gpt-5-codex",
-                "api_base": f"{fake_url}/chatgpt.com/backend-api/codex",
-                "key": {"env": "TEST_PROVIDER_KEY"},
-            },
-            "claude-subscription": {
-                "model": "anthropic/claude-sonnet-4-5",
-                "api_base": fake_url,
-                "key": {"env": "TEST_OAUTH_KEY"},
-            },
-        },
-        "hive_api_base": f"{fake_url}/v1",
-    }
-    for section, values in overrides.items():
-        if isinstance(values, dict):
-            raw.setdefault(section, {}).update(values)
-        else:
-            raw[section] = values
-    return parse_config(raw, "<tests>", {"TEST_PROVIDER_KEY": SENTINEL_KEY, "TEST_OAUTH_KEY": OAUTH_SENTINEL_KEY})
-
-
-def litellm_path(config: Config) -> Config:
-    """The configuration with every route forced onto LiteLLM's full path (`fast_path: false`)."""
-    return dataclasses.replace(config, routes={k: dataclasses.replace(r, fast_path=False) for k, r in config.routes.items()})
-
-
-class ServerThread:
-    """A real grpc.aio server running on its own event loop in a daemon thread."""
-
-    def __init__(self, config: Config) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.running: RunningServer | None = None
-        ready = threading.Event()
-        errors: list[BaseException] = []
-
-        async def boot() -> None:
-            try:
-                self.running = await start(config, "127.0.0.1:0")
-            except BaseException as exc:  # reported to the test thread
-                errors.append(exc)
-            ready.set()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.create_task(boot())
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True, name="grpc-server")
-        self.thread.start()
-        ready.wait(30)
-        if errors:
-            raise errors[0]
-        assert self.running is not None
-        self.port = self.running.port
-        self.target = f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        """Stop at once and end the thread."""
-        assert self.running is not None
-        asyncio.run_coroutine_threadsafe(self.running.drain(0), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+# Until tests/test_errors.py (outside this change) imports from tests.support, it still finds
+# these names here; test_config is service_config's old name. Nothing else may use them.
+test_config = service_config
 
 
 @pytest.fixture(scope="session")
@@ -143,15 +39,15 @@ def _fresh_fake(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("fake").reset()
 
 
-@pytest.fixture(scope="session", params=["fast-path", "litellm-path"])
+@pytest.fixture(scope="session", params=PATHS)
 def server(fake: FakeUpstream, request: pytest.FixtureRequest) -> Iterator[ServerThread]:
     """A real server on loopback whose routes point at the fake upstream.
 
-    Every test using it runs twice: with the fast path where a route's wire format has
-    one, and with every route on LiteLLM's full path.
+    Every test using it runs twice, its id saying the path: `fast-path` (the direct HTTP path
+    where a route's wire format has one) and `litellm-path` (every route on LiteLLM's full path).
     """
-    config = test_config(fake.base_url)
-    srv = ServerThread(config if request.param == "fast-path" else litellm_path(config))
+    path: ServerPath = request.param
+    srv = ServerThread(on_path(service_config(fake.base_url), path))
     yield srv
     srv.stop()
 
@@ -169,151 +65,3 @@ def client(server: ServerThread) -> Iterator[LLMClient]:
     """The Python client, with channel retries off so attempt counts are exact."""
     with LLMClient(server.target, options=channel_options(retries=False)) as c:
         yield c
-
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def service_env(**extra: str) -> dict[str, str]:
-    """The environment a server subprocess needs: this one, with the source tree on PYTHONPATH."""
-    return {**os.environ, "PYTHONPATH": f"{ROOT / 'service'}:{ROOT / 'clients/python/src'}", **extra}
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def user_msg(text: str = "Hello") -> pb.Message:
-    """A user message."""
-    return pb.Message(role=pb.ROLE_USER, parts=[pb.ContentPart(text=text)])
-
-
-@contextmanager
-def custom_server(fake: FakeUpstream, **overrides: Any) -> Iterator[tuple[ServerThread, LLMClient]]:
-    """A server of its own with configuration overrides, and a client (channel retries off) for it."""
-    srv = ServerThread(test_config(fake.base_url, **overrides))
-    try:
-        with LLMClient(srv.target, options=channel_options(retries=False)) as c:
-            yield srv, c
-    finally:
-        srv.stop()
-
-
-class ServerProcess:
-    """The server as its own process (python -m llm_service), on a free port, for signals and memory.
-
-    Everything it prints is collected by a reader thread (a full pipe would block the server).
-    """
-
-    def __init__(
-        self,
-        config: dict[str, Any],
-        workdir: Path,
-        port: int | None = None,
-        host: str = "127.0.0.1",
-        command: list[str] | None = None,
-        **env: str,
-    ) -> None:
-        self.port = port or free_port()
-        self.target = f"{host}:{self.port}"
-        server = {"listen": self.target, "metrics_listen": "127.0.0.1:0", **config.get("server", {})}
-        config = {k: v for k, v in config.items() if k != "server"}
-        path = workdir / f"server-{host}-{self.port}-{time.monotonic_ns()}.yaml"
-        path.write_text(yaml.safe_dump({"server": server, **config}))
-        self.lines: list[str] = []
-        self.metrics_port = 0
-        if command is None:  # the source tree
-            command, environ = [sys.executable, "-m", "llm_service"], service_env(TEST_PROVIDER_KEY=SENTINEL_KEY, **env)
-        else:  # an installed server, found without PYTHONPATH
-            environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"TEST_PROVIDER_KEY": SENTINEL_KEY, **env}
-        self.proc = subprocess.Popen(
-            [*command, "--config", str(path)],
-            env=environ,
-            cwd=workdir,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        channel = grpc.insecure_channel(self.target)
-        try:
-            grpc.channel_ready_future(channel).result(timeout=60)
-        except grpc.FutureTimeoutError:
-            self.proc.kill()
-            self._reader.join(10)
-            raise AssertionError(f"server did not start: {self.output[-2000:]}") from None
-        finally:
-            channel.close()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if '"msg": "serving"' in line or '"msg": "supervising"' in line:  # with workers, the supervisor serves /metrics
-                self.metrics_port = int(json.loads(line).get("metrics_port", 0)) or self.metrics_port
-
-    def logged(self, msg: str) -> list[dict[str, Any]]:
-        """The JSON log lines with this message, so far."""
-        return [json.loads(line) for line in list(self.lines) if f'"msg": "{msg}"' in line]
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def stop(self) -> str:
-        """SIGTERM, wait, and return everything the process printed (stdout and stderr)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
-        self._reader.join(10)
-        return self.output
-
-
-class TinyDNS:
-    """A DNS server on loopback answering A queries for one name with a list that tests change.
-
-    It stands in for a Kubernetes headless Service: gRPC's resolver asks it (target
-    `dns://127.0.0.1:PORT/name:port`) and round_robin connects to every address it returns.
-    """
-
-    def __init__(self, name: str, addresses: list[str]) -> None:
-        self.name = name
-        self.addresses = list(addresses)
-        self.queries = 0
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = int(self.sock.getsockname()[1])
-        threading.Thread(target=self._serve, daemon=True, name="tiny-dns").start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                data, peer = self.sock.recvfrom(512)
-            except OSError:
-                return
-            self.queries += 1
-            i, labels = 12, []
-            while data[i]:
-                labels.append(data[i + 1 : i + 1 + data[i]].decode())
-                i += 1 + data[i]
-            qtype = int.from_bytes(data[i + 1 : i + 3], "big")
-            question = data[12 : i + 5]
-            answers = list(self.addresses) if ".".join(labels) == self.name and qtype == 1 else []
-            records = b"".join(
-                b"\xc0\x0c" + (1).to_bytes(2, "big") + (1).to_bytes(2, "big") + (0).to_bytes(4, "big") + (4).to_bytes(2, "big")
-                + socket.inet_aton(a)
-                for a in answers
-            )  # fmt: skip
-            header = data[:2] + b"\x81\x80" + (1).to_bytes(2, "big") + len(answers).to_bytes(2, "big") + b"\x00\x00\x00\x00"
-            self.sock.sendto(header + question + records, peer)
-
-    def close(self) -> None:
-        self.sock.close()

@@ -10,7 +10,8 @@ import pytest
 from fake_upstream import FakeUpstream, Script, Usage
 from llm_client import LLMClient, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from tests.conftest import ServerThread, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import ServerThread
 
 ROUTES = ["openai", "anthropic"]
 
@@ -96,7 +97,7 @@ def test_sampling_parameters_are_forwarded(stub: pb_grpc.LLMServiceStub, fake: F
 
 
 def test_provider_key_goes_upstream_from_server_config(stub: pb_grpc.LLMServiceStub, fake: FakeUpstream) -> None:
-    from tests.conftest import SENTINEL_KEY
+    from tests.support.servers import SENTINEL_KEY
 
     stub.Complete(pb.CompleteRequest(model="openai", messages=[user_msg()]), timeout=10)
     stub.Complete(pb.CompleteRequest(model="anthropic", messages=[user_msg()]), timeout=10)

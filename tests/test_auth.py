@@ -17,8 +17,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from fake_upstream import FakeUpstream
 from llm_client import LLMClient, LLMServiceError, channel_options
 from llm_service.auth import hash_token
-from tests.conftest import ROOT, ServerThread, service_env, user_msg
-from tests.conftest import test_config as make_config
+from tests.support.messages import user_msg
+from tests.support.paths import ROOT
+from tests.support.servers import ServerThread, service_config, service_env
 
 TOKEN = "llmtok-SENTINEL-client-token-0123456789abcdef"
 RESTRICTED = "llmtok-restricted-caller-token-fedcba9876543210"
@@ -38,7 +39,7 @@ def _tokens_file(path: Path, entries: list[tuple[str, str, list[str] | None]]) -
 @pytest.fixture
 def secured(fake: FakeUpstream, tmp_path: Path) -> Iterator[tuple[ServerThread, Path]]:
     tokens = _tokens_file(tmp_path / "tokens.yaml", [("billing", TOKEN, None), ("reports", RESTRICTED, ["openai"])])
-    srv = ServerThread(make_config(fake.base_url, auth={"tokens_file": str(tokens)}))
+    srv = ServerThread(service_config(fake.base_url, auth={"tokens_file": str(tokens)}))
     yield srv, tokens
     srv.stop()
 
@@ -148,7 +149,7 @@ def _tls_server(fake: FakeUpstream, pki: Path, mutual: bool) -> ServerThread:
     tls = {"cert_file": str(pki / "server.pem"), "key_file": str(pki / "server.key")}
     if mutual:
         tls["client_ca_file"] = str(pki / "ca.pem")
-    return ServerThread(make_config(fake.base_url, tls=tls))
+    return ServerThread(service_config(fake.base_url, tls=tls))
 
 
 def test_server_tls(fake: FakeUpstream, pki: Path) -> None:
@@ -185,5 +186,5 @@ def test_bad_tls_configuration_is_refused_at_start_up(fake: FakeUpstream, tmp_pa
     from llm_service.config import ConfigError
 
     with pytest.raises(ConfigError, match="cert_file and key_file together"):
-        make_config(fake.base_url, tls={"cert_file": str(tmp_path / "c.pem")})
+        service_config(fake.base_url, tls={"cert_file": str(tmp_path / "c.pem")})
     assert ROOT.exists()

@@ -10,7 +10,7 @@ import pytest
 from fake_upstream import FakeUpstream, Script
 from llm_client import LLMClient, LLMServiceError
 from llm_service.core.classify import UPSTREAM_MESSAGE_MAX_CHARS, caller_words, redact
-from tests.conftest import user_msg
+from tests.support.messages import user_msg
 
 LEAKS = re.compile(
     r"Traceback|File \"|\.py\b|site-packages|<[\w.]*(Error|Exception)|\b[A-Z]\w*(Error|Exception)\b|litellm\.|aiohttp",

@@ -14,7 +14,9 @@ import pytest
 
 from fake_upstream import FakeUpstream, Script
 from llm_client import LLMClient, LLMServiceError, pb
-from tests.conftest import ROOT, ServerThread, user_msg
+from tests.support.messages import user_msg
+from tests.support.paths import ROOT
+from tests.support.servers import ServerThread
 
 
 def test_channel_retries_unavailable_after_the_servers_retry_delay(server: ServerThread, fake: FakeUpstream) -> None:

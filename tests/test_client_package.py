@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from fake_upstream import FakeUpstream, Script
-from tests.conftest import ROOT, ServerThread, custom_server
+from tests.support.paths import ROOT
+from tests.support.servers import ServerThread, custom_server
 
 CLIENT = ROOT / "clients/python"
 FLOORS = ROOT / "tests/data/client_floors"

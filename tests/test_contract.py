@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llm_client import pb
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 PROTOS = ROOT / "protos"
 BUF = PROTOS / "node_modules/.bin/buf"

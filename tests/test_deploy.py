@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from llm_service.config import load_config
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 DEPLOY = ROOT / "deploy"
 

@@ -12,8 +12,9 @@ import pytest
 from fake_upstream import FakeUpstream, Script
 from llm_client import LLMClient, LLMServiceError, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from tests.conftest import ServerThread, custom_server, user_msg
-from tests.test_metrics import scrape, total
+from tests.support.messages import user_msg
+from tests.support.metrics import scrape, total
+from tests.support.servers import ServerThread, custom_server
 
 TOO_LONG = {"message": "This model's maximum context length is 8192 tokens", "code": "context_length_exceeded"}
 

@@ -23,8 +23,8 @@ from llm_client.client import error_from_rpc
 from llm_service.core.fast_request import fast_provider
 from llm_service.core.request import build_request
 from llm_service.core.types import CallRequest
-from tests.conftest import ServerThread, litellm_path, user_msg
-from tests.conftest import test_config as make_config
+from tests.support.messages import user_msg
+from tests.support.servers import ServerThread, litellm_path, service_config
 
 # Route families with a fast path, one route each, as the shared test configuration names them.
 FAST_ROUTES = (
@@ -125,7 +125,7 @@ def _sent(fake: FakeUpstream) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def both(fake: FakeUpstream) -> Iterator[dict[str, LLMClient]]:
-    config = make_config(fake.base_url)
+    config = service_config(fake.base_url)
     servers = {"fast": ServerThread(config), "litellm": ServerThread(litellm_path(config))}
     clients = {name: LLMClient(srv.target, options=channel_options(retries=False)) for name, srv in servers.items()}
     yield clients
@@ -210,7 +210,7 @@ def test_fast_path_and_litellm_path_fail_alike_when_the_upstream_refuses_connect
 
 def test_routes_outside_the_two_wire_formats_keep_litellms_path(fake: FakeUpstream) -> None:
     """Gemini, Ollama and the Codex backend have no fast decoder: LiteLLM carries them."""
-    config = make_config(fake.base_url)
+    config = service_config(fake.base_url)
     call = CallRequest(messages=[{"role": "user", "content": "hi"}])
     carried = {}
     for name, route in config.routes.items():

@@ -6,7 +6,8 @@ import json
 import subprocess
 
 from fake_upstream import FakeUpstream, Script, Usage
-from tests.conftest import ROOT, ServerThread
+from tests.support.paths import ROOT
+from tests.support.servers import ServerThread
 
 GO_CLIENT = ROOT / "build/go/bin/llm-interop"
 

@@ -7,7 +7,8 @@ import shutil
 import subprocess
 
 from fake_upstream import FakeUpstream, Script, Usage
-from tests.conftest import ROOT, ServerThread
+from tests.support.paths import ROOT
+from tests.support.servers import ServerThread
 
 NODE_CLIENT = ROOT / "clients/node"
 

@@ -13,7 +13,8 @@ import pytest
 
 from fake_upstream import FakeUpstream, Script
 from llm_client import pb
-from tests.conftest import ROOT, ServerThread
+from tests.support.paths import ROOT
+from tests.support.servers import ServerThread
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 BUF = ROOT / "protos/node_modules/.bin/buf"

@@ -9,7 +9,8 @@ import logging
 from fake_upstream import FakeUpstream, Script, Usage
 from llm_client import LLMClient
 from llm_service.logs import JsonFormatter
-from tests.conftest import SENTINEL_KEY, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import SENTINEL_KEY
 
 
 def test_each_rpc_logs_one_json_line_without_content(client: LLMClient, fake: FakeUpstream) -> None:

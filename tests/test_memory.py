@@ -11,7 +11,8 @@ import time
 
 from fake_upstream import FakeUpstream
 from llm_service.memory import IdleTrimmer
-from tests.conftest import custom_server, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import custom_server
 
 
 def test_the_server_trims_its_heap_once_the_calls_stop(fake: FakeUpstream) -> None:

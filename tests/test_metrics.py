@@ -4,36 +4,19 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections import Counter as Tally
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from fake_upstream import FakeUpstream, Script, Usage
 from llm_client import LLMClient, LLMServiceError, channel_options, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from tests.conftest import ServerProcess, ServerThread, custom_server, free_port, user_msg
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(port: int) -> Samples:
-    """Every sample on /metrics, keyed by name and labels."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value for family in text_string_to_metric_families(text) for s in family.samples
-    }
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of a metric's samples whose labels include these."""
-    want = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+from tests.support.messages import user_msg
+from tests.support.metrics import Samples, scrape, total
+from tests.support.servers import ServerProcess, ServerThread, custom_server, free_port
 
 
 def _port(srv: ServerThread) -> int:

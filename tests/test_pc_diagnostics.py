@@ -16,7 +16,8 @@ from llm_client import LLMClient, LLMServiceError, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from llm_service.config import parse_config
 from llm_service.core import litellm_setup
-from tests.conftest import OAUTH_SENTINEL_KEY, SENTINEL_KEY, custom_server, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import OAUTH_SENTINEL_KEY, SENTINEL_KEY, custom_server
 
 
 def _dumps(folder: Path) -> list[dict[str, Any]]:

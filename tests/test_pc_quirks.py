@@ -11,7 +11,8 @@ import pytest
 from fake_upstream import FakeUpstream, Script, ToolCallSpec
 from llm_client import LLMClient, LLMServiceError, pb
 from llm_service.core.tool_compat import CompatModels
-from tests.conftest import custom_server, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import custom_server
 
 WEATHER = pb.Tool(
     name="get_weather",

@@ -18,7 +18,8 @@ from llm_client import LLMClient, LLMServiceError, assistant, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from llm_service.config import RetryConfig
 from llm_service.core.retry import backoff_delay, delay_from_headers
-from tests.conftest import custom_server, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import custom_server
 
 
 def _gaps(fake: FakeUpstream) -> list[float]:

@@ -16,7 +16,8 @@ from llm_client import LLMClient, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from llm_service.config import parse_config
 from llm_service.core.request import resolve_api_base, supports_cache_control
-from tests.conftest import OAUTH_SENTINEL_KEY, SENTINEL_KEY, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import OAUTH_SENTINEL_KEY, SENTINEL_KEY
 
 JSON_MODE_INSTRUCTION = "Please respond with a valid JSON object."
 
@@ -154,7 +155,7 @@ def test_pc05_claude_subscription_key_goes_in_bearer_with_oauth_beta_and_user_ag
 
 
 def test_pc05_oauth_beta_flag_is_merged_without_duplicates(fake: FakeUpstream) -> None:
-    from tests.conftest import ServerThread, test_config
+    from tests.support.servers import ServerThread, service_config
 
     routes = {
         "sub": {
@@ -164,7 +165,7 @@ def test_pc05_oauth_beta_flag_is_merged_without_duplicates(fake: FakeUpstream) -
             "headers": {"anthropic-beta": "interleaved-thinking-2025-05-14,oauth-2025-04-20"},
         }
     }
-    srv = ServerThread(test_config(fake.base_url, routes=routes))
+    srv = ServerThread(service_config(fake.base_url, routes=routes))
     try:
         with LLMClient(srv.target) as c:
             c.complete("sub", [user_msg("hello")], timeout=10)
@@ -195,9 +196,9 @@ def test_pc05_billing_block_is_prepended_on_every_call(
 
 
 def test_pc05_billing_version_salt_and_entrypoint_come_from_configuration(fake: FakeUpstream) -> None:
-    from tests.conftest import ServerThread, test_config
+    from tests.support.servers import ServerThread, service_config
 
-    config = test_config(fake.base_url, claude_code={"version": "9.9.9", "billing_salt": "test-salt", "entrypoint": "sdk-py"})
+    config = service_config(fake.base_url, claude_code={"version": "9.9.9", "billing_salt": "test-salt", "entrypoint": "sdk-py"})
     srv = ServerThread(config)
     try:
         with LLMClient(srv.target) as c:

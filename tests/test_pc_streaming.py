@@ -17,7 +17,7 @@ from fake_upstream import FakeUpstream, Script, ToolCallSpec, Usage
 from llm_client import LLMClient, LLMServiceError, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from llm_service.core.assembly import repair_json_object
-from tests.conftest import user_msg
+from tests.support.messages import user_msg
 
 TOOLS = [
     pb.Tool(name="get_weather", parameters_json='{"type": "object", "properties": {"city": {"type": "string"}}}'),

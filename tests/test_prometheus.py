@@ -20,7 +20,9 @@ import pytest
 import yaml
 
 from fake_upstream import FakeUpstream, Script, Usage
-from tests.conftest import ROOT, ServerThread, custom_server, free_port, user_msg
+from tests.support.messages import user_msg
+from tests.support.paths import ROOT
+from tests.support.servers import ServerThread, custom_server, free_port
 
 ALERTS = ROOT / "deploy/prometheus/alerts.yaml"
 DASHBOARD = ROOT / "deploy/grafana/llm-service.json"

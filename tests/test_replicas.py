@@ -14,8 +14,10 @@ from typing import Any
 
 from fake_upstream import FakeUpstream
 from llm_client import LLMClient, LLMServiceError, channel_options
-from tests.conftest import ServerProcess, TinyDNS, free_port, user_msg
-from tests.test_metrics import scrape, total
+from tests.support.dns import TinyDNS
+from tests.support.messages import user_msg
+from tests.support.metrics import scrape, total
+from tests.support.servers import ServerProcess, free_port
 
 
 def _config(fake: FakeUpstream, scenario: str = "echo") -> dict[str, Any]:

@@ -11,7 +11,8 @@ import pytest
 
 from fake_upstream import FakeUpstream
 from llm_client import LLMServiceError
-from tests.conftest import custom_server, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import custom_server
 
 
 def _write(path: Path, value: str) -> None:

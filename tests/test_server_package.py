@@ -13,7 +13,9 @@ import pytest
 
 from fake_upstream import FakeUpstream, Script
 from llm_client import LLMClient
-from tests.conftest import ROOT, ServerProcess, user_msg
+from tests.support.messages import user_msg
+from tests.support.paths import ROOT
+from tests.support.servers import ServerProcess
 
 
 def _run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from fake_upstream import FakeUpstream, Script
 from llm_client import pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from tests.conftest import free_port, service_env, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import free_port, service_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,9 +67,9 @@ def test_sigterm_lets_an_in_flight_stream_finish_then_exits_zero(fake: FakeUpstr
 
 
 def test_health_watch_sees_not_serving_when_draining(fake: FakeUpstream) -> None:
-    from tests.conftest import ServerThread, test_config
+    from tests.support.servers import ServerThread, service_config
 
-    srv = ServerThread(test_config(fake.base_url))
+    srv = ServerThread(service_config(fake.base_url))
     channel = grpc.insecure_channel(srv.target)
     watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service="llm.v1.LLMService"), timeout=10)
     statuses = [next(watch).status]

@@ -12,7 +12,7 @@ import site
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 COMPROMISED_LITELLM = {"1.82.7", "1.82.8"}
 # .pth files that pip and setuptools themselves install, and what they do.

@@ -8,7 +8,8 @@ import pytest
 
 from fake_upstream import FakeUpstream, Script
 from llm_client import LLMClient, LLMServiceError
-from tests.conftest import ServerThread, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import ServerThread
 
 EXPECTED = {
     401: (grpc.StatusCode.FAILED_PRECONDITION, "UPSTREAM_AUTH_FAILED"),

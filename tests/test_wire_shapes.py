@@ -11,7 +11,8 @@ import pytest
 
 from fake_upstream import FakeUpstream, Script
 from llm_client import LLMClient, LLMServiceError, pb
-from tests.conftest import custom_server, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import custom_server
 
 
 def _sse(event: str, data: dict[str, object]) -> str:

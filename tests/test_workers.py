@@ -24,8 +24,9 @@ import yaml
 
 from fake_upstream import FakeUpstream, Script, Usage
 from llm_client import LLMClient, channel_options
-from tests.conftest import ServerProcess, free_port, service_env, user_msg
-from tests.test_metrics import scrape, total
+from tests.support.messages import user_msg
+from tests.support.metrics import scrape, total
+from tests.support.servers import ServerProcess, free_port, service_env
 
 WORKERS = 2
 

@@ -9,7 +9,7 @@ import grpc
 from fake_upstream import FakeUpstream, Script
 from llm_client import pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from tests.conftest import user_msg
+from tests.support.messages import user_msg
 
 CLOSE_WITHIN_S = 0.1  # the bound: the fake upstream sees the connection closed within 100 ms
 

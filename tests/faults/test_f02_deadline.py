@@ -10,7 +10,7 @@ import pytest
 from fake_upstream import FakeUpstream, Script
 from llm_client import pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from tests.conftest import user_msg
+from tests.support.messages import user_msg
 
 DEADLINE_S = 2.0
 BOUND_S = 2.1
@@ -52,7 +52,7 @@ def test_f02_a_call_without_a_deadline_is_bounded_by_the_routes_timeout(
     fake: FakeUpstream, path: str, rpc: str, upstream: str
 ) -> None:
     """No caller deadline: the route's timeout_s bounds the whole call, every attempt and retry wait together."""
-    from tests.conftest import custom_server
+    from tests.support.servers import custom_server
 
     script = {
         "silent before its headers": Script(first_byte_delay_s=120, times=10),

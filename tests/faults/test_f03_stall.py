@@ -10,7 +10,8 @@ import pytest
 from fake_upstream import FakeUpstream, Script
 from llm_client import pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from tests.conftest import custom_server, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import custom_server
 
 IDLE_S = 0.5
 MARGIN_S = 0.5  # scheduling slack on a shared machine; the stall itself lasts 30 s

@@ -11,7 +11,8 @@ import pytest
 from fake_upstream import FakeUpstream, Script
 from llm_client import LLMClient, ResourceExhausted, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from tests.conftest import custom_server, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import custom_server
 
 WEATHER = pb.Tool(name="get_weather", parameters_json='{"type": "object", "properties": {}}')
 NO_TOOL_ENDPOINTS = Script(status=404, error={"message": "No endpoints found that support tool use (provider routing)"})

@@ -14,8 +14,9 @@ import pytest
 
 from fake_upstream import FakeUpstream, Script
 from llm_client import LLMClient, LLMServiceError, Unavailable, channel_options, pb
-from tests.conftest import custom_server, user_msg
-from tests.test_metrics import scrape, total
+from tests.support.messages import user_msg
+from tests.support.metrics import scrape, total
+from tests.support.servers import custom_server
 
 CALLS = 100
 THREADS = 10

@@ -12,7 +12,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fake_upstream import FakeUpstream, Script
 from llm_client import LLMClient, ResourceExhausted, channel_options, pb
-from tests.conftest import ServerProcess, custom_server, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import ServerProcess, custom_server
 
 LIMIT = 4
 EXCESS = 12

@@ -12,7 +12,8 @@ import grpc
 from fake_upstream import FakeUpstream, Script
 from llm_client import pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from tests.conftest import ServerProcess, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import ServerProcess
 
 STREAMS = 50
 GRACE_S = 15.0

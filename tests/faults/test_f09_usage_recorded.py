@@ -12,8 +12,9 @@ import pytest
 from fake_upstream import FakeUpstream, Script, Usage
 from llm_client import pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from tests.conftest import custom_server, user_msg
-from tests.test_metrics import scrape, total
+from tests.support.messages import user_msg
+from tests.support.metrics import scrape, total
+from tests.support.servers import custom_server
 
 
 def test_f09_every_finished_stream_is_recorded(fake: FakeUpstream, caplog: pytest.LogCaptureFixture) -> None:

@@ -12,7 +12,8 @@ import yaml
 from fake_upstream import FakeUpstream, Script
 from llm_client import LLMClient, LLMServiceError, channel_options
 from llm_service.auth import hash_token
-from tests.conftest import OAUTH_SENTINEL_KEY, SENTINEL_KEY, ServerProcess, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import OAUTH_SENTINEL_KEY, SENTINEL_KEY, ServerProcess
 
 CLIENT_TOKEN = "llmtok-SENTINEL-client-token-abcdef0123456789"
 WRONG_TOKEN = "llmtok-SENTINEL-wrong-token-9876543210fedcba"

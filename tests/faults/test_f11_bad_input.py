@@ -12,8 +12,8 @@ import pytest
 from fake_upstream import FakeUpstream
 from llm_client import error_from_rpc, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from tests.conftest import ServerThread, user_msg
-from tests.conftest import test_config as make_config
+from tests.support.messages import user_msg
+from tests.support.servers import ServerThread, service_config
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 LIMITS = {"max_request_bytes": 64 * 1024, "max_messages": 50, "max_tools": 8, "max_tokens": 32_000}
@@ -21,7 +21,7 @@ LIMITS = {"max_request_bytes": 64 * 1024, "max_messages": 50, "max_tools": 8, "m
 
 @pytest.fixture(scope="module")
 def limited(fake: FakeUpstream) -> Any:
-    srv = ServerThread(make_config(fake.base_url, limits=LIMITS))
+    srv = ServerThread(service_config(fake.base_url, limits=LIMITS))
     yield srv
     srv.stop()
 
@@ -225,7 +225,7 @@ def test_f11_concurrent_large_requests_stay_within_the_memory_budget(fake: FakeU
     import threading
 
     from fake_upstream import Script
-    from tests.conftest import ServerProcess
+    from tests.support.servers import ServerProcess
 
     routes = {"openai": {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}}}
     limits = {"max_request_bytes": 16 * 1024 * 1024, "max_inflight_request_bytes": 40 * 1024 * 1024}

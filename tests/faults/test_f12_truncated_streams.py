@@ -9,7 +9,8 @@ import pytest
 from fake_upstream import FakeUpstream, Script
 from llm_client import error_from_rpc, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from tests.conftest import ServerThread, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import ServerThread
 
 OPENAI_CHUNK = '{"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{"content":"TEXT"}}]}'
 OPENAI_CUT = tuple("data: " + OPENAI_CHUNK.replace("TEXT", f"w{i} ") for i in range(5))
