@@ -1,7 +1,9 @@
-"""LiteLLM's process-wide settings and the reference provider's work-arounds (PC28).
+"""LiteLLM's process-wide settings and the work-arounds the pinned release still needs (PC28).
 
-Applied once at start-up by `install()`. When LiteLLM's internals have moved, a
-work-around is skipped with one warning naming the LiteLLM version.
+Applied once at start-up by `install()`. Each work-around names the LiteLLM code it
+corrects. When that code has moved (after a LiteLLM upgrade), `install()` raises
+`LiteLLMInternalsMoved` naming the LiteLLM version and the work-around: the server does
+not start, rather than start with a fix that silently does nothing.
 """
 
 from __future__ import annotations
@@ -20,17 +22,22 @@ import litellm
 
 log = logging.getLogger(__name__)
 
+MALFORMED_SSE_MESSAGE = "invalid JSON in the upstream's event stream"
+_MCP_HANDLER_MODULE = "litellm.responses.mcp.litellm_proxy_mcp_handler"
+
+
+class LiteLLMInternalsMoved(RuntimeError):
+    """A work-around's target is gone from the installed LiteLLM: re-read its code before upgrading."""
+
 
 @dataclass(frozen=True)
 class SetupReport:
     """Which work-arounds were applied."""
 
     litellm_version: str
-    oauth_header_fix: bool
-    metadata_none_guard: bool
     mcp_gateway_stub: bool
     anthropic_malformed_sse_guard: bool
-    no_422_param_retry: bool = False
+    no_422_param_retry: bool
 
 
 _REPORT: SetupReport | None = None
@@ -44,16 +51,15 @@ def litellm_version() -> str:
         return "unknown"
 
 
-def _wrap_once(owner: Any, name: str, wrap: Callable[[Any], Any], what: str) -> bool:
-    """Replace owner.<name> by wrap(original), once per process.
+def _moved(what: str, detail: str) -> LiteLLMInternalsMoved:
+    return LiteLLMInternalsMoved(f"LiteLLM {litellm_version()}: {what} cannot be applied: {detail}")
 
-    When LiteLLM's internals have moved (owner or attribute gone), logs one warning
-    naming the LiteLLM version and returns False.
-    """
-    original = getattr(owner, name, None) if owner is not None else None
-    if original is None:
-        log.warning("LiteLLM %s: %s not applied (internals moved)", litellm_version(), what)
-        return False
+
+def _wrap_once(owner: Any, name: str, wrap: Callable[[Any], Any], what: str) -> bool:
+    """Replace owner.<name> by wrap(original), once per process; raise when owner.<name> is gone."""
+    original = getattr(owner, name, None)
+    if not callable(original):
+        raise _moved(what, f"{getattr(owner, '__name__', owner)}.{name} is gone")
     if getattr(original, "_llm_service_patched", False):
         return True
     patched = functools.wraps(original)(wrap(original))
@@ -62,95 +68,24 @@ def _wrap_once(owner: Any, name: str, wrap: Callable[[Any], Any], what: str) -> 
     return True
 
 
-def _oauth_header_fix() -> bool:
-    """Send Claude subscription tokens as Authorization: Bearer only, with the OAuth beta flag (PC05).
-
-    LiteLLM releases before 1.8x put an api_key that is an OAuth token into x-api-key, which
-    Anthropic rejects; 1.106 gets this right itself, and then the fix changes nothing.
-    """
-    owner: Any = None  # None when the module moved: _wrap_once reports it
-    try:
-        from litellm.llms.anthropic.common_utils import AnthropicModelInfo
-        from litellm.types.llms.anthropic import ANTHROPIC_OAUTH_BETA_HEADER, ANTHROPIC_OAUTH_TOKEN_PREFIX
-
-        owner = AnthropicModelInfo
-    except ImportError:
-        pass
-
-    def wrap(original: Any) -> Any:
-        def validate_environment(
-            self: Any,
-            headers: dict[str, Any],
-            model: str,
-            messages: list[Any],
-            optional_params: dict[str, Any],
-            litellm_params: dict[str, Any],
-            api_key: str | None = None,
-            api_base: str | None = None,
-        ) -> dict[str, Any]:
-            result: dict[str, Any] = original(
-                self, headers, model, messages, optional_params, litellm_params, api_key=api_key, api_base=api_base
-            )
-            auth = str(result.get("authorization", ""))
-            x_api_key = str(result.get("x-api-key", ""))
-            if x_api_key.startswith(ANTHROPIC_OAUTH_TOKEN_PREFIX) or auth.startswith(f"Bearer {ANTHROPIC_OAUTH_TOKEN_PREFIX}"):
-                token = x_api_key if x_api_key.startswith(ANTHROPIC_OAUTH_TOKEN_PREFIX) else auth.removeprefix("Bearer ").strip()
-                result.pop("x-api-key", None)
-                result["authorization"] = f"Bearer {token}"
-                beta = [b.strip() for b in str(result.get("anthropic-beta", "")).split(",") if b.strip()]
-                if ANTHROPIC_OAUTH_BETA_HEADER not in beta:
-                    beta.append(ANTHROPIC_OAUTH_BETA_HEADER)
-                result["anthropic-beta"] = ",".join(beta)
-            return result
-
-        return validate_environment
-
-    return _wrap_once(
-        owner, "validate_environment", wrap, "Anthropic OAuth header fix (Claude subscription keys may be rejected)"
-    )
-
-
-def _metadata_none_guard() -> bool:
-    """Drop metadata=None before LiteLLM's error handler trips over it (the reference's crash guard)."""
-
-    def wrap(original: Any) -> Any:
-        async def acompletion(*args: Any, **kwargs: Any) -> Any:
-            if "metadata" in kwargs and kwargs["metadata"] is None:
-                del kwargs["metadata"]
-            return await original(*args, **kwargs)
-
-        return acompletion
-
-    return _wrap_once(litellm, "acompletion", wrap, "metadata=None guard")
-
-
-_MCP_HANDLER_MODULE = "litellm.responses.mcp.litellm_proxy_mcp_handler"
-
-
 def _mcp_gateway_stub() -> bool:
-    """Let Responses-API models (the Codex backend, PC06) run without LiteLLM's proxy-only `mcp` dependency.
+    """Let calls with tools, and Responses-API models (the Codex backend, PC06), run without `mcp`.
 
-    LiteLLM 1.106's responses() imports its proxy's MCP gateway module on every call, before
-    checking whether any tool names that gateway; the module needs the `mcp` package, which
-    this service does not install. The service never sends MCP tools, so a stand-in module
-    that says "no gateway tools" is what the real one would answer.
+    LiteLLM 1.106 imports its proxy's MCP gateway module, which needs the `mcp` package
+    this service does not install, on every responses() call before it reads its
+    `_skip_mcp_handler` flag (responses/main.py, `_responses_try_dispatch_mcp_gateway`),
+    and on every completion() call with tools unless that flag is set (main.py,
+    `completion`). The service never sends MCP tools, so a stand-in module that says
+    "no gateway tools" is what the real one would answer, on both paths. Nothing is
+    replaced when `mcp` is installed.
     """
     installed = sys.modules.get(_MCP_HANDLER_MODULE)
     if installed is not None:
         return getattr(installed, "_llm_service_stand_in", False) is True
     if importlib.util.find_spec("mcp") is not None:
         return False
-    try:
-        from litellm.responses import main as responses_main
-    except ImportError:
-        log.warning("LiteLLM %s: MCP gateway stand-in not installed (internals moved)", litellm_version())
-        return False
-    if not hasattr(responses_main, "_responses_try_dispatch_mcp_gateway"):
-        log.warning(
-            "LiteLLM %s: MCP gateway stand-in not installed (responses() changed); check Responses-API models",
-            litellm_version(),
-        )
-        return False
+    if importlib.util.find_spec(_MCP_HANDLER_MODULE) is None:
+        raise _moved("the MCP gateway stand-in", f"{_MCP_HANDLER_MODULE} is gone")
 
     class NoMCPGateway:
         """Stands in for LiteLLM_Proxy_MCP_Handler: no tool ever names the proxy's MCP gateway."""
@@ -168,57 +103,64 @@ def _mcp_gateway_stub() -> bool:
     return True
 
 
-MALFORMED_SSE_MESSAGE = "invalid JSON in the upstream's event stream"
-
-
 def _anthropic_malformed_sse_guard() -> bool:
     """Fail an Anthropic stream whose SSE data is not JSON, instead of ending it quietly.
 
-    LiteLLM keeps an undecodable data line in a buffer, in case the rest of it comes
-    in a later line, and at the end of the stream drops whatever never decoded: the
-    caller would get a truncated answer that looks complete. At the end of the stream
-    a non-empty, undecodable buffer now raises.
+    LiteLLM 1.106 keeps an undecodable data line in a buffer, in case the rest of it
+    comes in a later line, and at the end of the stream drops whatever never decoded
+    (anthropic/chat/handler.py, `ModelResponseIterator.__anext__`: the drain through
+    `_handle_accumulated_json_chunk(is_final=True)` returns None, then
+    StopAsyncIteration). The caller would get a cut-short answer, or one whose later
+    events were swallowed. At the end of the stream a non-empty, undecodable buffer
+    (LiteLLM's `accumulated_json`) now raises, as the direct path does.
+
+    The guard reads LiteLLM internals, so install() proves it on a one-line stream and
+    raises LiteLLMInternalsMoved when it no longer takes effect.
     """
-    owner: Any = None  # None when the module moved: _wrap_once reports it
+    what = "the Anthropic malformed-SSE guard"
     try:
         from litellm.llms.anthropic.chat.handler import ModelResponseIterator
-
-        owner = ModelResponseIterator
-    except ImportError:
-        pass
+    except ImportError as exc:
+        raise _moved(what, str(exc)) from exc
+    if not isinstance(getattr(ModelResponseIterator, "accumulated_json", None), property):
+        raise _moved(what, "ModelResponseIterator.accumulated_json is gone")
 
     def wrap(original: Any) -> Any:
         def handle(self: Any, data_str: str, is_final: bool = False) -> Any:
             result = original(self, data_str, is_final=is_final)
-            if is_final and result is None:
-                buffer = getattr(self, "_json_buffer", None)
-                leftover = buffer.snapshot() if buffer is not None and hasattr(buffer, "snapshot") else ""
-                if leftover.strip():
-                    raise ValueError(MALFORMED_SSE_MESSAGE)
+            if is_final and result is None and self.accumulated_json.strip():
+                raise ValueError(MALFORMED_SSE_MESSAGE)
             return result
 
         return handle
 
-    return _wrap_once(owner, "_handle_accumulated_json_chunk", wrap, "malformed-SSE guard")
+    _wrap_once(ModelResponseIterator, "_handle_accumulated_json_chunk", wrap, what)
+    try:
+        list(ModelResponseIterator(streaming_response=iter(["data: {not json"]), sync_stream=True))
+    except ValueError as exc:
+        if str(exc) == MALFORMED_SSE_MESSAGE:
+            return True
+        raise _moved(what, f"a malformed stream raised {exc!r} instead") from exc
+    raise _moved(what, "a malformed stream still ends quietly")
 
 
 def _no_422_param_retry() -> bool:
     """Let an OpenAI-format 422 fail as itself instead of being retried and answered as nothing.
 
-    With drop_params on, LiteLLM's OpenAI handler answers a 422 by guessing which parameters
-    the body named, dropping them and sending the request again; when the second answer is a
-    422 too it falls out of its loop and returns None, which reached callers as an empty OK
-    answer. The service has one retry layer and already drops the parameters LiteLLM knows a
-    provider does not take, so the 422 is re-raised as it came and classified as the
-    provider's refusal (INVALID_ARGUMENT, UPSTREAM_BAD_REQUEST, upstream_status 422).
+    With drop_params on, LiteLLM 1.106's OpenAI handler answers a 422 by guessing which
+    parameters the body named, dropping them and sending the request again
+    (llms/openai/openai.py, `drop_params_from_unprocessable_entity_error` inside
+    `for _ in range(2)`); when the second answer is a 422 too it falls out of its loop
+    and returns None, which reached callers as an empty OK answer. The service has one
+    retry layer and already drops the parameters LiteLLM knows a provider does not take,
+    so the 422 is re-raised as it came and classified as the provider's refusal
+    (INVALID_ARGUMENT, UPSTREAM_BAD_REQUEST, upstream_status 422).
     """
-    owner: Any = None
+    what = "the 422 parameter-retry guard"
     try:
         from litellm.llms.openai import openai as openai_handler
-
-        owner = openai_handler
-    except ImportError:
-        pass
+    except ImportError as exc:
+        raise _moved(what, str(exc)) from exc
 
     def wrap(original: Any) -> Any:
         def drop_params_from_unprocessable_entity_error(e: Exception, data: dict[str, Any]) -> dict[str, Any]:
@@ -226,33 +168,39 @@ def _no_422_param_retry() -> bool:
 
         return drop_params_from_unprocessable_entity_error
 
-    return _wrap_once(owner, "drop_params_from_unprocessable_entity_error", wrap, "422 parameter-retry guard")
+    return _wrap_once(openai_handler, "drop_params_from_unprocessable_entity_error", wrap, what)
+
+
+def _route_litellm_logs_to_the_service() -> None:
+    """LiteLLM's records go through the service's JSON handler (one object per line, secrets redacted).
+
+    On import LiteLLM gives its three loggers a plain-text stderr handler of its own
+    (_logging.py); those are removed, and records propagate to the root logger.
+    """
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+        logger.setLevel(logging.WARNING)
 
 
 def install() -> SetupReport:
-    """Apply LiteLLM's settings and the work-arounds, once per process."""
+    """Apply LiteLLM's settings and the work-arounds, once per process; raise LiteLLMInternalsMoved."""
     global _REPORT
     if _REPORT is None:
-        litellm.drop_params = True  # unsupported parameters are dropped, not forwarded (PC11)
+        # Parameters a provider does not take are dropped, not forwarded (PC11).
+        litellm.drop_params = True
         litellm.suppress_debug_info = True
+        # The service is the one retry layer (PC12–PC16): LiteLLM never retries by itself.
         litellm.num_retries = 0
-        litellm.telemetry = False
         # Token counting must never reach for the network: tokenizers not bundled with LiteLLM
         # would be downloaded from Hugging Face, blocking the event loop until that times out.
         litellm.disable_hf_tokenizer_download = True
-        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
-            # LiteLLM installs plain-text stderr handlers of its own on import; its records go
-            # through the service's JSON handler instead (one object per line, secrets redacted).
-            logger = logging.getLogger(name)
-            logger.handlers[:] = []
-            logger.propagate = True
-        logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+        _route_litellm_logs_to_the_service()
         _REPORT = SetupReport(
             litellm_version(),
-            _oauth_header_fix(),
-            _metadata_none_guard(),
-            _mcp_gateway_stub(),
-            _anthropic_malformed_sse_guard(),
-            _no_422_param_retry(),
+            mcp_gateway_stub=_mcp_gateway_stub(),
+            anthropic_malformed_sse_guard=_anthropic_malformed_sse_guard(),
+            no_422_param_retry=_no_422_param_retry(),
         )
     return _REPORT
