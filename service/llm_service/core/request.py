@@ -1,9 +1,11 @@
 """Deciding the request: from a route and a call to the arguments LiteLLM is given.
 
-This is where the reference provider's request rules live (PC01–PC11): model
-rewriting, default endpoints, Claude subscription headers and billing block,
-Codex parameters, prompt caching, JSON mode, tool format, empty-message
-filtering and stream options. LiteLLM then applies its own provider knowledge.
+The request rules (PC01–PC11) live here: model strings rewritten for LiteLLM,
+default endpoints by model prefix, Claude subscription headers and billing block,
+Codex parameters, cache_control on allow-listed models, the JSON-mode instruction,
+tools in OpenAI function format, empty assistant messages dropped, and
+stream_options for every provider but Anthropic. LiteLLM then applies its own
+provider knowledge.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class UpstreamRequest:
 
 
 def resolve_model(model: str) -> str:
-    """The model string LiteLLM is given (PC02, PC03)."""
+    """The model string LiteLLM is given: ollama/ becomes ollama_chat/, kimi/ and hive/ become anthropic/ (PC02, PC03)."""
     lower = model.lower()
     if lower.startswith("ollama/"):
         return "ollama_chat/" + model[len("ollama/") :]
@@ -54,7 +56,7 @@ def resolve_model(model: str) -> str:
 
 
 def default_api_base(model: str, hive_api_base: str) -> str:
-    """The endpoint used when the route configures none (PC04)."""
+    """The endpoint by model prefix (MiniMax, OpenRouter, Kimi, Hive) when the route configures none (PC04)."""
     lower = model.lower()
     if lower.startswith(("minimax/", "minimax-")):
         return MINIMAX_API_BASE
@@ -78,7 +80,7 @@ def resolve_api_base(route: Route, hive_api_base: str) -> str:
 
 
 def supports_cache_control(model: str) -> bool:
-    """Whether the system message may carry cache_control for this (resolved) model (PC07)."""
+    """Whether the system message may carry cache_control: the model's prefix is on the allow-list (PC07)."""
     if model.lower().startswith("openrouter/"):
         rest = model.split("/", 1)[1]
         return rest.startswith(OPENROUTER_CACHE_CONTROL_PREFIXES)
@@ -208,9 +210,6 @@ def build_request(
         "timeout": timeout_s,
         "num_retries": 0,
         "max_retries": 0,
-        # LiteLLM 1.106 routes any call with tools through its proxy's MCP gateway check,
-        # which imports the optional `mcp` package; this service never uses that gateway.
-        "_skip_mcp_handler": True,
     }
     if api_base:
         kwargs["api_base"] = api_base
