@@ -190,7 +190,7 @@ class StreamAssembler:
 
     @property
     def has_content(self) -> bool:
-        """Text, tool calls or a refusal: what makes an answer non-empty (PC14, PC15)."""
+        """Text, tool calls or a refusal: an answer with none is an empty response (PC14) or empty stream (PC15)."""
         return bool(self.text_parts) or self.has_tool_calls or self.refused
 
     @property
@@ -211,7 +211,7 @@ class StreamAssembler:
         return calls
 
     def final_finish_reason(self) -> str:
-        """The raw finish reason after PC25's normalisation; a refusal is content_filter."""
+        """The raw finish reason, pause_turn and a stop after tool calls normalised (PC25); a refusal is content_filter."""
         if self.refusal_parts and not self.text_parts and not self.has_tool_calls:
             return "content_filter"
         return normalise_finish_reason(self.finish_reason, self.has_tool_calls)
