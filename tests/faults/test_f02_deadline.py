@@ -11,6 +11,7 @@ from fake_upstream import FakeUpstream, Script
 from llm_client import pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from tests.support.messages import user_msg
+from tests.support.servers import ServerPath, custom_server, on_both_paths
 
 DEADLINE_S = 2.0
 BOUND_S = 2.1
@@ -38,7 +39,7 @@ def test_f02_deadline_exceeded_within_the_bound_and_the_upstream_closed(
 ROUTE_TIMEOUT_S = 1.5
 
 
-@pytest.mark.parametrize("path", ["fast-path", "litellm-path"])
+@on_both_paths
 @pytest.mark.parametrize(
     ("rpc", "upstream"),
     [
@@ -49,11 +50,9 @@ ROUTE_TIMEOUT_S = 1.5
     ],
 )
 def test_f02_a_call_without_a_deadline_is_bounded_by_the_routes_timeout(
-    fake: FakeUpstream, path: str, rpc: str, upstream: str
+    fake: FakeUpstream, path: ServerPath, rpc: str, upstream: str
 ) -> None:
     """No caller deadline: the route's timeout_s bounds the whole call, every attempt and retry wait together."""
-    from tests.support.servers import custom_server
-
     script = {
         "silent before its headers": Script(first_byte_delay_s=120, times=10),
         "headers, then nothing": Script(text="a b c", stall_after_chunks=0, stall_s=120, times=10),
@@ -62,9 +61,9 @@ def test_f02_a_call_without_a_deadline_is_bounded_by_the_routes_timeout(
         ),
     }[upstream]
     route = {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}}
-    route.update(timeout_s=ROUTE_TIMEOUT_S, idle_timeout_s=0.5, fast_path=path == "fast-path")
+    route.update(timeout_s=ROUTE_TIMEOUT_S, idle_timeout_s=0.5)
     fake.script(script)
-    with custom_server(fake, routes={"openai": route}) as (srv, _), grpc.insecure_channel(srv.target) as channel:
+    with custom_server(fake, path=path, routes={"openai": route}) as (srv, _), grpc.insecure_channel(srv.target) as channel:
         stub = pb_grpc.LLMServiceStub(channel)
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as info:

@@ -11,27 +11,26 @@ from fake_upstream import FakeUpstream, Script
 from llm_client import pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from tests.support.messages import user_msg
-from tests.support.servers import custom_server
+from tests.support.servers import ServerPath, custom_server, on_both_paths
 
 IDLE_S = 0.5
 MARGIN_S = 0.5  # scheduling slack on a shared machine; the stall itself lasts 30 s
 
 
-@pytest.mark.parametrize("path", ["fast-path", "litellm-path"])
+@on_both_paths
 @pytest.mark.parametrize("keepalive_comments", [False, True], ids=["silent", "keepalive-comments-only"])
 @pytest.mark.parametrize("route", ["openai", "anthropic"])
 def test_f03_stall_mid_stream_ends_with_an_error_event_and_unavailable(
-    fake: FakeUpstream, route: str, keepalive_comments: bool, path: str
+    fake: FakeUpstream, route: str, keepalive_comments: bool, path: ServerPath
 ) -> None:
     """On both transports: the direct path's idle watchdog, and LiteLLM's path's per-chunk idle bound
     (the only idle protection of Gemini, Ollama, Codex and fast_path: false routes)."""
-    fast = path == "fast-path"
     routes = {
-        "openai": {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1", "idle_timeout_s": IDLE_S, "fast_path": fast},
-        "anthropic": {"model": "anthropic/claude-test", "api_base": fake.base_url, "idle_timeout_s": IDLE_S, "fast_path": fast},
+        "openai": {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1", "idle_timeout_s": IDLE_S},
+        "anthropic": {"model": "anthropic/claude-test", "api_base": fake.base_url, "idle_timeout_s": IDLE_S},
     }
     fake.script(Script(text="one two three four five", stall_after_chunks=3, stall_s=30, keepalive_comments=keepalive_comments))
-    with custom_server(fake, routes=routes) as (srv, _), grpc.insecure_channel(srv.target) as channel:
+    with custom_server(fake, path=path, routes=routes) as (srv, _), grpc.insecure_channel(srv.target) as channel:
         call = pb_grpc.LLMServiceStub(channel).Stream(pb.StreamRequest(model=route, messages=[user_msg()]), timeout=60)
         events = []
         with pytest.raises(grpc.RpcError) as info:

@@ -16,7 +16,7 @@ from fake_upstream import FakeUpstream, Script
 from llm_client import LLMClient, LLMServiceError, Unavailable, channel_options, pb
 from tests.support.messages import user_msg
 from tests.support.metrics import scrape, total
-from tests.support.servers import custom_server
+from tests.support.servers import ServerPath, custom_server, on_both_paths
 
 CALLS = 100
 THREADS = 10
@@ -115,7 +115,7 @@ def _probe(target: str, rpc: str, timeout: float, cancel_after: float | None) ->
                 list(stream)
 
 
-@pytest.mark.parametrize("path", ["fast-path", "litellm-path"])
+@on_both_paths
 @pytest.mark.parametrize(
     ("rpc", "ending"),
     # a stall (idle_timeout_s between chunks) is a streamed answer's ending
@@ -126,15 +126,16 @@ def _probe(target: str, rpc: str, timeout: float, cancel_after: float | None) ->
         if (rpc, ending) != ("Complete", "stall")
     ],
 )
-def test_f05_breaker_admits_calls_again_however_its_probe_ended(fake: FakeUpstream, path: str, rpc: str, ending: str) -> None:
+def test_f05_breaker_admits_calls_again_however_its_probe_ended(
+    fake: FakeUpstream, path: ServerPath, rpc: str, ending: str
+) -> None:
     open_s = 0.3
     resilience = {"breaker_failures": 3, "breaker_open_s": open_s}
     routes = {"openai": {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}}}
     routes["openai"]["idle_timeout_s"] = 0.5
-    routes["openai"]["fast_path"] = path == "fast-path"
     probe_script, timeout, cancel_after = PROBE_ENDINGS[ending]
     fake.script(Script(status=503, times=3), probe_script)
-    with custom_server(fake, resilience=resilience, routes=routes) as (srv, client):
+    with custom_server(fake, path=path, resilience=resilience, routes=routes) as (srv, client):
         for _ in range(3):
             with pytest.raises(Unavailable):
                 client.complete("openai", [user_msg()], max_retries=0, timeout=30)
