@@ -19,7 +19,7 @@ from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from llm_service.config import RetryConfig
 from llm_service.core.retry import backoff_delay, delay_from_headers
 from tests.support.messages import user_msg
-from tests.support.servers import custom_server
+from tests.support.servers import ServerPath, custom_server, on_both_paths
 
 
 def _gaps(fake: FakeUpstream) -> list[float]:
@@ -233,10 +233,12 @@ def test_pc16_connection_errors_are_retried(client: LLMClient, fake: FakeUpstrea
     assert [r.outcome for r in fake.requests()] == ["disconnected", "completed"]
 
 
-def test_pc16_timeouts_are_retried(fake: FakeUpstream) -> None:
+@on_both_paths
+def test_pc16_timeouts_are_retried(fake: FakeUpstream, path: ServerPath) -> None:
+    """An attempt that outlives the route's timeout_s is retried, whichever transport timed it out."""
     routes = {"short": {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1", "timeout_s": 0.5}}
     fake.script(Script(first_byte_delay_s=3), Script(text="quick this time"))
-    with custom_server(fake, routes=routes) as (_, c):
+    with custom_server(fake, path=path, routes=routes) as (_, c):
         assert c.complete("short", [user_msg()], timeout=30).text == "quick this time"
     assert len(fake.requests()) == 2
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import grpc
+import pytest
 
 from fake_upstream import FakeUpstream, Script
 from llm_client import pb
@@ -21,9 +22,13 @@ def _aborted_request(fake: FakeUpstream) -> float:
     return req.ended_at
 
 
-def test_cancelled_stream_mid_answer_closes_the_upstream_request(stub: pb_grpc.LLMServiceStub, fake: FakeUpstream) -> None:
+@pytest.mark.parametrize("route", ["openai", "gemini"])
+def test_cancelled_stream_mid_answer_closes_the_upstream_request(
+    stub: pb_grpc.LLMServiceStub, fake: FakeUpstream, route: str
+) -> None:
+    """On each transport; Gemini has no direct path, so on both servers it is LiteLLM's Gemini stream that must close."""
     fake.script(Script(text=" ".join(["word"] * 100), chunk_delay_s=0.05))
-    call = stub.Stream(pb.StreamRequest(model="openai", messages=[user_msg()]), timeout=30)
+    call = stub.Stream(pb.StreamRequest(model=route, messages=[user_msg()]), timeout=30)
     received = [next(call) for _ in range(3)]
     assert all(e.WhichOneof("event") == "text_delta" for e in received)
     cancelled_at = time.monotonic()

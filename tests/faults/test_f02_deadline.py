@@ -17,11 +17,25 @@ DEADLINE_S = 2.0
 BOUND_S = 2.1
 
 
-@pytest.mark.parametrize("rpc", ["Complete", "Stream"])
+@pytest.mark.parametrize(
+    ("rpc", "upstream"),
+    [
+        ("Complete", "silent before its headers"),
+        ("Stream", "silent before its headers"),
+        ("Stream", "one chunk, then silence"),
+    ],
+)
 def test_f02_deadline_exceeded_within_the_bound_and_the_upstream_closed(
-    stub: pb_grpc.LLMServiceStub, fake: FakeUpstream, rpc: str
+    stub: pb_grpc.LLMServiceStub, fake: FakeUpstream, rpc: str, upstream: str
 ) -> None:
-    fake.script(Script(first_byte_delay_s=120))
+    """Mid-stream, the deadline is what ends the wait for the next chunk (the route's idle_timeout_s is
+    60 s): the direct path's socket read and LiteLLM's path's per-chunk wait are both bounded by it."""
+    fake.script(
+        {
+            "silent before its headers": Script(first_byte_delay_s=120),
+            "one chunk, then silence": Script(text="a b c", stall_after_chunks=1, stall_s=120),
+        }[upstream]
+    )
     started = time.monotonic()
     with pytest.raises(grpc.RpcError) as info:
         if rpc == "Complete":

@@ -23,12 +23,26 @@ MARGIN_S = 0.5  # scheduling slack on a shared machine; the stall itself lasts 3
 def test_f03_stall_mid_stream_ends_with_an_error_event_and_unavailable(
     fake: FakeUpstream, route: str, keepalive_comments: bool, path: ServerPath
 ) -> None:
-    """On both transports: the direct path's idle watchdog, and LiteLLM's path's per-chunk idle bound
-    (the only idle protection of Gemini, Ollama, Codex and fast_path: false routes)."""
-    routes = {
-        "openai": {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1", "idle_timeout_s": IDLE_S},
-        "anthropic": {"model": "anthropic/claude-test", "api_base": fake.base_url, "idle_timeout_s": IDLE_S},
+    """On both transports: the direct path's idle watchdog, and LiteLLM's path's per-chunk idle bound."""
+    _assert_the_stall_ends_the_stream(fake, path, route, keepalive_comments)
+
+
+@pytest.mark.parametrize("route", ["gemini"])
+def test_f03_stall_on_a_route_only_litellm_serves_ends_the_same_way(fake: FakeUpstream, route: str) -> None:
+    """A route with no direct path (Gemini, like Ollama and Codex) has LiteLLM's per-chunk idle bound
+    as its only protection against a silent upstream."""
+    _assert_the_stall_ends_the_stream(fake, "litellm-path", route, keepalive_comments=False)
+
+
+def _assert_the_stall_ends_the_stream(fake: FakeUpstream, path: ServerPath, route: str, keepalive_comments: bool) -> None:
+    """The upstream stalls after three chunks: the caller gets the text so far, then an UPSTREAM_STALLED
+    error event and UNAVAILABLE within the idle timeout (plus slack), and the upstream request is closed."""
+    known = {
+        "openai": {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1"},
+        "anthropic": {"model": "anthropic/claude-test", "api_base": fake.base_url},
+        "gemini": {"model": "gemini/gemini-2.0-flash", "api_base": fake.base_url, "key": {"env": "TEST_PROVIDER_KEY"}},
     }
+    routes = {route: known[route] | {"idle_timeout_s": IDLE_S}}
     fake.script(Script(text="one two three four five", stall_after_chunks=3, stall_s=30, keepalive_comments=keepalive_comments))
     with custom_server(fake, path=path, routes=routes) as (srv, _), grpc.insecure_channel(srv.target) as channel:
         call = pb_grpc.LLMServiceStub(channel).Stream(pb.StreamRequest(model=route, messages=[user_msg()]), timeout=60)

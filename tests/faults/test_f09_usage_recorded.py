@@ -14,7 +14,7 @@ from llm_client import pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from tests.support.messages import user_msg
 from tests.support.metrics import scrape, total
-from tests.support.servers import custom_server
+from tests.support.servers import ServerPath, custom_server, on_both_paths
 
 
 def test_f09_every_finished_stream_is_recorded(fake: FakeUpstream, caplog: pytest.LogCaptureFixture) -> None:
@@ -33,13 +33,15 @@ def test_f09_every_finished_stream_is_recorded(fake: FakeUpstream, caplog: pytes
     assert total(samples, "llm_cost_usd_total", route="bare") > 0
 
 
+@on_both_paths
 @pytest.mark.parametrize(("route", "recorded_input"), [("anthropic", 321), ("openai", 0)])
 def test_f09_cancelled_streams_record_the_usage_the_upstream_had_reported(
-    fake: FakeUpstream, route: str, recorded_input: int
+    fake: FakeUpstream, path: ServerPath, route: str, recorded_input: int
 ) -> None:
-    # Anthropic sends input tokens in message_start; OpenAI only at the end, which a cancelled stream never sees.
+    """Anthropic sends input tokens in message_start; OpenAI only at the end, which a cancelled stream
+    never sees. Each transport fills in usage its own way, so both are held to it."""
     fake.script(Script(text=" ".join(["word"] * 40), chunk_delay_s=0.05, usage=Usage(input=321, output=40)))
-    with custom_server(fake) as (srv, _), grpc.insecure_channel(srv.target) as channel:
+    with custom_server(fake, path=path) as (srv, _), grpc.insecure_channel(srv.target) as channel:
         call = pb_grpc.LLMServiceStub(channel).Stream(pb.StreamRequest(model=route, messages=[user_msg()]), timeout=30)
         next(call), next(call)
         call.cancel()
