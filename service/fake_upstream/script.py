@@ -30,8 +30,12 @@ class ToolCallSpec:
 class Script:
     """One scripted answer.
 
-    status/headers/error make an HTTP error; body_raw sends a raw body (garbage);
-    sse_raw sends raw SSE lines. Otherwise the answer is text (split into
+    status/headers/error make an HTTP error; body_raw sends a raw body (garbage, or a
+    recorded answer) as raw_content_type (when unset: text/html for a body starting
+    with "<", else application/json), in one piece, or cut into raw_write_bytes-byte
+    writes of its UTF-8 bytes (so a write may end inside a character), or with
+    raw_write_events in one write per event (after each blank line, or each line
+    when the body has no blank line: NDJSON); sse_raw sends raw SSE lines. Otherwise the answer is text (split into
     `chunks` pieces when streamed), reasoning, and tool calls, with finish_reason
     and usage placed per usage_mode ("trailing": own chunk after the finish,
     "finish": on the finish chunk, "none": nowhere). Timing: first_byte_delay_s
@@ -57,6 +61,9 @@ class Script:
     headers: dict[str, str] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     body_raw: str | None = None
+    raw_content_type: str = ""
+    raw_write_bytes: int = 0
+    raw_write_events: bool = False
     sse_raw: tuple[str, ...] | None = None
     first_byte_delay_s: float = 0.0
     chunk_delay_s: float = 0.0
@@ -93,6 +100,18 @@ class Script:
             return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
         size = max(1, -(-len(self.text) // self.chunks))
         return [self.text[i : i + size] for i in range(0, len(self.text), size)]
+
+    def raw_writes(self) -> list[bytes]:
+        """body_raw's UTF-8 bytes as the writes its delivery options ask for (one write when none)."""
+        data = (self.body_raw or "").encode()
+        if self.raw_write_bytes > 0:
+            return [data[i : i + self.raw_write_bytes] for i in range(0, len(data), self.raw_write_bytes)]
+        if self.raw_write_events:
+            sep = b"\r\n\r\n" if b"\r\n\r\n" in data else b"\n\n" if b"\n\n" in data else b"\n"
+            pieces = [piece + sep for piece in data.split(sep)]
+            pieces[-1] = pieces[-1][: -len(sep)]
+            return [piece for piece in pieces if piece]
+        return [data]
 
     def effective_finish_reason(self) -> str:
         """The finish reason to send: the scripted one, else tool_calls/stop."""

@@ -185,9 +185,7 @@ class FakeUpstream:
         if script.first_byte_delay_s:
             await asyncio.sleep(script.first_byte_delay_s)
         if script.body_raw is not None:
-            self._finish(rec, "completed")
-            kind = "text/html" if script.body_raw.lstrip().startswith("<") else "application/json"
-            return web.Response(text=script.body_raw, status=script.status, content_type=kind, headers=script.headers)
+            return await self._answer_raw(request, rec, script)
         if script.status != 200 or script.error is not None:
             self._finish(rec, "completed")
             return web.json_response(error_body(script, wire.name == "anthropic"), status=script.status, headers=script.headers)
@@ -213,6 +211,26 @@ class FakeUpstream:
             rec.chunks_sent += 1
             if script.chunk_delay_s:
                 await asyncio.sleep(script.chunk_delay_s)
+        await resp.write_eof()
+        self._finish(rec, "completed")
+        return resp
+
+    async def _answer_raw(self, request: web.Request, rec: RecordedRequest, script: Script) -> web.StreamResponse:
+        """Send body_raw: whole, or in the writes its delivery options ask for (a chunked body)."""
+        assert script.body_raw is not None
+        kind = script.raw_content_type or ("text/html" if script.body_raw.lstrip().startswith("<") else "application/json")
+        if not script.raw_write_bytes and not script.raw_write_events:
+            self._finish(rec, "completed")
+            if ";" in kind:  # aiohttp takes the charset apart from the type
+                return web.Response(
+                    body=script.body_raw.encode(), status=script.status, headers={"Content-Type": kind, **script.headers}
+                )
+            return web.Response(text=script.body_raw, status=script.status, content_type=kind, headers=script.headers)
+        resp = web.StreamResponse(status=script.status, headers={"Content-Type": kind, **script.headers})
+        await resp.prepare(request)
+        for piece in script.raw_writes():
+            await resp.write(piece)
+            rec.chunks_sent += 1
         await resp.write_eof()
         self._finish(rec, "completed")
         return resp
