@@ -115,13 +115,7 @@ async def start(config: Config, listen: str | None = None, reuse_port: bool = Fa
             ("grpc.so_reuseport", int(reuse_port)),
         ],
     )
-    provider = Provider(
-        config,
-        on_retry=metrics.retried,
-        on_usage=metrics.used,
-        on_fallback=metrics.fell_back,
-        on_breaker=metrics.breaker_changed,
-    )
+    provider = Provider(config.core(), observer=metrics)
     servicer = LLMServicer(config, provider, metrics)
     pb_grpc.add_LLMServiceServicer_to_server(servicer, server)
     health = Health()

@@ -170,7 +170,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
             rec.routed(route)
             call = convert.call_from_proto(request, self.config.server.max_metadata_entries, self.config.limits)
             events = 0
-            upstream = aiter(self.provider.stream(route, call, Deadline(context.time_remaining())))
+            upstream = self.provider.stream(route, call, Deadline(context.time_remaining()))
             while True:
                 if self._ending_streams:  # the drain's grace ran out while this stream was writing
                     await upstream.aclose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -19,6 +20,10 @@ from litellm import exceptions as lx
 
 from llm_service.core import errors
 from llm_service.core import secrets as configured_secrets
+from llm_service.core.request import UpstreamRequest
+from llm_service.core.tool_compat import rejects_native_tools
+
+log = logging.getLogger(__name__)
 
 UPSTREAM_MESSAGE_MAX_CHARS = 300
 _TRANSIENT_STATUSES = frozenset({500, 502, 503, 504, 520, 522, 524, 529})
@@ -190,6 +195,23 @@ def classify(exc: BaseException, secrets: Iterable[str] = ()) -> errors.LLMError
     if (400 <= status < 500) if status is not None else isinstance(exc, (lx.BadRequestError, lx.UnprocessableEntityError)):
         return errors.UpstreamBadRequest(f"the provider rejected the request: {words}", upstream_status=status)
     return errors.LLMError("internal error")
+
+
+_RETRY_HEADERS = ("retry-after-ms", "retry-after")
+
+
+def upstream_error(exc: BaseException, req: UpstreamRequest, route: str) -> errors.LLMError:
+    """A transport's failure as the engine takes it: classified, with the upstream's retry-after
+    headers and whether it refused native tools. One of no known kind is logged with its traceback."""
+    err = classify(exc, req.secrets)
+    if err is exc:
+        return err
+    if type(err) is errors.LLMError:
+        log.error("unexpected upstream failure", exc_info=exc, extra={"route": route, **describe(exc)})
+    headers = response_headers(exc)
+    err.upstream_headers = {name: headers[name] for name in _RETRY_HEADERS if name in headers}
+    err.native_tools_rejected = req.is_openrouter and "tools" in req.kwargs and rejects_native_tools(str(exc))
+    return err
 
 
 def describe(exc: BaseException) -> dict[str, Any]:

@@ -3,9 +3,16 @@ place (`core.classify`); one module (`llm_service.status`) maps it to gRPC."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class LLMError(Exception):
-    """Base of the family. message is safe to show a caller: no keys, no prompts."""
+    """Base of the family. message is safe to show a caller: no keys, no prompts.
+
+    What the upstream said beyond the message rides along for the engine, never for the
+    caller: `upstream_headers` (its retry-after headers, lower-cased) and
+    `native_tools_rejected` (OpenRouter has no endpoint taking tool definitions for the model).
+    """
 
     reason = "INTERNAL"
 
@@ -22,6 +29,8 @@ class LLMError(Exception):
         self.retry_after_s = retry_after_s
         self.upstream_status = upstream_status
         self.attempts = attempts
+        self.upstream_headers: Mapping[str, str] = {}
+        self.native_tools_rejected = False
 
 
 class InvalidRequest(LLMError):
@@ -141,6 +150,10 @@ class CircuitOpen(UpstreamUnavailable):
     reason = "UPSTREAM_CIRCUIT_OPEN"
 
 
+class RouteTimeout(UpstreamUnavailable):
+    """A call with no deadline of its own ran past its route's timeout_s: the upstream took too long."""
+
+
 class UpstreamStalled(UpstreamUnavailable):
     """The provider went silent mid-answer for longer than the route's idle timeout."""
 
@@ -161,7 +174,3 @@ class DeadlineExceeded(LLMError):
     """The caller's deadline passed before the upstream answered."""
 
     reason = "DEADLINE_EXCEEDED"
-
-
-# Failures a fallback route may do better on, when nothing was sent to the caller yet.
-FALLBACK_ON: tuple[type[LLMError], ...] = (UpstreamUnavailable, UpstreamBadResponse, RateLimited, ContextWindowExceeded)

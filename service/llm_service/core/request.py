@@ -14,8 +14,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from llm_service.config import ClaudeCodeConfig, Route
 from llm_service.core import secrets
+from llm_service.core.settings import ClaudeCodeConfig, Route
 from llm_service.core.types import CallRequest, ToolSpec
 
 MINIMAX_API_BASE = "https://api.minimax.io/v1"

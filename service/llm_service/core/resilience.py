@@ -13,11 +13,15 @@ opens and calls fail at once for `open_s`; then one probe call is let through
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from llm_service.config import ResilienceConfig
+from llm_service.core import errors
+from llm_service.core.settings import ResilienceConfig, Route
+
+log = logging.getLogger(__name__)
 
 
 class RetryBudget:
@@ -98,3 +102,60 @@ class RouteHealth:
     def new(cls, cfg: ResilienceConfig) -> RouteHealth:
         budget = RetryBudget(cfg.retry_budget_tokens, cfg.retry_budget_ratio)
         return cls(budget, CircuitBreaker(cfg.breaker_failures, cfg.breaker_open_s))
+
+
+class RouteHealthBook:
+    """Every route's health, made on first use, with each breaker move reported to on_change."""
+
+    def __init__(self, cfg: ResilienceConfig, on_change: Callable[[Route, BreakerState], None]) -> None:
+        self._cfg = cfg
+        self._on_change = on_change
+        self._routes: dict[str, RouteHealth] = {}
+
+    def of(self, route: Route) -> RouteHealth:
+        """The route's budget and breaker."""
+        found = self._routes.get(route.name)
+        if found is None:
+            found = self._routes[route.name] = RouteHealth.new(self._cfg)
+        return found
+
+    def admit(self, route: Route) -> bool:
+        """Let an attempt go ahead, or raise CircuitOpen. True when the attempt is the half-open probe,
+        which must be given back with `released` if it ends without an answer or a failure."""
+        breaker = self.of(route).breaker
+        before = breaker.state
+        wait = breaker.admit()
+        self._moved(route, before)
+        if wait is not None:
+            raise errors.CircuitOpen(
+                f"route '{route.name}' failed {breaker.failure_threshold} times in a row; not calling it for now",
+                retry_after_s=wait,
+            )
+        return breaker.state is BreakerState.HALF_OPEN
+
+    def failed(self, route: Route) -> None:
+        """The upstream did not answer well: one from the budget, one towards opening the breaker."""
+        health = self.of(route)
+        before = health.breaker.state
+        health.budget.failed()
+        health.breaker.failed()
+        self._moved(route, before)
+
+    def answered(self, route: Route) -> None:
+        """The upstream answered (an error status counts too: the route is up, the request was the problem)."""
+        health = self.of(route)
+        before = health.breaker.state
+        health.budget.succeeded()
+        health.breaker.succeeded()
+        self._moved(route, before)
+
+    def released(self, route: Route) -> None:
+        """A probe ended by the caller (deadline, cancellation): the next call may probe. Without
+        this the breaker stayed half-open with its one probe taken, refusing every call for ever."""
+        self.of(route).breaker.released()
+
+    def _moved(self, route: Route, before: BreakerState) -> None:
+        after = self.of(route).breaker.state
+        if after is not before:
+            log.warning("circuit breaker", extra={"route": route.name, "state": after.name.lower()})
+            self._on_change(route, after)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from llm_service.config import RetryConfig
+from llm_service.core.settings import RetryConfig
 
 
 class RetryReason(enum.Enum):
@@ -124,7 +124,7 @@ class Deadline:
         from llm_service.core import errors
 
         if self.route_bound_s is not None:
-            return errors.UpstreamUnavailable(
+            return errors.RouteTimeout(
                 f"the upstream did not answer within the route's timeout_s ({self.route_bound_s:g} s; "
                 "the call had no deadline of its own)"
             )

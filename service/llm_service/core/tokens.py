@@ -6,20 +6,12 @@ from typing import Any
 
 import litellm
 
-from llm_service.core.types import ToolSpec
-
 CHARS_PER_TOKEN = 4
 
 
-def _openai_tools(tools: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
-    return [
-        {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
-        for t in tools
-    ]
-
-
-def estimate_tokens(model: str, messages: list[dict[str, Any]], tools: tuple[ToolSpec, ...] = ()) -> tuple[int, str]:
-    """Input tokens for the messages and tools, and which method counted them ("litellm" or "estimate").
+def estimate_tokens(model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> tuple[int, str]:
+    """Input tokens for the messages and tools (in the OpenAI format the request sends them in),
+    and which method counted them ("litellm" or "estimate").
 
     Images count at LiteLLM's default size: the counter would otherwise download an
     image URL the caller gave to measure it, which a gateway must never do on a caller's say.
@@ -28,10 +20,10 @@ def estimate_tokens(model: str, messages: list[dict[str, Any]], tools: tuple[Too
         count = litellm.token_counter(
             model=model,
             messages=messages,
-            tools=_openai_tools(tools) or None,
+            tools=tools or None,
             use_default_image_token_count=True,
         )
         return int(count), "litellm"
     except Exception:
-        chars = sum(len(str(m.get("content", ""))) for m in messages) + sum(len(str(t)) for t in _openai_tools(tools))
+        chars = sum(len(str(m.get("content", ""))) for m in messages) + sum(len(str(t)) for t in tools or ())
         return chars // CHARS_PER_TOKEN, "estimate"

@@ -1,7 +1,10 @@
-"""The fast path's HTTP: one pooled aiohttp client per provider object, SSE read line by line.
+"""The `direct` transport: the service's own HTTP client and decoders, for OpenAI-compatible
+chat and Anthropic Messages routes.
 
-Failures become the exceptions LiteLLM raises for the same answer (through its own
-exception mapping), so `classify` and the retry rules treat both paths alike.
+LiteLLM's provider configuration still decides the request (`fast_request`); this module
+sends it over one pooled aiohttp session and reads the answer (`fast_decode`), SSE line by
+line. Failures are described as LiteLLM describes the same answer (through its own
+exception mapping), so `classify` makes the same LLMError of them on both transports.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,16 +23,22 @@ from litellm.litellm_core_utils.exception_mapping_utils import exception_type
 from litellm.llms.base_llm.chat.transformation import BaseLLMException
 
 from llm_service.core import errors
+from llm_service.core.assembly import StreamAssembler
+from llm_service.core.classify import upstream_error
 from llm_service.core.fast_decode import (
     AnthropicStream,
     UpstreamStreamError,
     anthropic_response,
+    estimated_usage,
     openai_chunk,
     openai_response,
     openrouter_chunk,
 )
-from llm_service.core.fast_request import OPENAI_SDK_PROVIDERS, HttpCall
-from llm_service.core.types import Chunk
+from llm_service.core.fast_request import OPENAI_SDK_PROVIDERS, HttpCall, fast_provider, prepare
+from llm_service.core.request import UpstreamRequest
+from llm_service.core.retry import Deadline
+from llm_service.core.settings import Route
+from llm_service.core.types import Chunk, Usage
 
 log = logging.getLogger(__name__)
 ERROR_BODY_MAX_BYTES = 64 * 1024
@@ -81,7 +91,75 @@ def _connection_error(call: HttpCall, exc: aiohttp.ClientError) -> Exception:
     return mapped(call, exc)
 
 
-class FastTransport:
+class DirectTransport:
+    """Carries the requests whose wire it speaks; says once per route when it cannot carry one."""
+
+    def __init__(self) -> None:
+        self._http = HttpClient()
+        self._declined: set[str] = set()
+
+    def prepare(self, route: Route, req: UpstreamRequest) -> DirectRequest | None:
+        """The HTTP request LiteLLM's provider configuration makes of req, or None."""
+        provider = fast_provider(req)
+        call = None
+        if provider is not None:
+            try:
+                call = prepare(req, provider)
+            except Exception as exc:  # LiteLLM's path raises the same failure as its callers expect
+                log.debug("direct request not prepared", exc_info=True, extra={"route": route.name})
+                self._decline(route, f"preparing its request failed ({type(exc).__name__})")
+                return None
+        if call is None:
+            self._decline(route, "it does not speak this provider's wire format or this request's mode")
+            return None
+        return DirectRequest(self._http, route, req, call)
+
+    def _decline(self, route: Route, why: str) -> None:
+        if route.name not in self._declined:
+            self._declined.add(route.name)
+            log.warning(f"route sent through LiteLLM: the direct transport cannot carry it: {why}", extra={"route": route.name})
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+
+class DirectRequest:
+    """One prepared HTTP request, sent once per attempt."""
+
+    transport = "direct"
+
+    def __init__(self, http: HttpClient, route: Route, req: UpstreamRequest, call: HttpCall) -> None:
+        self._http = http
+        self.route = route
+        self.req = req
+        self.call = call
+
+    async def complete(self, deadline: Deadline) -> Chunk:
+        """The whole answer."""
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                return await self._http.complete(self.call, self.route.timeout_s)
+        except TimeoutError:
+            raise deadline.passed() from None
+        except errors.LLMError:
+            raise
+        except Exception as exc:
+            raise upstream_error(exc, self.req, self.route.name) from None
+
+    async def stream(self, deadline: Deadline) -> FastStream:
+        """The answer's stream, its idle timeout the route's idle_timeout_s."""
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                response = await self._http.post(self.call, self.route.timeout_s)
+        except TimeoutError:
+            raise deadline.passed() from None
+        except Exception as exc:
+            raise upstream_error(exc, self.req, self.route.name) from None
+        return FastStream(self, response, deadline)
+
+
+class HttpClient:
     """Sends HttpCalls over a pooled aiohttp session, created on first use in the serving loop."""
 
     def __init__(self) -> None:
@@ -99,7 +177,8 @@ class FastTransport:
             await self._session.close()
             self._session = None
 
-    async def _post(self, call: HttpCall, timeout_s: float) -> aiohttp.ClientResponse:
+    async def post(self, call: HttpCall, timeout_s: float) -> aiohttp.ClientResponse:
+        """POST the request; an error status raises what LiteLLM raises for it."""
         timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s)
         try:
             response = await self._client().post(call.url, data=call.body, headers=call.headers, timeout=timeout)
@@ -129,7 +208,7 @@ class FastTransport:
 
     async def complete(self, call: HttpCall, timeout_s: float) -> Chunk:
         """POST a whole-answer request and decode the answer."""
-        response = await self._post(call, timeout_s)
+        response = await self.post(call, timeout_s)
         try:
             body = await response.read()
         except TimeoutError:
@@ -142,14 +221,6 @@ class FastTransport:
             return anthropic_response(body) if call.wire == "anthropic" else openai_response(body)
         except UpstreamStreamError as exc:
             raise litellm_error(call, exc.status_code, exc.message) from None
-
-    async def stream(self, call: HttpCall, timeout_s: float, idle_s: float) -> FastStream:
-        """POST a streaming request; the answer's chunks come from the returned stream.
-
-        Once the answer started, no chunk for idle_s (keep-alive comments do not count)
-        ends it with UpstreamStalled.
-        """
-        return FastStream(call, await self._post(call, timeout_s), idle_s)
 
 
 MAX_EVENT_BYTES = 16 * 1024 * 1024  # one SSE line: a whole tool call's arguments or an image can come in one
@@ -183,20 +254,25 @@ class _Stalled(Exception):
 
 
 class FastStream:
-    """The chunks of one streamed answer; close() releases the connection however it ended.
+    """The chunks of one streamed answer; aclose() releases the connection however it ended.
 
-    A stream that ends without a finish reason was cut short (UpstreamBadResponse), however
-    cleanly its body ended; one that never names its model is answered by the model asked for.
+    No chunk for the route's idle_timeout_s once the answer started (keep-alive comments do
+    not count) ends it with UpstreamStalled; a chunk after the caller's deadline ends it with
+    the deadline's error. A stream that ends without a finish reason was cut short
+    (UpstreamBadResponse), however cleanly its body ended; one that never names its model is
+    answered by the model asked for.
     """
 
-    def __init__(self, call: HttpCall, response: aiohttp.ClientResponse, idle_s: float) -> None:
-        self._call = call
+    def __init__(self, request: DirectRequest, response: aiohttp.ClientResponse, deadline: Deadline) -> None:
+        self._request = request
+        self._call = request.call
         self._response = response
-        self._idle_s = idle_s
+        self._deadline = deadline
+        self._idle_s = idle_s = request.route.idle_timeout_s
         self._loop = asyncio.get_running_loop()
         self._last_chunk = self._loop.time()
         self._watchdog = self._loop.call_at(self._last_chunk + idle_s, self._watch)
-        self._anthropic = AnthropicStream() if call.wire == "anthropic" else None
+        self._anthropic = AnthropicStream() if self._call.wire == "anthropic" else None
         self.decoded = 0  # chunks the upstream sent (not counting the closing one made here)
 
     def _watch(self) -> None:
@@ -217,6 +293,7 @@ class FastStream:
         else:
             decode = openrouter_chunk if call.provider == "openrouter" else openai_chunk
         finished = named = False
+        due = self._deadline.at
         try:
             async for line in _lines(self._response.content):
                 if not line.startswith(b"data:"):
@@ -233,25 +310,40 @@ class FastStream:
                     continue
                 self.decoded += 1
                 self._last_chunk = self._loop.time()
+                if due is not None and time.monotonic() > due:
+                    raise self._deadline.passed()
                 finished = finished or chunk.finish_reason is not None
                 named = named or bool(chunk.model)
                 yield chunk
         except UpstreamStreamError as exc:
-            raise litellm_error(call, exc.status_code, exc.message) from None
+            raise self._failed(litellm_error(call, exc.status_code, exc.message)) from None
         except _Stalled:
             raise errors.UpstreamStalled(
                 f"the upstream sent nothing for {self._idle_s:g} s (the route's idle_timeout_s)"
             ) from None
         except TimeoutError:
-            raise _timed_out(call) from None
+            raise self._failed(_timed_out(call)) from None
         except aiohttp.ClientError as exc:
-            raise _connection_error(call, exc) from None
+            raise self._failed(_connection_error(call, exc)) from None
         finally:
             self._watchdog.cancel()
         if not finished:
             raise errors.truncated()
         if not named:
             yield Chunk(model=call.model)
+
+    def _failed(self, exc: Exception) -> errors.LLMError:
+        """A failure while reading, classified on its own: what was being handled when it was made
+        (the decoder's or aiohttp's exception) is not the upstream's answer."""
+        exc.__cause__ = None
+        exc.__suppress_context__ = True
+        return upstream_error(exc, self._request.req, self._request.route.name)
+
+    def fallback_usage(self, asm: StreamAssembler, finished: bool) -> Usage | None:
+        """For an OpenAI-format stream read to its end that reported no usage: an estimate (as LiteLLM makes)."""
+        if finished and self._call.wire == "openai" and self.decoded:
+            return estimated_usage(self._request.req.model, self._request.req.kwargs["messages"], asm.text)
+        return None
 
     async def aclose(self) -> None:
         """Release the connection (closed, not pooled, when the answer was not read to its end)."""

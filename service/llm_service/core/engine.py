@@ -1,0 +1,329 @@
+"""The engine: a call's fallback routes, and one attempt loop over a plan's transport.
+
+Per route, the call is planned once (`plan`), then attempted until an answer or a final
+failure. After a failure the policy table (`policy`) says whether it is retried, counts
+against the route's health, or may move to the next fallback; retry limits and waits
+come from `retry`, and every wait is bounded by the caller's deadline (PC13). An empty
+answer is retried too (PC14, PC15). Once a stream sent the caller an event nothing is
+retried or moved (PC17). What happens is reported to one `Observer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from llm_service.core import errors, tool_compat
+from llm_service.core.assembly import StreamAssembler
+from llm_service.core.dumps import FailedRequestDumps
+from llm_service.core.plan import Plan, Planner
+from llm_service.core.policy import policy_of
+from llm_service.core.pricing import cost_usd
+from llm_service.core.resilience import BreakerState, RouteHealthBook
+from llm_service.core.retry import Deadline, RetryLimits, RetryReason, backoff_delay, delay_from_headers
+from llm_service.core.settings import RetryConfig, Route
+from llm_service.core.transport import UpstreamStream
+from llm_service.core.types import CallRequest, Completion, Event, Finish, GatewayInfo, ReasoningDelta, TextDelta, TextEnd, Usage
+
+log = logging.getLogger(__name__)
+
+
+class Observer(Protocol):
+    """What the engine reports as calls go (the metrics implement it)."""
+
+    def retried(self, route: Route, reason: RetryReason) -> None: ...
+
+    def used(self, route: Route, usage: Usage, cost_usd: float) -> None:
+        """An upstream attempt was billed (every answered one, and a cancelled one the upstream priced)."""
+        ...
+
+    def fell_back(self, route: Route, to: Route) -> None: ...
+
+    def breaker_changed(self, route: Route, state: BreakerState) -> None: ...
+
+
+@dataclass
+class _Call:
+    """One call's bookkeeping on one route, across its attempts."""
+
+    route: Route
+    limits: RetryLimits
+    deadline: Deadline
+    attempts: int = 0
+    upstream_s: float = 0.0
+    retries: dict[RetryReason, int] = field(default_factory=dict)
+
+    def gateway(self) -> GatewayInfo:
+        return GatewayInfo(route=self.route.name, attempts=self.attempts, upstream_s=self.upstream_s)
+
+
+class Engine:
+    """Answers calls on routes: plans, attempts, retries and fallbacks."""
+
+    def __init__(
+        self,
+        routes: Mapping[str, Route],
+        retry: RetryConfig,
+        max_retries_cap: int,
+        planner: Planner,
+        health: RouteHealthBook,
+        observer: Observer,
+        dumps: FailedRequestDumps | None = None,
+    ) -> None:
+        self._routes = routes
+        self._retry = retry
+        self._cap = max_retries_cap
+        self._planner = planner
+        self.health = health
+        self._observer = observer
+        self._dumps = dumps
+
+    async def stream(self, route: Route, call: CallRequest, deadline: Deadline) -> AsyncGenerator[Event, None]:
+        """Deltas as they come, then tool calls, text end and the finish; raises LLMError. A call
+        without a deadline is bounded by the route's timeout_s, all attempts and fallbacks together."""
+        async for event in self._answer(route, call, deadline.bounded(route.timeout_s), live=True):
+            assert not isinstance(event, Completion)
+            yield event
+
+    async def complete(self, route: Route, call: CallRequest, deadline: Deadline) -> Completion:
+        """The whole answer; raises LLMError."""
+        async with contextlib.aclosing(self._answer(route, call, deadline.bounded(route.timeout_s), live=False)) as answer:
+            async for completion in answer:
+                assert isinstance(completion, Completion)
+                return completion
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _answer(
+        self, route: Route, call: CallRequest, deadline: Deadline, live: bool
+    ) -> AsyncGenerator[Event | Completion, None]:
+        """From the route, or after a failure before anything was sent, from its fallbacks in order."""
+        candidates = [route, *(r for r in (self._routes[name] for name in route.fallbacks) if r.ready)]
+        for i, candidate in enumerate(candidates):
+            sent = False
+            try:
+                limits = RetryLimits.for_call(self._retry, self._cap, candidate.max_retries, call.max_retries)
+                state = _Call(candidate, limits, deadline)
+                plan = self._planner.plan(candidate, call, streamed=live)
+                async for item in self._attempts(plan, state, live):
+                    sent = True
+                    yield item
+                return
+            except errors.LLMError as err:
+                last = i == len(candidates) - 1
+                if sent or last or not policy_of(err).fall_back or deadline.remaining() == 0:
+                    raise
+                log.warning(
+                    "falling back", extra={"route": candidate.name, "fallback": candidates[i + 1].name, "reason": err.reason}
+                )
+                self._observer.fell_back(candidate, candidates[i + 1])
+
+    async def _attempts(self, plan: Plan, state: _Call, live: bool) -> AsyncGenerator[Event | Completion, None]:
+        """Attempts on one route until an answer (events when live, else one Completion) or a final failure."""
+        while True:
+            asm = StreamAssembler()
+            sent = False
+            try:
+                if plan.streamed:
+                    async for delta in self._streamed_attempt(plan, state, asm):
+                        if live:
+                            sent = True
+                            yield delta
+                else:
+                    await self._whole_attempt(plan, state, asm)
+            except errors.LLMError as err:
+                if sent:
+                    if policy_of(err).route_failure:
+                        self.health.failed(state.route)
+                    err.attempts = state.attempts
+                    raise
+                if err.native_tools_rejected and not plan.tool_compat and await self._tools_rejected(plan, state):
+                    plan = self._planner.plan(plan.route, plan.call, streamed=live, tool_compat_mode=True)
+                    continue
+                await self._after_failure(plan, state, err)
+                continue
+            if not asm.has_content and not plan.empty_is_final(asm.finish_reason):
+                reason = RetryReason.EMPTY_STREAM if plan.streamed else RetryReason.EMPTY_RESPONSE
+                await self._dump(plan, state, reason.value)
+                if plan.streamed:
+                    delay = self._retry.empty_stream_delay_s
+                else:
+                    delay = backoff_delay(state.retries.get(reason, 0), self._retry)
+                if await self._retry_allowed(state, reason, delay):
+                    continue
+            completion = self._completion(plan, state, asm)
+            if not live:
+                yield completion
+            elif plan.streamed:
+                for tool_call in completion.tool_calls:
+                    yield tool_call
+                if asm.text_parts:
+                    yield TextEnd()
+                yield completion.finish
+            else:
+                for event in completion_events(completion):
+                    yield event
+            return
+
+    async def _whole_attempt(self, plan: Plan, state: _Call, asm: StreamAssembler) -> None:
+        probe = self.health.admit(state.route)
+        state.attempts += 1
+        started = time.monotonic()
+        try:
+            answer = await plan.prepared.complete(state.deadline)
+        finally:
+            state.upstream_s += time.monotonic() - started
+            if probe:
+                self.health.released(state.route)
+        asm.feed(answer)
+        self._answered(plan, state, asm)
+
+    async def _streamed_attempt(self, plan: Plan, state: _Call, asm: StreamAssembler) -> AsyncIterator[Event]:
+        """One streamed attempt; its upstream stream is closed however the attempt ends."""
+        probe = self.health.admit(state.route)
+        state.attempts += 1
+        started = time.monotonic()
+        upstream: UpstreamStream | None = None
+        try:
+            upstream = await plan.prepared.stream(state.deadline)
+            state.upstream_s += time.monotonic() - started
+            chunks = aiter(upstream)
+            while True:
+                waited = time.monotonic()
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    state.upstream_s += time.monotonic() - waited
+                for event in asm.feed(chunk):
+                    yield event
+            if asm.usage is None:
+                asm.usage = upstream.fallback_usage(asm, finished=True)
+            self._answered(plan, state, asm)
+        except (asyncio.CancelledError, GeneratorExit):
+            self._bill_cancelled(plan, state, asm, upstream)
+            raise
+        finally:
+            if upstream is None:
+                state.upstream_s += time.monotonic() - started
+            else:
+                await upstream.aclose()
+            if probe:  # after an answer or a failure the breaker has moved on; this covers the rest
+                self.health.released(state.route)
+
+    def _answered(self, plan: Plan, state: _Call, asm: StreamAssembler) -> None:
+        """An attempt got an answer: the route is up, and what the upstream billed is reported, empty
+        answers that are retried included (the provider bills them too)."""
+        self.health.answered(state.route)
+        usage = asm.usage or Usage()
+        asm.cost_usd = cost_usd(plan.request.model, usage)
+        if not usage.is_empty():
+            self._observer.used(state.route, usage, asm.cost_usd)
+
+    def _bill_cancelled(self, plan: Plan, state: _Call, asm: StreamAssembler, upstream: UpstreamStream | None) -> None:
+        """What a cancelled stream had already cost, where the upstream said so (Anthropic sends input first)."""
+        usage = asm.usage or (upstream.fallback_usage(asm, finished=False) if upstream is not None else None)
+        if usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0):
+            return
+        log.info(
+            "cancelled stream usage",
+            extra={"route": state.route.name, "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+        )
+        self._observer.used(state.route, usage, cost_usd(plan.request.model, usage))
+
+    async def _after_failure(self, plan: Plan, state: _Call, err: errors.LLMError) -> None:
+        """Count the failure for the route, then wait for the retry its policy allows, or raise it."""
+        policy = policy_of(err)
+        if policy.route_failure:
+            self.health.failed(state.route)
+        elif err.upstream_status is not None:
+            self.health.answered(state.route)  # it answered (4xx): the route is up, the request was the problem
+        reason = policy.retry
+        if reason is None:
+            err.attempts = state.attempts
+            raise err
+        if reason is RetryReason.RATE_LIMIT:
+            await self._dump(plan, state, "rate_limit")
+        asked = delay_from_headers(err.upstream_headers, self._retry.max_delay_s)
+        delay = asked if asked is not None else backoff_delay(state.retries.get(reason, 0), self._retry)
+        exhausted = state.retries.get(reason, 0) >= state.limits.allowed(reason)
+        if not await self._retry_allowed(state, reason, delay):
+            err.attempts = state.attempts
+            if not exhausted or err.retry_after_s is None:
+                err.retry_after_s = delay
+            raise err
+
+    async def _tools_rejected(self, plan: Plan, state: _Call) -> bool:
+        """OpenRouter has no endpoint taking native tools for the model: remember it, and retry in
+        compatibility mode when a retry is allowed (PC23)."""
+        self._planner.compat_models.remember(plan.request.model)
+        log.warning("OpenRouter has no endpoint with native tools: tool compatibility mode", extra={"route": state.route.name})
+        return await self._retry_allowed(state, RetryReason.TOOL_COMPAT, 0.0)
+
+    async def _retry_allowed(self, state: _Call, reason: RetryReason, delay_s: float) -> bool:
+        """Count, report and wait for one retry; False when its limit, the route's retry budget or the
+        deadline forbids it."""
+        if state.retries.get(reason, 0) >= state.limits.allowed(reason) or not state.deadline.allows_wait(delay_s):
+            return False
+        if reason in (RetryReason.RATE_LIMIT, RetryReason.TRANSIENT) and not self.health.of(state.route).budget.allows_retry():
+            log.warning("retry budget spent", extra={"route": state.route.name, "reason": reason.value})
+            return False
+        state.retries[reason] = state.retries.get(reason, 0) + 1
+        self._observer.retried(state.route, reason)
+        log.info(
+            "retrying",
+            extra={"route": state.route.name, "reason": reason.value, "delay_s": round(delay_s, 3), "attempt": state.attempts},
+        )
+        await asyncio.sleep(delay_s)
+        return True
+
+    def _completion(self, plan: Plan, state: _Call, asm: StreamAssembler) -> Completion:
+        finish = Finish(
+            finish_reason=asm.final_finish_reason(),
+            usage=asm.usage or Usage(),
+            cost_usd=asm.cost_usd,
+            provider_model=asm.model or plan.request.model,
+            gateway=state.gateway(),
+            thinking_blocks=tuple(asm.thinking),
+            refusal=asm.refusal,
+        )
+        if not plan.tool_compat:
+            return Completion(asm.text, asm.reasoning, tuple(asm.tool_calls()), finish)
+        text, calls = tool_compat.parse_reply(asm.text, plan.call.tools)  # the JSON-only reply, read back
+        if calls:
+            finish = dataclasses.replace(finish, finish_reason="tool_calls")
+        return Completion(text, asm.reasoning, tuple(calls), finish)
+
+    async def _dump(self, plan: Plan, state: _Call, error_type: str) -> None:
+        """Write a failed-request dump when dumps are configured (PC26)."""
+        if self._dumps is not None:
+            req = plan.request
+            await asyncio.to_thread(
+                self._dumps.write,
+                route=state.route.name,
+                model=req.model,
+                kwargs=req.kwargs,
+                error_type=error_type,
+                attempt=state.attempts,
+                secrets=req.secrets,
+            )
+
+
+def completion_events(completion: Completion) -> list[Event]:
+    """The event sequence a stream would have produced for a whole answer (PC24)."""
+    events: list[Event] = []
+    if completion.reasoning:
+        events.append(ReasoningDelta(completion.reasoning))
+    if completion.text:
+        events.append(TextDelta(completion.text))
+    events.extend(completion.tool_calls)
+    if completion.text:
+        events.append(TextEnd())
+    events.append(completion.finish)
+    return events

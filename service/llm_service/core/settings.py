@@ -1,0 +1,192 @@
+"""The provider core's settings: routes, keys, retries, route health, Claude subscription requests.
+
+The core reads these and nothing else of the application's configuration; `config` reads
+them from the YAML file. Each scalar setting declares its default and its check (what a
+valid value is, in the words an error message uses) together, with `setting`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+KEY_RELOAD_INTERVAL_S = 1.0
+
+
+class Check(NamedTuple):
+    """What a valid value is: the words for an error message, and the test."""
+
+    expected: str
+    test: Callable[[Any], bool] | None = None
+
+
+POSITIVE_SECONDS = Check("seconds > 0", lambda v: v > 0)
+SECONDS = Check("seconds >= 0", lambda v: v >= 0)
+POSITIVE_INT = Check("an integer > 0", lambda v: v > 0)
+COUNT = Check("an integer >= 0", lambda v: v >= 0)
+BOOL = Check("true or false")
+TEXT = Check("a string")
+
+
+def setting(default: Any, check: Check) -> Any:
+    """A dataclass field read from the configuration file: its default and its check, together."""
+    return field(default=default, metadata={"check": check})
+
+
+class Secret:
+    """A provider key: never shown by repr/str, so it cannot leak into logs or errors."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The key itself, for the upstream request only."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class FileSecret(Secret):
+    """A key kept in a file (a Kubernetes Secret mounted as files), re-read when the file changes.
+
+    Checked at most once per KEY_RELOAD_INTERVAL_S. A file that is missing or empty for a
+    moment (Kubernetes swaps the mounted files atomically, but editors do not) keeps the
+    last key that was read.
+    """
+
+    __slots__ = ("_checked", "_mtime_ns", "_path")
+
+    def __init__(self, path: str) -> None:
+        super().__init__("")
+        self._path = Path(path)
+        self._mtime_ns = -1
+        self._checked = 0.0
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._checked = time.monotonic()
+        try:
+            mtime = self._path.stat().st_mtime_ns
+            if mtime == self._mtime_ns:
+                return
+            value = self._path.read_text(encoding="utf-8").strip()
+        except OSError:
+            return
+        self._mtime_ns = mtime
+        if value:
+            self._value = value
+
+    def reveal(self) -> str:
+        if time.monotonic() - self._checked >= KEY_RELOAD_INTERVAL_S:
+            self._refresh()
+        return self._value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FileSecret) and other._path == self._path
+
+    def __hash__(self) -> int:
+        return hash(self._path)
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """Where a route's provider key comes from: an environment variable or a file."""
+
+    env: str = ""
+    file: str = ""
+
+    def describe(self) -> str:
+        """Where to put the key, for an error message (never the key)."""
+        if self.env:
+            return f"environment variable {self.env}"
+        if self.file:
+            return f"file {self.file}"
+        return "no key configured"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route: a name callers use, and how the server reaches the provider for it."""
+
+    name: str
+    model: str
+    api_base: str = ""
+    key_source: KeySource | None = None
+    key: Secret | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout_s: float = setting(600.0, POSITIVE_SECONDS)  # one attempt, and a call with no deadline of its own
+    idle_timeout_s: float = setting(60.0, POSITIVE_SECONDS)  # the longest silence allowed from an answering upstream
+    max_tokens: int = setting(4096, POSITIVE_INT)
+    max_retries: int | None = setting(None, COUNT)
+    fallbacks: tuple[str, ...] = ()
+    fast_path: bool = setting(True, BOOL)  # the direct transport where it can carry the route; false: LiteLLM's
+
+    @property
+    def provider(self) -> str:
+        """The provider part of the model string ("openai" for a bare model name)."""
+        return self.model.split("/", 1)[0].lower() if "/" in self.model else "openai"
+
+    @property
+    def ready(self) -> bool:
+        """Whether the route has the key it needs."""
+        return self.key_source is None or (self.key is not None and bool(self.key.reveal()))
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """The retry engine's limits and delays (reference values by default)."""
+
+    rate_limit_max_retries: int = setting(10, COUNT)
+    backoff_base_s: float = setting(2.0, SECONDS)
+    max_delay_s: float = setting(120.0, SECONDS)
+    jitter_ratio: float = setting(0.2, Check("a ratio from 0 to 1", lambda v: 0 <= v <= 1))
+    empty_stream_max_retries: int = setting(3, COUNT)
+    empty_stream_delay_s: float = setting(1.0, SECONDS)
+    transient_max_retries: int = setting(3, COUNT)
+
+
+@dataclass(frozen=True)
+class ResilienceConfig:
+    """Per-route retry budget (gRFC A6 throttling) and circuit breaker settings."""
+
+    retry_budget_tokens: float = setting(10.0, Check("a number >= 2", lambda v: v >= 2))
+    retry_budget_ratio: float = setting(0.1, Check("a number > 0", lambda v: v > 0))
+    breaker_failures: int = setting(5, POSITIVE_INT)
+    breaker_open_s: float = setting(30.0, POSITIVE_SECONDS)
+
+
+@dataclass(frozen=True)
+class ClaudeCodeConfig:
+    """Claude subscription (OAuth) request settings (PC05)."""
+
+    version: str = setting("2.1.76", Check("a version string"))
+    billing_salt: str = setting("59cf53e54c78", TEXT)
+    entrypoint: str = setting("cli", TEXT)  # CLAUDE_CODE_ENTRYPOINT in the environment wins
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    """Everything the provider core is configured with."""
+
+    routes: Mapping[str, Route]
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
+    claude_code: ClaudeCodeConfig = field(default_factory=ClaudeCodeConfig)
+    hive_api_base: str = ""
+    max_retries_cap: int = 10  # the most retries a caller's own max_retries may ask for
+    debug_dump_dir: str = ""
+    debug_dump_keep: int = 50
