@@ -7,9 +7,10 @@ the request, calls the core, and maps any failure through `status` in one place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -37,6 +38,7 @@ class _RpcRecord:
         self.rpc = rpc
         self.metrics = metrics
         self.route: Route | None = None
+        self.failure: MappedStatus | None = None
         self.fields: dict[str, Any] = {"rpc": rpc, "code": "OK", "route": ""}
         caller = CALLER.get()
         if caller is not None:
@@ -114,6 +116,12 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
                 task.cancel()
         return len(self._streams)
 
+    def _routed(self, rec: _RpcRecord, name: str) -> Route:
+        """The route the call names, checked for this caller; from here on the record names it."""
+        route = self._route(name)
+        rec.routed(route)
+        return route
+
     def _route(self, name: str) -> Route:
         if not name:
             raise errors.InvalidRequest("model", "is required: name a route from ListModels")
@@ -134,84 +142,76 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
             err = errors.LLMError("internal error")
         return to_status(err, route), err
 
-    async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.CompleteResponse:
-        """Answer in one response."""
-        rec = _RpcRecord("Complete", request, self.metrics)
-        failure: MappedStatus | None = None
+    @contextlib.contextmanager
+    def _rpc(self, rpc: str, request: Any, context: grpc.aio.ServicerContext) -> Iterator[_RpcRecord]:
+        """Every RPC's frame: its record, its failure mapped once (the body's exception is kept on
+        the record as `failure` and not raised: the RPC ends with it), its one log line and metrics."""
+        rec = _RpcRecord(rpc, request, self.metrics)
         try:
-            route = self._route(request.model)
-            rec.routed(route)
-            call = convert.call_from_proto(request, self.config.server.max_metadata_entries, self.config.limits)
-            completion = await self.provider.complete(route, call, Deadline(context.time_remaining()))
-            rec.finished(completion.finish)
-            return convert.completion_to_proto(completion)
+            yield rec
         except Exception as exc:
-            failure, err = self._map(exc, rec.fields["route"])
-            rec.failed(failure, err)
-        except BaseException:
+            rec.failure, err = self._map(exc, rec.fields["route"])
+            rec.failed(rec.failure, err)
+        except BaseException:  # cancelled by the caller, or its deadline
             rec.fields["code"] = caller_ended_code(context)
             raise
         finally:
             rec.emit()
-        assert failure is not None
-        await context.abort(failure.code, failure.message, failure.trailing_metadata)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.CompleteResponse:
+        """Answer in one response."""
+        with self._rpc("Complete", request, context) as rec:
+            route = self._routed(rec, request.model)
+            call = convert.call_from_proto(request, self.config.server.max_metadata_entries, self.config.limits)
+            completion = await self.provider.complete(route, call, Deadline(context.time_remaining()))
+            rec.finished(completion.finish)
+            return convert.completion_to_proto(completion)
+        return await _abort(context, rec)
 
     async def Stream(self, request: pb.StreamRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamResponse]:
         """Answer as a stream of events."""
-        rec = _RpcRecord("Stream", request, self.metrics)
-        failure: MappedStatus | None = None
         task = asyncio.current_task()
         open_stream = _OpenStream()
         if task is not None:
             self._streams[task] = open_stream
         try:
-            route = self._route(request.model)
-            rec.routed(route)
-            call = convert.call_from_proto(request, self.config.server.max_metadata_entries, self.config.limits)
-            events = 0
-            upstream = self.provider.stream(route, call, Deadline(context.time_remaining()))
-            while True:
-                if self._ending_streams:  # the drain's grace ran out while this stream was writing
-                    await upstream.aclose()
-                    raise _grace_ran_out()
-                open_stream.awaiting_provider = True
-                try:
-                    event = await anext(upstream)
-                except StopAsyncIteration:
-                    break
-                finally:
-                    open_stream.awaiting_provider = False
-                if events == 0 and not isinstance(event, types.Finish):
-                    self.metrics.first_token(route, time.monotonic() - rec.started)
-                events += 1
-                self.metrics.streamed(route, event)
-                if isinstance(event, types.Finish):
-                    rec.finished(event)
-                yield convert.event_to_proto(event)
-            rec.fields["events"] = events
-        except Exception as exc:
-            failure, err = self._map(exc, rec.fields["route"])
-            rec.failed(failure, err)
-        except asyncio.CancelledError:
-            if not (self._ending_streams and task is not None and task.uncancel() == 0):
-                rec.fields["code"] = caller_ended_code(context)
-                raise
-            err = _grace_ran_out()
-            failure = to_status(err, rec.fields["route"])
-            rec.failed(failure, err)
-        except BaseException:
-            rec.fields["code"] = caller_ended_code(context)
-            raise
+            with self._rpc("Stream", request, context) as rec:
+                route = self._routed(rec, request.model)
+                call = convert.call_from_proto(request, self.config.server.max_metadata_entries, self.config.limits)
+                upstream = self.provider.stream(route, call, Deadline(context.time_remaining()))
+                events = 0
+                while True:
+                    if self._ending_streams:  # the drain's grace ran out while this stream was writing
+                        await upstream.aclose()
+                        raise _grace_ran_out()
+                    open_stream.awaiting_provider = True
+                    try:
+                        event = await anext(upstream)
+                    except StopAsyncIteration:
+                        break
+                    except asyncio.CancelledError:
+                        if not (self._ending_streams and task is not None and task.uncancel() == 0):
+                            raise
+                        raise _grace_ran_out() from None  # end_streams cancelled the wait on the provider
+                    finally:
+                        open_stream.awaiting_provider = False
+                    if events == 0 and not isinstance(event, types.Finish):
+                        self.metrics.first_token(route, time.monotonic() - rec.started)
+                    events += 1
+                    self.metrics.streamed(route, event)
+                    if isinstance(event, types.Finish):
+                        rec.finished(event)
+                    yield convert.event_to_proto(event)
+                rec.fields["events"] = events
         finally:
             if task is not None:
                 self._streams.pop(task, None)
-            rec.emit()
-        if failure is not None:
+        if rec.failure is not None:
             if rec.route is not None:
                 self.metrics.stream_events.labels(rec.route.name, "error").inc()
+            failure = rec.failure
             yield pb.StreamResponse(error=pb.StreamError(code=failure.code.name, reason=failure.reason, message=failure.message))
-            await context.abort(failure.code, failure.message, failure.trailing_metadata)
+            await _abort(context, rec)
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
         """The configured routes."""
@@ -225,23 +225,17 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
 
     async def CountTokens(self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext) -> pb.CountTokensResponse:
         """The input-token estimate for a request on a route."""
-        rec = _RpcRecord("CountTokens", request, self.metrics)
-        failure: MappedStatus | None = None
-        try:
-            route = self._route(request.model)
-            rec.routed(route)
+        with self._rpc("CountTokens", request, context) as rec:
+            route = self._routed(rec, request.model)
             count, method = await self.provider.count_tokens(route, convert.count_call_from_proto(request, self.config.limits))
             rec.fields["input_tokens"] = count
             kind = pb.TOKEN_COUNT_METHOD_LITELLM if method == "litellm" else pb.TOKEN_COUNT_METHOD_ESTIMATE
             return pb.CountTokensResponse(input_tokens=count, method=kind)
-        except Exception as exc:
-            failure, err = self._map(exc, rec.fields["route"])
-            rec.failed(failure, err)
-        except BaseException:
-            rec.fields["code"] = caller_ended_code(context)
-            raise
-        finally:
-            rec.emit()
-        assert failure is not None
-        await context.abort(failure.code, failure.message, failure.trailing_metadata)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await _abort(context, rec)
+
+
+async def _abort(context: grpc.aio.ServicerContext, rec: _RpcRecord) -> Any:
+    """End the RPC with the failure its frame mapped."""
+    assert rec.failure is not None
+    await context.abort(rec.failure.code, rec.failure.message, rec.failure.trailing_metadata)
+    raise AssertionError("unreachable")  # pragma: no cover
