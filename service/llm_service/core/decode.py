@@ -43,6 +43,29 @@ def usage_from(obj: Any) -> Usage | None:
     return None if usage == Usage() else usage
 
 
+def content_parts(content: Any) -> tuple[str, str]:
+    """(text, reasoning) of a message's content: a string, or a list of typed parts as Mistral's
+    reasoning models send (`{"type": "text", "text": …}`, `{"type": "thinking", "thinking": [parts]}`)."""
+    if isinstance(content, str):
+        return content, ""
+    if not isinstance(content, list):
+        return "", ""
+    text: list[str] = []
+    reasoning: list[str] = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text" and isinstance(part.get("text"), str):
+            text.append(part["text"])
+        elif part.get("type") == "thinking":
+            inner = part.get("thinking")
+            if isinstance(inner, str):
+                reasoning.append(inner)
+            elif isinstance(inner, list):
+                reasoning.extend(p["text"] for p in inner if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return "".join(text), "".join(reasoning)
+
+
 def _thinking_blocks(raw: Any) -> list[ThinkingBlock]:
     blocks: list[ThinkingBlock] = []
     for b in raw or []:
@@ -63,9 +86,26 @@ def _refusal(message: Any) -> str:
     return refusal if isinstance(refusal, str) else ""
 
 
+def _reasoning(message: Any) -> str:
+    """Reasoning text: `reasoning_content`, else `reasoning` (LiteLLM leaves Groq's whole answers' there)."""
+    for name in ("reasoning_content", "reasoning"):
+        value = getattr(message, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def _upstream_model(obj: Any) -> str:
+    """The model the upstream named: LiteLLM's stream chunks carry the route's model in `model`
+    and the upstream's in their hidden params."""
+    hidden = getattr(obj, "_hidden_params", None)
+    named = hidden.get("provider_response_model") if isinstance(hidden, dict) else None
+    return named if isinstance(named, str) and named else getattr(obj, "model", "") or ""
+
+
 def decode_stream_chunk(chunk: Any) -> Chunk:
     """One LiteLLM ModelResponseStream into a Chunk."""
-    out = Chunk(model=getattr(chunk, "model", "") or "", usage=usage_from(getattr(chunk, "usage", None)))
+    out = Chunk(model=_upstream_model(chunk), usage=usage_from(getattr(chunk, "usage", None)))
     choices = getattr(chunk, "choices", None)
     if not choices:
         return out
@@ -73,7 +113,7 @@ def decode_stream_chunk(chunk: Any) -> Chunk:
     delta = getattr(choice, "delta", None)
     if delta is not None:
         out.text = getattr(delta, "content", None) or ""
-        out.reasoning = getattr(delta, "reasoning_content", None) or ""
+        out.reasoning = _reasoning(delta)
         out.refusal = _refusal(delta)
         for tc in getattr(delta, "tool_calls", None) or []:
             fn = getattr(tc, "function", None)
@@ -100,7 +140,7 @@ def decode_response(response: Any) -> Chunk:
     msg = getattr(choice, "message", None)
     if msg is not None:
         out.text = getattr(msg, "content", None) or ""
-        out.reasoning = getattr(msg, "reasoning_content", None) or ""
+        out.reasoning = _reasoning(msg)
         out.refusal = _refusal(msg)
         for i, tc in enumerate(getattr(msg, "tool_calls", None) or []):
             fn = getattr(tc, "function", None)

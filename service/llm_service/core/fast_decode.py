@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 from litellm import token_counter
 from litellm.litellm_core_utils.core_helpers import map_finish_reason
 
 from llm_service.core import errors
-from llm_service.core.decode import int_or_zero, usage_from
+from llm_service.core.decode import content_parts, int_or_zero, usage_from
 from llm_service.core.types import Chunk, ThinkingBlock, ToolFragment, Usage
 
 log = logging.getLogger(__name__)
@@ -81,29 +82,6 @@ def _load(data: str | bytes) -> Any:
         raise bad_response("undecodable JSON") from None
 
 
-def _content_text(content: Any) -> tuple[str, str]:
-    """(text, reasoning) of a message's content: a string, or a list of typed parts as Mistral's
-    reasoning models send (`{"type": "text", "text": …}`, `{"type": "thinking", "thinking": [parts]}`)."""
-    if isinstance(content, str):
-        return content, ""
-    if not isinstance(content, list):
-        return "", ""
-    text: list[str] = []
-    reasoning: list[str] = []
-    for part in content:
-        if not isinstance(part, dict):
-            continue
-        if part.get("type") == "text" and isinstance(part.get("text"), str):
-            text.append(part["text"])
-        elif part.get("type") == "thinking":
-            inner = part.get("thinking")
-            if isinstance(inner, str):
-                reasoning.append(inner)
-            elif isinstance(inner, list):
-                reasoning.extend(p["text"] for p in inner if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return "".join(text), "".join(reasoning)
-
-
 _IN_BAND_TYPES = {
     "invalid_request_error": 400,
     "authentication_error": 401,
@@ -148,7 +126,7 @@ def openai_chunk(data: bytes, reasoning_key: str = "") -> Chunk | None:
         return out
     choice = choices[0]
     delta = choice.get("delta") or {}
-    out.text, listed_reasoning = _content_text(delta.get("content"))
+    out.text, listed_reasoning = content_parts(delta.get("content"))
     out.reasoning = (delta.get(reasoning_key) or "") if reasoning_key else _reasoning(delta)
     out.reasoning += listed_reasoning
     out.refusal = delta["refusal"] if isinstance(delta.get("refusal"), str) else ""
@@ -177,7 +155,7 @@ def openai_response(body: bytes) -> Chunk:
         return out
     choice = choices[0]
     msg = choice.get("message") or {}
-    out.text, listed_reasoning = _content_text(msg.get("content"))
+    out.text, listed_reasoning = content_parts(msg.get("content"))
     out.reasoning = _reasoning(msg) + listed_reasoning
     out.refusal = msg["refusal"] if isinstance(msg.get("refusal"), str) else ""
     for i, tc in enumerate(msg.get("tool_calls") or ()):
@@ -199,10 +177,32 @@ def _anthropic_reasoning_tokens(raw: dict[str, Any], reasoning: str, output_toke
     return 0
 
 
+def own_iterations_usage(iterations: Any) -> Usage | None:
+    """Anthropic's usage summed over `usage.iterations` (compaction runs as an iteration of its own,
+    left out of the top-level counts), leaving out iterations that name another model (an
+    advisor's). Input tokens include cache reads and writes. None when there are no iterations."""
+    if not isinstance(iterations, list | tuple) or not iterations:
+        return None
+    own = [it for it in iterations if isinstance(it, dict) and not it.get("model")]
+    if not own:
+        return None
+    read = sum(int_or_zero(it.get("cache_read_input_tokens")) for it in own)
+    written = sum(int_or_zero(it.get("cache_creation_input_tokens")) for it in own)
+    return Usage(
+        input_tokens=sum(int_or_zero(it.get("input_tokens")) for it in own) + read + written,
+        output_tokens=sum(int_or_zero(it.get("output_tokens")) for it in own),
+        cached_input_tokens=read,
+        cache_creation_tokens=written,
+    )
+
+
 def anthropic_usage(raw: Any, input_from: dict[str, Any] | None = None, reasoning: str = "") -> Usage | None:
     """Usage as LiteLLM reports Anthropic's: input tokens include cache reads and writes."""
     if not isinstance(raw, dict):
         return None
+    summed = own_iterations_usage(raw.get("iterations"))
+    if summed is not None:  # compaction: the top-level counts leave its iteration out
+        return replace(summed, reasoning_tokens=_anthropic_reasoning_tokens(raw, reasoning, summed.output_tokens))
     base = input_from if input_from is not None else raw
     cache_read = int_or_zero(base.get("cache_read_input_tokens"))
     cache_creation = int_or_zero(base.get("cache_creation_input_tokens"))
