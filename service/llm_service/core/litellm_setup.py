@@ -3,7 +3,11 @@
 Applied once at start-up by `install()`. Each work-around names the LiteLLM code it
 corrects. When that code has moved (after a LiteLLM upgrade), `install()` raises
 `LiteLLMInternalsMoved` naming the LiteLLM version and the work-around: the server does
-not start, rather than start with a fix that silently does nothing.
+not start, rather than start with a fix that silently does nothing. A work-around that
+changes what LiteLLM makes of an answer proves itself at install on a small probe answer.
+
+Most of them make LiteLLM's path read real provider answers as the direct path does
+(tests/test_corpus.py replays recorded ones through both).
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +43,12 @@ class SetupReport:
     mcp_gateway_stub: bool
     anthropic_malformed_sse_guard: bool
     no_422_param_retry: bool
+    groq_in_band_error_status: bool
+    groq_answer_without_service_tier: bool
+    content_as_sent: bool
+    stream_deltas_kept: bool
+    anthropic_server_tools_kept_out: bool
+    anthropic_advisor_iterations_left_out: bool
 
 
 _REPORT: SetupReport | None = None
@@ -56,8 +67,9 @@ def _moved(what: str, detail: str) -> LiteLLMInternalsMoved:
 
 
 def _wrap_once(owner: Any, name: str, wrap: Callable[[Any], Any], what: str) -> bool:
-    """Replace owner.<name> by wrap(original), once per process; raise when owner.<name> is gone."""
-    original = getattr(owner, name, None)
+    """Replace owner.<name> by wrap(original), once per process; raise when owner.<name> is gone
+    (for a class, when the class itself no longer defines it: a parent's is not the code fixed)."""
+    original = vars(owner).get(name) if isinstance(owner, type) else getattr(owner, name, None)
     if not callable(original):
         raise _moved(what, f"{getattr(owner, '__name__', owner)}.{name} is gone")
     if getattr(original, "_llm_service_patched", False):
@@ -171,6 +183,414 @@ def _no_422_param_retry() -> bool:
     return _wrap_once(openai_handler, "drop_params_from_unprocessable_entity_error", wrap, what)
 
 
+def _groq_in_band_error_status() -> bool:
+    """Give an error Groq sends inside a 200 stream the HTTP status it stands for.
+
+    LiteLLM 1.106 raises it as OpenAIError with Groq's `code` ("tool_use_failed") as the
+    status (llms/groq/chat/transformation.py, `GroqChatCompletionStreamingHandler.chunk_parser`);
+    its stream wrapper then fails on `int("tool_use_failed")` building MidStreamFallbackError
+    (exceptions.py), and the caller got INTERNAL. The status is now the error's own
+    `status_code` (Groq sends one), else its type's, as the direct path reads it
+    (`fast_decode.in_band_status`), so a 400 is the provider's refusal of the request.
+    """
+    what = "the Groq in-band error status"
+    try:
+        from litellm.llms.groq.chat.transformation import GroqChatCompletionStreamingHandler
+        from litellm.llms.openai.common_utils import OpenAIError
+    except ImportError as exc:
+        raise _moved(what, str(exc)) from exc
+
+    from llm_service.core.fast_decode import in_band_status
+
+    def wrap(original: Any) -> Any:
+        def chunk_parser(self: Any, chunk: dict[str, Any]) -> Any:
+            error = chunk.get("error") if isinstance(chunk, dict) else None
+            if error:
+                body = error if isinstance(error, dict) else {"message": str(error)}
+                raise OpenAIError(status_code=in_band_status(body), message=str(body.get("message") or error), body=body)
+            return original(self, chunk)
+
+        return chunk_parser
+
+    _wrap_once(GroqChatCompletionStreamingHandler, "chunk_parser", wrap, what)
+    probe = {"error": {"message": "m", "type": "invalid_request_error", "code": "tool_use_failed", "status_code": 400}}
+    try:
+        GroqChatCompletionStreamingHandler(streaming_response=iter(()), sync_stream=True).chunk_parser(probe)
+    except OpenAIError as exc:
+        if exc.status_code == 400:
+            return True
+        raise _moved(what, f"an in-band 400 was raised with status {exc.status_code!r}") from exc
+    raise _moved(what, "an in-band error chunk was not raised")
+
+
+def _groq_answer_without_service_tier() -> bool:
+    """Let a whole Groq answer without `service_tier` through instead of failing it.
+
+    LiteLLM 1.106 reads `getattr(model_response, "service_tier")` with no default after
+    decoding a Groq answer (llms/groq/chat/transformation.py, `GroqChatConfig.transform_response`);
+    the object it reads is built from the answer's JSON alone
+    (llms/openai_like/chat/transformation.py, `OpenAILikeChatConfig._transform_response`), so an
+    answer without the field (most of them) raised AttributeError, which reached callers as
+    UNAVAILABLE "'ModelResponse' object has no attribute 'service_tier'". An answer without
+    the field now gets `service_tier = None`, as the OpenAI SDK's objects have it.
+    """
+    what = "the Groq service_tier default"
+    try:
+        from litellm.llms.groq.chat.transformation import GroqChatConfig
+        from litellm.llms.openai_like.chat.transformation import OpenAILikeChatConfig
+    except ImportError as exc:
+        raise _moved(what, str(exc)) from exc
+    original = OpenAILikeChatConfig.__dict__.get("_transform_response")
+    if not isinstance(original, staticmethod):
+        raise _moved(what, "OpenAILikeChatConfig._transform_response is gone or no longer a staticmethod")
+    if not getattr(original.__func__, "_llm_service_patched", False):
+
+        @functools.wraps(original.__func__)
+        def _transform_response(*args: Any, **kwargs: Any) -> Any:
+            response = original.__func__(*args, **kwargs)
+            if not hasattr(response, "service_tier"):
+                response.service_tier = None
+            return response
+
+        _transform_response._llm_service_patched = True  # type: ignore[attr-defined]
+        OpenAILikeChatConfig._transform_response = staticmethod(_transform_response)  # type: ignore[method-assign]
+    import httpx
+    from litellm.types.utils import ModelResponse
+
+    answer = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+    }
+    try:
+        response = GroqChatConfig().transform_response(
+            model="m",
+            raw_response=httpx.Response(200, json=answer),
+            model_response=ModelResponse(),
+            logging_obj=_probe_logging(),
+            request_data={},
+            messages=[],
+            optional_params={},
+            litellm_params={},
+            encoding=None,
+        )
+    except Exception as exc:
+        raise _moved(what, f"an answer without service_tier still fails: {exc!r}") from exc
+    if response.choices[0].message.content != "ok":
+        raise _moved(what, "the probe answer's text was lost")
+    return True
+
+
+def _content_as_sent() -> bool:
+    """Read a whole OpenAI-format answer's content as the provider sent it, on both paths.
+
+    LiteLLM 1.106 builds the message from `extract_reasoning_content`
+    (litellm_core_utils/prompt_templates/common_utils.py, used by
+    llm_response_utils/convert_dict_to_response.py and llms/openai/chat/gpt_transformation.py),
+    which (1) fails on content that is a list of typed parts, as Mistral's reasoning models
+    send it (pydantic rejects the list: "Invalid response object", a traceback in its
+    message), and (2) moves a leading `<think>…</think>` out of a string content into
+    reasoning (Together, Groq's reasoning models). The service's rule, the direct path's and
+    the contract's: text is the text parts as sent, tags included; reasoning is what the
+    provider sends as reasoning (`reasoning_content`, `reasoning`, thinking parts).
+    """
+    what = "the content-as-sent reader"
+    try:
+        from litellm.litellm_core_utils.llm_response_utils import convert_dict_to_response
+        from litellm.llms.openai.chat import gpt_transformation
+    except ImportError as exc:
+        raise _moved(what, str(exc)) from exc
+
+    from llm_service.core.decode import content_parts
+
+    def wrap(original: Any) -> Any:
+        def extract_reasoning_content(message: Any) -> tuple[str | None, str | None]:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, list):
+                text, listed = content_parts(content)
+                stated, _ = original({**message, "content": None})
+                return ((stated or "") + listed) or None, text or None
+            if isinstance(content, str) and "reasoning_content" not in message and "reasoning" not in message:
+                return None, content
+            return original(message)  # type: ignore[no-any-return]
+
+        return extract_reasoning_content
+
+    for module in (convert_dict_to_response, gpt_transformation):
+        _wrap_once(module, "extract_reasoning_content", wrap, what)
+    probe = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "thinking", "thinking": [{"type": "text", "text": "hm"}]},
+                        {"type": "text", "text": "<think>a</think>b"},
+                    ],
+                },
+            }
+        ],
+    }
+    from litellm.types.utils import ModelResponse
+
+    try:
+        message = convert_dict_to_response.convert_to_model_response_object(probe, ModelResponse()).choices[0].message
+    except Exception as exc:
+        raise _moved(what, f"typed-part content still fails: {exc!r}") from exc
+    if (message.content, getattr(message, "reasoning_content", None)) != ("<think>a</think>b", "hm"):
+        raise _moved(what, f"the probe answer came out as {message.content!r} / {message.reasoning_content!r}")
+    return True
+
+
+def _stream_deltas_kept() -> bool:
+    """Keep the stream deltas LiteLLM would drop: typed-part content and a refusal alone.
+
+    LiteLLM 1.106's stream wrapper (litellm_core_utils/streaming_handler.py,
+    `CustomStreamWrapper.is_chunk_non_empty`) passes on a delta only when its content is a
+    non-empty string or it carries tool calls, reasoning or a few other fields: Mistral's
+    list of typed parts (`[{"type": "thinking", …}]`) and OpenAI's `refusal` with no content
+    were dropped, so the caller lost the thinking and could not tell a refusal from an empty
+    answer. Typed parts are now read, before the wrapper sees the chunk (`chunk_creator`),
+    into text and `reasoning_content`; a delta with a refusal counts as not empty.
+    """
+    what = "the stream-delta keeper"
+    try:
+        from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
+    except ImportError as exc:
+        raise _moved(what, str(exc)) from exc
+
+    from llm_service.core.decode import content_parts
+
+    def wrap_creator(original: Any) -> Any:
+        def chunk_creator(self: Any, chunk: Any) -> Any:
+            for choice in getattr(chunk, "choices", None) or ():
+                delta = getattr(choice, "delta", None)
+                content = getattr(delta, "content", None)
+                if delta is not None and isinstance(content, list):
+                    text, reasoning = content_parts([p if isinstance(p, dict) else _as_dict(p) for p in content])
+                    delta.content = text
+                    if reasoning and not getattr(delta, "reasoning_content", None):
+                        delta.reasoning_content = reasoning
+            return original(self, chunk)
+
+        return chunk_creator
+
+    def wrap_non_empty(original: Any) -> Any:
+        def is_chunk_non_empty(self: Any, completion_obj: Any, model_response: Any, response_obj: Any) -> bool:
+            if original(self, completion_obj, model_response, response_obj):
+                return True
+            choices = getattr(model_response, "choices", None) or ()
+            refusal = getattr(getattr(choices[0], "delta", None), "refusal", None) if choices else None
+            return isinstance(refusal, str) and bool(refusal)
+
+        return is_chunk_non_empty
+
+    _wrap_once(CustomStreamWrapper, "chunk_creator", wrap_creator, what)
+    _wrap_once(CustomStreamWrapper, "is_chunk_non_empty", wrap_non_empty, what)
+    deltas: list[dict[str, Any]] = [
+        {"role": "assistant", "content": ""},
+        {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "hm"}]}]},
+        {"content": [{"type": "text", "text": "ok"}]},
+        {"refusal": "no"},
+    ]
+    try:
+        got = [
+            (
+                c.choices[0].delta.content,
+                getattr(c.choices[0].delta, "reasoning_content", None),
+                getattr(c.choices[0].delta, "refusal", None),
+            )
+            for c in _replayed_openai_stream(deltas)
+            if c.choices
+        ]
+    except Exception as exc:
+        raise _moved(what, f"the probe stream failed: {exc!r}") from exc
+    joined = ["".join(str(g[i] or "") for g in got) for i in range(3)]
+    if joined != ["ok", "hm", "no"]:
+        raise _moved(what, f"the probe stream came out as {joined!r}")
+    return True
+
+
+def _probe_logging() -> Any:
+    """A LiteLLM call-logging object for a work-around's probe (no callbacks are configured)."""
+    from datetime import datetime
+
+    from litellm.litellm_core_utils.litellm_logging import Logging
+
+    return Logging(
+        model="m",
+        messages=[],
+        stream=False,
+        call_type="completion",
+        start_time=datetime.now(),
+        litellm_call_id="probe",
+        function_id="probe",
+    )
+
+
+def _as_dict(part: Any) -> Any:
+    dump = getattr(part, "model_dump", None)
+    return dump() if callable(dump) else part
+
+
+def _replayed_openai_stream(deltas: list[dict[str, Any]]) -> list[Any]:
+    """The chunks LiteLLM's stream wrapper makes of an OpenAI SDK stream with these deltas (then a stop)."""
+    from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
+    from openai._models import construct_type
+    from openai.types.chat import ChatCompletionChunk
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> Any:
+        value = {
+            "id": "probe",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return construct_type(type_=ChatCompletionChunk, value=value)
+
+    logging_obj = _probe_logging()
+    stream = iter([*(chunk(d) for d in deltas), chunk({}, "stop")])
+    return list(CustomStreamWrapper(completion_stream=stream, model="m", logging_obj=logging_obj, custom_llm_provider="openai"))
+
+
+_SERVER_TOOL_BLOCKS = frozenset({"server_tool_use", "mcp_tool_use"})
+
+
+def _anthropic_server_tools_kept_out() -> bool:
+    """Keep the tools Anthropic runs itself out of the caller's tool calls.
+
+    LiteLLM 1.106 turns a `server_tool_use` block (web_search, web_fetch, code_execution,
+    an advisor) into an OpenAI tool call, streamed (llms/anthropic/chat/handler.py,
+    `ModelResponseIterator.chunk_parser`) and whole (llms/anthropic/chat/transformation.py,
+    `AnthropicConfig.extract_response_content`): the caller got `srvtoolu_…` calls it never
+    offered and finish TOOL_CALLS for a finished answer. Those calls are now left out; the
+    blocks' results stay in LiteLLM's provider_specific_fields, which the service does not read.
+    """
+    what = "the Anthropic server-tool filter"
+    try:
+        from litellm.llms.anthropic.chat.handler import ModelResponseIterator
+        from litellm.llms.anthropic.chat.transformation import AnthropicConfig
+    except ImportError as exc:
+        raise _moved(what, str(exc)) from exc
+    if not hasattr(ModelResponseIterator(streaming_response=iter(()), sync_stream=True), "tool_index"):
+        raise _moved(what, "ModelResponseIterator.tool_index is gone")
+
+    def wrap_stream(original: Any) -> Any:
+        def chunk_parser(self: Any, chunk: dict[str, Any]) -> Any:
+            block = getattr(self, "current_content_block_type", None)  # a delta's or a stop's block
+            out = original(self, chunk)
+            if chunk.get("type") == "content_block_start":
+                block = getattr(self, "current_content_block_type", None)
+            if block in _SERVER_TOOL_BLOCKS:
+                for choice in getattr(out, "choices", None) or ():
+                    if getattr(choice.delta, "tool_calls", None):
+                        choice.delta.tool_calls = None
+            return out
+
+        return chunk_parser
+
+    def wrap_whole(original: Any) -> Any:
+        def extract_response_content(self: Any, completion_response: dict[str, Any]) -> Any:
+            out = list(original(self, completion_response=completion_response))
+            server = {
+                b.get("id")
+                for b in completion_response.get("content") or ()
+                if isinstance(b, dict) and b.get("type") in _SERVER_TOOL_BLOCKS
+            }
+            if server:
+                out[4] = [call for call in out[4] if call.get("id") not in server]
+            return tuple(out)
+
+        return extract_response_content
+
+    _wrap_once(ModelResponseIterator, "chunk_parser", wrap_stream, what)
+    _wrap_once(AnthropicConfig, "extract_response_content", wrap_whole, what)
+    blocks = [
+        {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "q"}},
+        {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}},
+    ]
+    events = [
+        {
+            "type": "message_start",
+            "message": {
+                "id": "m",
+                "type": "message",
+                "role": "assistant",
+                "model": "m",
+                "content": [],
+                "usage": {"input_tokens": 1, "output_tokens": 1},
+            },
+        },
+        *({"type": "content_block_start", "index": i, "content_block": {**b, "input": {}}} for i, b in enumerate(blocks)),
+    ]
+    try:
+        whole = AnthropicConfig().extract_response_content(completion_response={"content": blocks})
+        lines = iter(f"data: {json.dumps(e)}" for e in events)
+        streamed = [
+            tc.id
+            for c in ModelResponseIterator(streaming_response=lines, sync_stream=True)
+            for tc in (c.choices[0].delta.tool_calls or ())
+            if c.choices
+        ]
+    except Exception as exc:
+        raise _moved(what, f"the probe answer failed: {exc!r}") from exc
+    ids = [call.get("id") for call in whole[4]]
+    if ids != ["toolu_1"] or streamed != ["toolu_1"]:
+        raise _moved(what, f"the probe's tool calls came out as {ids!r} (whole) and {streamed!r} (streamed)")
+    return True
+
+
+def _anthropic_advisor_iterations_left_out() -> bool:
+    """Count an Anthropic answer's usage as the answering model's: an advisor's iteration is not.
+
+    With compaction or an advisor tool, Anthropic reports each model call in `usage.iterations`;
+    an iteration naming another `model` is the advisor's (its tokens are not in the answer's
+    top-level counts). LiteLLM 1.106 sums every iteration (llms/anthropic/chat/transformation.py,
+    `AnthropicConfig.calculate_usage`, streamed and whole), so an advised answer reported the
+    advisor's input and output as the route's. Iterations naming another model are now left
+    out, as the direct path does (`fast_decode.own_iterations_usage`).
+    """
+    what = "the Anthropic advisor-iteration filter"
+    try:
+        from litellm.llms.anthropic.chat.transformation import AnthropicConfig
+    except ImportError as exc:
+        raise _moved(what, str(exc)) from exc
+
+    def wrap(original: Any) -> Any:
+        def calculate_usage(self: Any, usage_object: Any, *args: Any, **kwargs: Any) -> Any:
+            iterations = usage_object.get("iterations") if isinstance(usage_object, Mapping) else None
+            if isinstance(iterations, list) and any(isinstance(it, dict) and it.get("model") for it in iterations):
+                own = [it for it in iterations if not (isinstance(it, dict) and it.get("model"))]
+                usage_object = {**usage_object, "iterations": own or None}
+            return original(self, usage_object, *args, **kwargs)
+
+        return calculate_usage
+
+    _wrap_once(AnthropicConfig, "calculate_usage", wrap, what)
+    probe = {
+        "input_tokens": 3,
+        "output_tokens": 2,
+        "iterations": [
+            {"input_tokens": 1, "output_tokens": 1, "type": "message"},
+            {"input_tokens": 50, "output_tokens": 50, "type": "advisor_message", "model": "advisor"},
+            {"input_tokens": 2, "output_tokens": 1, "type": "message"},
+        ],
+    }
+    usage = AnthropicConfig().calculate_usage(usage_object=types.MappingProxyType(probe), reasoning_content=None)
+    if (usage.prompt_tokens, usage.completion_tokens) != (3, 2):
+        raise _moved(what, f"the probe's usage came out as {usage.prompt_tokens} in, {usage.completion_tokens} out")
+    return True
+
+
 def _route_litellm_logs_to_the_service() -> None:
     """LiteLLM's records go through the service's JSON handler (one object per line, secrets redacted).
 
@@ -202,5 +622,11 @@ def install() -> SetupReport:
             mcp_gateway_stub=_mcp_gateway_stub(),
             anthropic_malformed_sse_guard=_anthropic_malformed_sse_guard(),
             no_422_param_retry=_no_422_param_retry(),
+            groq_in_band_error_status=_groq_in_band_error_status(),
+            groq_answer_without_service_tier=_groq_answer_without_service_tier(),
+            content_as_sent=_content_as_sent(),
+            stream_deltas_kept=_stream_deltas_kept(),
+            anthropic_server_tools_kept_out=_anthropic_server_tools_kept_out(),
+            anthropic_advisor_iterations_left_out=_anthropic_advisor_iterations_left_out(),
         )
     return _REPORT
