@@ -26,16 +26,19 @@ decoders. The rules it applies are the contract's (`protos/llm/v1/llm_service.pr
   output tokens include reasoning ones; reasoning tokens are compared only where the wire
   reports a count, and usage not at all when the recording has none;
 - an in-band error (an `error` object or event in a 200 stream) fails the call with the
-  status its HTTP status code or type maps to, never INTERNAL.
+  status its HTTP status code or type maps to, never INTERNAL;
+- text is sent as the provider sent it: a `<think>…</think>` inside the text stays text, on
+  both paths (LiteLLM's own reading of such tags is undone in `litellm_setup`).
 
-Each call must reach the upstream exactly once. A (recording, path) that does not come out
-as its bytes say is marked in `PENDING_DECODER_FIXES` with what the caller got: a temporary,
-strict xfail for the decoder work of issue 16, to be removed with the fix.
+Each call must reach the upstream exactly once. Every recording passes on both paths: there
+is no exception list.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -48,6 +51,7 @@ import yaml
 
 from fake_upstream import FakeUpstream, Script
 from llm_client import LLMClient, channel_options, pb
+from llm_service.logs import JsonFormatter
 from tests.support.messages import user_msg
 from tests.support.servers import PATHS, ServerPath, ServerThread, on_path, service_config
 
@@ -78,54 +82,6 @@ FINISH_NAMES = {
     pb.FINISH_REASON_TOOL_CALLS: "TOOL_CALLS",
     pb.FINISH_REASON_CONTENT_FILTER: "CONTENT_FILTER",
     pb.FINISH_REASON_OTHER: "OTHER",
-}
-
-# (recording, path) -> what the caller got instead. Temporary: each is a decoder fix of issue 16.
-_SERVER_TOOLS = "server tool calls (srvtoolu_...) come back as client tool calls, finish TOOL_CALLS instead of STOP"
-_THINK_TAGS = "<think>...</think> is taken out of the text and sent as reasoning; the direct path keeps the content as sent"
-_SERVICE_TIER = "a valid answer ends UNAVAILABLE: 'ModelResponse' object has no attribute 'service_tier'"
-_REFUSAL = "streamed refusal dropped: finish STOP and refusal '' instead of CONTENT_FILTER with the refusal text"
-PENDING_DECODER_FIXES: dict[tuple[str, ServerPath], str] = {
-    (
-        "groq-stream-inband-error-tool-use-failed",
-        "litellm-path",
-    ): "in-band error (400 tool_use_failed) ends INTERNAL instead of INVALID_ARGUMENT",
-    (
-        "groq-stream-inband-error-with-text",
-        "litellm-path",
-    ): "in-band error (400 tool_use_failed) ends INTERNAL instead of INVALID_ARGUMENT",
-    ("groq-whole-text", "litellm-path"): _SERVICE_TIER,
-    ("groq-whole-think-tags", "litellm-path"): _SERVICE_TIER,
-    ("groq-whole-reasoning-tool-call", "litellm-path"): "Groq's message.reasoning is dropped: reasoning ''",
-    ("groq-whole-native-output-reasoning", "litellm-path"): "Groq's message.reasoning is dropped: reasoning ''",
-    ("mistral-stream-thinking-parts", "litellm-path"): "Mistral's thinking parts are dropped: reasoning ''",
-    ("mistral-whole-thinking-parts", "litellm-path"): "typed-part content ends UNAVAILABLE 'Invalid response object'",
-    ("together-whole-text", "litellm-path"): _THINK_TAGS,
-    ("together-whole-instructions", "litellm-path"): _THINK_TAGS,
-    ("together-whole-usage", "litellm-path"): _THINK_TAGS,
-    ("anthropic-stream-web-search-thinking", "litellm-path"): _SERVER_TOOLS,
-    ("anthropic-stream-code-execution", "litellm-path"): _SERVER_TOOLS,
-    ("anthropic-stream-advisor-server-tool", "litellm-path"): _SERVER_TOOLS
-    + "; usage counts the advisor model's iteration (input 4954, expected 2411)",
-    ("anthropic-stream-text-editor-code-execution", "litellm-path"): _SERVER_TOOLS,
-    ("anthropic-stream-web-fetch", "litellm-path"): _SERVER_TOOLS,
-    ("anthropic-stream-text-before-server-tool", "litellm-path"): _SERVER_TOOLS,
-    ("anthropic-stream-web-search", "litellm-path"): _SERVER_TOOLS,
-    ("anthropic-stream-pause-turn-web-search", "litellm-path"): _SERVER_TOOLS,
-    ("anthropic-whole-web-search", "litellm-path"): _SERVER_TOOLS,
-    ("anthropic-whole-code-execution", "litellm-path"): _SERVER_TOOLS,
-    ("anthropic-whole-server-tool-then-text", "litellm-path"): _SERVER_TOOLS,
-    ("anthropic-whole-pause-turn-web-search", "litellm-path"): _SERVER_TOOLS,
-    (
-        "anthropic-stream-compaction-cache",
-        "fast-path",
-    ): "usage.iterations (compaction) ignored: input 181, expected 55377; cached 0, expected 55096",
-    (
-        "anthropic-whole-compaction-cache",
-        "fast-path",
-    ): "usage.iterations (compaction) ignored: input 229, expected 55425; cache_creation 0, expected 55096",
-    ("openai-python-snapshot-173417d5", "litellm-path"): _REFUSAL,
-    ("openai-python-snapshot-569c877e", "litellm-path"): _REFUSAL,
 }
 
 
@@ -671,10 +627,7 @@ def clients(fake: FakeUpstream) -> Iterator[dict[ServerPath, LLMClient]]:
 def _cases() -> Iterator[Any]:
     for rec in RECORDINGS:
         for path in PATHS:
-            marks = []
-            if (reason := PENDING_DECODER_FIXES.get((rec.name, path))) is not None:
-                marks.append(pytest.mark.xfail(strict=True, reason=reason))
-            yield pytest.param(rec, path, id=f"{rec.name}-{path}", marks=marks)
+            yield pytest.param(rec, path, id=f"{rec.name}-{path}")
 
 
 @pytest.mark.parametrize(("rec", "path"), list(_cases()))
@@ -716,3 +669,30 @@ def test_corpus_covers_every_wire_format_and_kind() -> None:
     assert {"responses", "gemini"} <= {r.wire for r in RECORDINGS}
     for rec in RECORDINGS:
         assert (CORPUS / rec.file).is_file(), rec.file
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_an_in_band_error_is_logged_with_the_status_the_caller_got(
+    path: ServerPath, clients: dict[ServerPath, LLMClient], fake: FakeUpstream
+) -> None:
+    """Groq's in-band 400 after reasoning was sent: the caller's INVALID_ARGUMENT is in the RPC's log line."""
+    rec = next(r for r in RECORDINGS if r.name == "groq-stream-inband-error-tool-use-failed")
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter())
+    rpc_log = logging.getLogger("llm_service.rpc")
+    previous = rpc_log.level
+    rpc_log.addHandler(handler)
+    rpc_log.setLevel(logging.INFO)
+    try:
+        fake.reset()
+        fake.script(Script(body_raw=rec.body, raw_content_type=_CONTENT_TYPES["stream"]))
+        got = call(clients[path], rec, expected(rec.name))
+    finally:
+        rpc_log.removeHandler(handler)
+        rpc_log.setLevel(previous)
+    assert got.error == "INVALID_ARGUMENT" and "Tool call validation failed" in got.message
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    assert [(line["rpc"], line["code"], line["reason"]) for line in lines] == [
+        ("Stream", "INVALID_ARGUMENT", "UPSTREAM_BAD_REQUEST")
+    ]
