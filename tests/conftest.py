@@ -14,14 +14,7 @@ import pytest
 from fake_upstream import FakeUpstream
 from llm_client import LLMClient, channel_options
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from tests.support.messages import user_msg
-from tests.support.servers import PATHS, SENTINEL_KEY, ServerPath, ServerThread, on_path, service_config
-
-__all__ = ["SENTINEL_KEY", "ServerThread", "test_config", "user_msg"]
-
-# Until tests/test_errors.py (outside this change) imports from tests.support, it still finds
-# these names here; test_config is service_config's old name. Nothing else may use them.
-test_config = service_config
+from tests.support.servers import PATHS, ServerPath, ServerThread, on_path, service_config
 
 
 @pytest.fixture(scope="session")

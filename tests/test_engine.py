@@ -20,9 +20,10 @@ from llm_service.core.policy import POLICIES, policy_of
 from llm_service.core.request import UpstreamRequest
 from llm_service.core.resilience import BreakerState, RouteHealthBook
 from llm_service.core.retry import Deadline, RetryReason
+from llm_service.core.settings import CoreSettings
 from llm_service.core.types import CallRequest, Chunk, Finish, TextDelta, ToolSpec, Usage
 
-Outcome = Chunk | list[Chunk] | errors.LLMError
+Outcome = Chunk | list[Chunk | errors.LLMError] | errors.LLMError
 
 
 @dataclass
@@ -59,7 +60,7 @@ class _Request:
 
     async def stream(self, deadline: Deadline) -> _Stream:
         outcome = self.owner.next(self.req)
-        return _Stream(outcome if isinstance(outcome, list) else [outcome])
+        return _Stream(list(outcome) if isinstance(outcome, list) else [outcome])
 
 
 @dataclass
@@ -123,7 +124,8 @@ def _engine(outcomes: list[Outcome], *, breaker_failures: int = 1_000_000, **rou
     planner = Planner(transport, transport, config.claude_code, config.hive_api_base)
     resilience = ResilienceConfig(breaker_failures=breaker_failures, retry_budget_tokens=100)
     retry = RetryConfig(backoff_base_s=0.0, jitter_ratio=0.0, empty_stream_delay_s=0.0, max_delay_s=0.05)
-    engine = Engine(config.routes, retry, 10, planner, RouteHealthBook(resilience, seen.breaker_changed), seen)
+    settings = CoreSettings(config.routes, retry=retry, resilience=resilience)
+    engine = Engine(settings, planner, RouteHealthBook(resilience, seen.breaker_changed), seen, None)
     return engine, transport, seen
 
 
@@ -147,7 +149,11 @@ def _stream(engine: Engine, route: str = "main", call: CallRequest = CALL) -> li
 
 def test_every_error_class_has_a_failure_policy_row_of_its_own() -> None:
     def subclasses(cls: type) -> list[type]:
-        return [c for sub in cls.__subclasses__() for c in (sub, *subclasses(sub))]
+        found: list[type] = []
+        sub: type
+        for sub in cls.__subclasses__():
+            found += [sub, *subclasses(sub)]
+        return found
 
     missing = [cls.__name__ for cls in [errors.LLMError, *subclasses(errors.LLMError)] if cls not in POLICIES]
     assert missing == []
@@ -156,7 +162,7 @@ def test_every_error_class_has_a_failure_policy_row_of_its_own() -> None:
 def test_a_rate_limit_waits_as_the_upstream_asked_then_the_retry_answers() -> None:
     limited = errors.RateLimited("limited", upstream_status=429)
     limited.upstream_headers = {"retry-after-ms": "30"}
-    engine, transport, seen = _engine([limited, _answer("done")])
+    engine, _transport, seen = _engine([limited, _answer("done")])
     completion = _complete(engine)
     assert (completion.text, completion.finish.gateway.attempts) == ("done", 2)
     assert seen.retries == [("main", RetryReason.RATE_LIMIT)]
@@ -180,19 +186,19 @@ def test_transient_failures_spent_on_the_route_move_the_call_to_its_fallback() -
 
 
 def test_an_empty_answer_is_retried_but_not_after_an_assistant_turn() -> None:
-    engine, transport, seen = _engine([_answer(""), _answer("second")])
+    engine, _, seen = _engine([_answer(""), _answer("second")])
     assert _complete(engine).text == "second"
     assert seen.retries == [("main", RetryReason.EMPTY_RESPONSE)]
     assert len(seen.billed) == 2, "the empty answer was billed too"
 
-    engine, transport, seen = _engine([_answer("")])
+    engine, _transport, seen = _engine([_answer("")])
     after_assistant = CallRequest(messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
     assert _complete(engine, call=after_assistant).text == ""
     assert seen.retries == []
 
 
 def test_a_stream_that_sent_an_event_is_never_retried_and_counts_against_the_route() -> None:
-    engine, transport, seen = _engine([[Chunk(text="par"), errors.UpstreamUnavailable("cut", upstream_status=200)], _answer()])
+    engine, transport, _seen = _engine([[Chunk(text="par"), errors.UpstreamUnavailable("cut", upstream_status=200)], _answer()])
     with pytest.raises(errors.UpstreamUnavailable):
         _stream(engine)
     assert len(transport.sent) == 1
@@ -200,7 +206,7 @@ def test_a_stream_that_sent_an_event_is_never_retried_and_counts_against_the_rou
 
 
 def test_a_stream_failing_before_its_first_event_is_retried() -> None:
-    engine, transport, seen = _engine([[errors.UpstreamStalled("stalled")], [Chunk(text="ok"), Chunk(finish_reason="stop")]])
+    engine, _transport, _seen = _engine([[errors.UpstreamStalled("stalled")], [Chunk(text="ok"), Chunk(finish_reason="stop")]])
     events = _stream(engine)
     assert [e.text for e in events if isinstance(e, TextDelta)] == ["ok"]
     assert isinstance(events[-1], Finish) and events[-1].gateway.attempts == 2
@@ -216,7 +222,7 @@ def test_an_open_breaker_fails_fast_without_calling_and_moves_to_the_fallback() 
 
 
 def test_the_plan_streams_under_codex_and_sends_minimax_whole() -> None:
-    engine, transport, seen = _engine([[Chunk(text="codex"), Chunk(finish_reason="stop")], _answer("minimax")])
+    engine, transport, _seen = _engine([[Chunk(text="codex"), Chunk(finish_reason="stop")], _answer("minimax")])
     assert _complete(engine, "codex").text == "codex"
     events = _stream(engine, "minimax")
     assert [e.text for e in events if isinstance(e, TextDelta)] == ["minimax"]

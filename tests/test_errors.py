@@ -10,7 +10,8 @@ import pytest
 from fake_upstream import FakeUpstream, Script
 from llm_client import LLMClient, LLMServiceError, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from tests.conftest import SENTINEL_KEY, user_msg
+from tests.support.messages import user_msg
+from tests.support.servers import SENTINEL_KEY, ServerThread, service_config
 
 
 def _complete_error(client: LLMClient, route: str = "openai", **kwargs: object) -> LLMServiceError:
@@ -148,7 +149,6 @@ def test_deadline_bounds_the_upstream_timeout(stub: pb_grpc.LLMServiceStub, fake
 
 def test_unexpected_failure_is_internal_with_a_generic_message(fake: FakeUpstream, caplog: pytest.LogCaptureFixture) -> None:
     from llm_service.core.provider import Provider
-    from tests.conftest import ServerThread, test_config
 
     class BrokenProvider(Provider):
         async def complete(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
@@ -159,7 +159,7 @@ def test_unexpected_failure_is_internal_with_a_generic_message(fake: FakeUpstrea
     original = server_module.Provider
     server_module.Provider = BrokenProvider  # type: ignore[misc]
     try:
-        srv = ServerThread(test_config(fake.base_url))
+        srv = ServerThread(service_config(fake.base_url))
     finally:
         server_module.Provider = original  # type: ignore[misc]
     try:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import stat
 from pathlib import Path
 from typing import Any
@@ -12,10 +10,9 @@ from typing import Any
 import pytest
 
 from fake_upstream import FakeUpstream, Script
-from llm_client import LLMClient, LLMServiceError, pb
+from llm_client import LLMServiceError, pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from llm_service.config import parse_config
-from llm_service.core import litellm_setup
 from tests.support.messages import user_msg
 from tests.support.servers import OAUTH_SENTINEL_KEY, SENTINEL_KEY, custom_server
 
@@ -109,60 +106,3 @@ def test_pc27_characters_over_four_when_litellms_counter_fails(
     result = stub.CountTokens(pb.CountTokensRequest(model="openai", messages=[user_msg("x" * 400)]), timeout=10)
     assert result.method == pb.TOKEN_COUNT_METHOD_ESTIMATE
     assert result.input_tokens == 100
-
-
-# --- PC28 ----------------------------------------------------------------------------------------
-
-
-def test_pc28_work_arounds_are_applied_once_at_start_up(server: object) -> None:
-    from litellm.llms.anthropic.chat.handler import ModelResponseIterator
-    from litellm.llms.anthropic.common_utils import AnthropicModelInfo
-
-    first = litellm_setup.install()
-    assert first is litellm_setup.install(), "a second install() changes nothing"
-    assert first.oauth_header_fix and first.metadata_none_guard and first.mcp_gateway_stub and first.anthropic_malformed_sse_guard
-    for patched in (AnthropicModelInfo.validate_environment, ModelResponseIterator._handle_accumulated_json_chunk):
-        assert getattr(patched, "_llm_service_patched", False)
-        assert not getattr(patched.__wrapped__, "_llm_service_patched", False), "wrapped once, not twice"
-
-
-def test_pc28_metadata_none_does_not_crash_litellm(server: object, fake: FakeUpstream) -> None:
-    import litellm
-
-    async def call() -> Any:
-        return await litellm.acompletion(
-            model="openai/test-model",
-            api_base=f"{fake.base_url}/v1",
-            api_key="k",
-            messages=[{"role": "user", "content": "hi"}],
-            metadata=None,
-        )
-
-    response = asyncio.run(call())
-    assert response.choices[0].message.content
-    assert "metadata" not in fake.requests()[0].body
-
-
-def test_pc28_moved_internals_log_one_warning_naming_the_litellm_version(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    import sys
-
-    from litellm.llms.anthropic.chat.handler import ModelResponseIterator
-
-    monkeypatch.setattr(litellm_setup, "_REPORT", None)
-    monkeypatch.setitem(sys.modules, "litellm.llms.anthropic.common_utils", None)  # the module is gone
-    monkeypatch.delattr(ModelResponseIterator, "_handle_accumulated_json_chunk")  # the method is gone
-    with caplog.at_level(logging.WARNING, logger=litellm_setup.__name__):
-        report = litellm_setup.install()
-    assert not report.oauth_header_fix and not report.anthropic_malformed_sse_guard
-    warnings = [r.getMessage() for r in caplog.records if r.name == litellm_setup.__name__]
-    assert len(warnings) == 2
-    assert all(f"LiteLLM {litellm_setup.litellm_version()}" in w for w in warnings)
-    assert any("OAuth" in w for w in warnings) and any("malformed-SSE" in w for w in warnings)
-
-
-def test_pc28_claude_subscription_calls_work_through_the_oauth_fix(client: LLMClient, fake: FakeUpstream) -> None:
-    client.complete("claude-subscription", [user_msg()], timeout=30)
-    headers = {k.lower() for k in fake.requests()[0].headers}
-    assert "authorization" in headers and "x-api-key" not in headers

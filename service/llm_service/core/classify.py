@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import aiohttp
+import httpx
 from litellm import exceptions as lx
+from litellm.litellm_core_utils.exception_mapping_utils import ExceptionCheckers
 
 from llm_service.core import errors
 from llm_service.core import secrets as configured_secrets
@@ -86,7 +90,9 @@ def _upstream_words(exc: BaseException) -> str:
     for prefix in ("litellm.", "OpenAIException - ", "AnthropicException - "):
         if prefix in text:
             text = text.rsplit(prefix, 1)[-1]
-    return _BYTES_REPR.sub(_bytes_text, text)
+    text = _BYTES_REPR.sub(_bytes_text, text)
+    start = text.find("{")  # LiteLLM's HTTP handlers pass the error body on as text after their prefix
+    return error_message(text[start:]) if start >= 0 and text.rstrip().endswith("}") else text
 
 
 def _bytes_text(match: re.Match[str]) -> str:
@@ -139,13 +145,117 @@ def _http_status(exc: BaseException) -> int | None:
 
 def _in_band_status(exc: BaseException) -> int | None:
     """For an error the upstream sent inside a 200 stream (LiteLLM reports every one as a 500):
-    the status its error object stands for, from the openai SDK's APIError body on the chain."""
+    the status its error object stands for, from the openai SDK's APIError body on the chain, or
+    from the error body LiteLLM's own handlers quote in their message (Anthropic's)."""
     from llm_service.core.fast_decode import in_band_status
 
     for cause in _causes(exc):
         body = getattr(cause, "body", None)
         if isinstance(body, dict) and getattr(cause, "status_code", None) is None:
             return in_band_status(body)
+    if getattr(exc, "status_code", None) not in (None, 500):
+        return None
+    text = _BYTES_REPR.sub(_bytes_text, str(getattr(exc, "message", "") or exc))
+    if text.rstrip().endswith(("AnthropicError - Overloaded", "overloaded_error")):
+        return 529  # LiteLLM's words for Anthropic's overloaded_error event, the status Anthropic gives it
+    start = text.find("{")
+    try:
+        parsed = json.loads(text[start:]) if start >= 0 else None
+    except ValueError:
+        return None
+    err = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(err, dict) and (err.get("type") or err.get("code") or err.get("status_code")):
+        return in_band_status(err)
+    return None
+
+
+# What marks an error answer as a context-window or content-policy failure (the words
+# providers use; LiteLLM's own checker is asked too, so both transports agree).
+_CONTEXT_WINDOW_MARKERS = ("prompt is too long", "context_length_exceeded", "context length exceeded")
+_CONTENT_POLICY_MARKERS = (
+    "content_policy_violation",
+    "violating our usage policy",
+    "rejected as a result of the safety system",
+    "content filtering policy",
+    "the response was blocked",
+)
+
+
+def error_message(body: str) -> str:
+    """The provider's own message in an error body: `error.message` (OpenAI, Anthropic and the
+    OpenAI-compatible), `message` or `detail`; else the body's text."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body.strip()
+    inner = parsed.get("error", parsed) if isinstance(parsed, dict) else None
+    if isinstance(inner, str):
+        return inner
+    if isinstance(inner, dict):
+        for key in ("message", "detail"):
+            if isinstance(inner.get(key), str):
+                return str(inner[key])
+    return body.strip()
+
+
+def answered(status: int, body: str, secrets: Iterable[str] = ()) -> errors.LLMError:
+    """An error the upstream answered: an HTTP error status with its body, or an error event inside
+    a 200 stream with the status it stands for. The caller sees the provider's own words."""
+    words = redact(error_message(body), secrets)
+    lowered = body.lower()
+    return (
+        _marked(words, lowered, status)
+        or _by_status(status, words, lowered, status)
+        or errors.UpstreamUnavailable(f"the upstream failed: {words}", upstream_status=status)
+    )
+
+
+def _marked(words: str, lowered: str, status: int | None) -> errors.LLMError | None:
+    """A context-window or content-policy failure, by the words the error says it with."""
+    if ExceptionCheckers.is_error_str_context_window_exceeded(words) or any(m in lowered for m in _CONTEXT_WINDOW_MARKERS):
+        return errors.ContextWindowExceeded(
+            f"the conversation does not fit the model's context window: {words}", upstream_status=status
+        )
+    if any(m in lowered for m in _CONTENT_POLICY_MARKERS):
+        return errors.ContentPolicyViolation(
+            f"the provider refused the request by its content policy: {words}", upstream_status=status
+        )
+    return None
+
+
+CONNECTION_FAILED = "the upstream is unavailable: the connection failed"
+_LOST_CONNECTION_WORDS = ("response payload is not completed", "server disconnected", "peer closed connection")
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """A connection that failed or was cut mid-answer (whatever status LiteLLM then reports)."""
+    if any(isinstance(e, (aiohttp.ClientError, httpx.TransportError)) for e in (exc, *_causes(exc))):
+        return True
+    text = str(exc).lower()
+    return any(words in text for words in _LOST_CONNECTION_WORDS)
+
+
+def _by_status(status: int, words: str, lowered: str, reported: int | None) -> errors.LLMError | None:
+    """The family member an error status stands for (reported: the status the upstream answered,
+    if it did); None for a status below 400."""
+    if status == 429:
+        return errors.RateLimited("the upstream is rate-limiting this route", upstream_status=429)
+    if status == 401:
+        return errors.UpstreamAuthFailed("the provider rejected the server's key for this route (HTTP 401)", upstream_status=401)
+    if status == 402 or "insufficient credit" in lowered or "insufficient_quota" in lowered:
+        return errors.InsufficientCredits("the provider account for this route has no credit left", upstream_status=reported)
+    if status == 403:
+        return errors.UpstreamPermissionDenied(
+            f"the provider refused the server's key access (HTTP 403): {words}", upstream_status=403
+        )
+    if status in (404, 410):
+        return errors.UpstreamNotFound(f"the provider does not know this route's model: {words}", upstream_status=status)
+    # Any other status maps by its class: 5xx (and 408, a timeout) is the upstream's trouble and
+    # may pass; any other 4xx is the request's.
+    if status >= 500 or status == 408:
+        return errors.UpstreamUnavailable(f"the upstream is unavailable: {words}", upstream_status=reported)
+    if status >= 400:
+        return errors.UpstreamBadRequest(f"the provider rejected the request: {words}", upstream_status=reported)
     return None
 
 
@@ -155,7 +265,7 @@ def classify(exc: BaseException, secrets: Iterable[str] = ()) -> errors.LLMError
         return exc
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) else None
-    answered = _http_status(exc) or _in_band_status(exc)
+    answered = _in_band_status(exc) or _http_status(exc)
     if answered is not None:
         status = answered  # LiteLLM's Anthropic mapping reports 413 as 400 and 529 as 500: keep what was answered
     words = redact(_upstream_words(exc), secrets)
@@ -170,31 +280,37 @@ def classify(exc: BaseException, secrets: Iterable[str] = ()) -> errors.LLMError
         return errors.ContentPolicyViolation(
             f"the provider refused the request by its content policy: {words}", upstream_status=status
         )
-    if isinstance(exc, lx.RateLimitError) or status == 429:
-        return errors.RateLimited("the upstream is rate-limiting this route", upstream_status=429)
-    if status == 401 or isinstance(exc, lx.AuthenticationError):
-        return errors.UpstreamAuthFailed("the provider rejected the server's key for this route (HTTP 401)", upstream_status=401)
-    if status == 402 or "insufficient credit" in lowered or "insufficient_quota" in lowered:
-        return errors.InsufficientCredits("the provider account for this route has no credit left", upstream_status=status)
-    if status == 403 or isinstance(exc, lx.PermissionDeniedError):
-        return errors.UpstreamPermissionDenied(
-            f"the provider refused the server's key access (HTTP 403): {words}", upstream_status=403
-        )
-    if any(marker in lowered for marker in _BAD_RESPONSE_MARKERS):
+    if _connection_lost(exc):
+        return errors.UpstreamUnavailable(CONNECTION_FAILED)
+    implied = status if status is not None else _implied_status(exc)
+    if implied == 400:  # the same markers as an error the direct transport reads
+        found = _marked(words, lowered, status)
+        if found is not None:
+            return found
+    if implied not in (429, 401, 402, 403) and any(marker in lowered for marker in _BAD_RESPONSE_MARKERS):
         return errors.UpstreamBadResponse(
             "the upstream answered with something that is not its wire format", upstream_status=_answered_status(exc)
         )
-    if status in (404, 410) or isinstance(exc, lx.NotFoundError):
-        return errors.UpstreamNotFound(f"the provider does not know this route's model: {words}", upstream_status=status or 404)
-    # Any other status maps by its class: 5xx (and 408, a timeout) is the upstream's trouble and
-    # may pass; any other 4xx is the request's. Only a failure with no status and of no known
-    # kind is INTERNAL.
-    unavailable = (lx.APIConnectionError, lx.InternalServerError, lx.ServiceUnavailableError, lx.BadGatewayError, OSError)
-    if (status >= 500 or status == 408) if status is not None else isinstance(exc, unavailable):
-        return errors.UpstreamUnavailable(f"the upstream is unavailable: {words}", upstream_status=status)
-    if (400 <= status < 500) if status is not None else isinstance(exc, (lx.BadRequestError, lx.UnprocessableEntityError)):
-        return errors.UpstreamBadRequest(f"the provider rejected the request: {words}", upstream_status=status)
-    return errors.LLMError("internal error")
+    # Only a failure with no status and of no known kind is INTERNAL.
+    return (_by_status(implied, words, lowered, status) if implied is not None else None) or errors.LLMError("internal error")
+
+
+_UNAVAILABLE = (lx.APIConnectionError, lx.InternalServerError, lx.ServiceUnavailableError, lx.BadGatewayError, OSError)
+
+
+def _implied_status(exc: BaseException) -> int | None:
+    """The status a LiteLLM exception's class stands for, when no status came with it."""
+    for kind, status in (
+        (lx.RateLimitError, 429),
+        (lx.AuthenticationError, 401),
+        (lx.PermissionDeniedError, 403),
+        (lx.NotFoundError, 404),
+        (_UNAVAILABLE, 503),
+        ((lx.BadRequestError, lx.UnprocessableEntityError), 400),
+    ):
+        if isinstance(exc, kind):
+            return status
+    return None
 
 
 _RETRY_HEADERS = ("retry-after-ms", "retry-after")

@@ -3,28 +3,23 @@ chat and Anthropic Messages routes.
 
 LiteLLM's provider configuration still decides the request (`fast_request`); this module
 sends it over one pooled aiohttp session and reads the answer (`fast_decode`), SSE line by
-line. Failures are described as LiteLLM describes the same answer (through its own
-exception mapping), so `classify` makes the same LLMError of them on both transports.
+line. Failures become LLMErrors here: an error status or an error event by its status and the
+provider's own words (`classify.answered`), a timeout or a lost connection as unavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
-from litellm import exceptions as lx
 from litellm.constants import AIOHTTP_CONNECTOR_LIMIT, AIOHTTP_KEEPALIVE_TIMEOUT
-from litellm.litellm_core_utils.exception_mapping_utils import exception_type
-from litellm.llms.base_llm.chat.transformation import BaseLLMException
 
 from llm_service.core import errors
 from llm_service.core.assembly import StreamAssembler
-from llm_service.core.classify import upstream_error
+from llm_service.core.classify import CONNECTION_FAILED, answered
 from llm_service.core.fast_decode import (
     AnthropicStream,
     UpstreamStreamError,
@@ -34,61 +29,38 @@ from llm_service.core.fast_decode import (
     openai_response,
     openrouter_chunk,
 )
-from llm_service.core.fast_request import OPENAI_SDK_PROVIDERS, HttpCall, fast_provider, prepare
+from llm_service.core.fast_request import HttpCall, fast_provider, prepare
 from llm_service.core.request import UpstreamRequest
 from llm_service.core.retry import Deadline
 from llm_service.core.settings import Route
+from llm_service.core.tool_compat import rejects_native_tools
 from llm_service.core.types import Chunk, Usage
 
 log = logging.getLogger(__name__)
 ERROR_BODY_MAX_BYTES = 64 * 1024
 
 
-def sdk_error(call: HttpCall, status: int, text: str, headers: Any) -> Exception:
-    """What LiteLLM makes of an HTTP error the openai SDK reported: its message and body, then LiteLLM's mapping."""
-    text = text.strip()
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        return litellm_error(call, status, text or f"Error code: {status}", headers)
-    body = parsed.get("error", parsed) if isinstance(parsed, dict) else None
-    original = BaseLLMException(
-        status_code=status,
-        message=f"Error code: {status} - {parsed}",
-        headers=dict(headers or {}),
-        body=body if isinstance(body, dict) else None,
-    )
-    return mapped(call, original)
+class _Answered(Exception):
+    """The upstream answered an error status; its body (up to ERROR_BODY_MAX_BYTES) and headers."""
+
+    def __init__(self, status: int, body: str, headers: Mapping[str, str]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.headers = headers
 
 
-def litellm_error(call: HttpCall, status: int, message: str, headers: Any = None) -> Exception:
-    """The exception LiteLLM's exception mapping makes of this status and message."""
-    return mapped(call, BaseLLMException(status_code=status, message=message, headers=dict(headers or {})))
+_RETRY_HEADERS = ("retry-after-ms", "retry-after")
 
 
-def mapped(call: HttpCall, original: Exception) -> Exception:
-    """What LiteLLM's exception mapping makes of an exception on this provider."""
-    try:
-        exception_type(  # type: ignore[no-untyped-call]
-            model=call.model,
-            custom_llm_provider=call.provider,
-            original_exception=original,
-            completion_kwargs={},
-            extra_kwargs={},
-        )
-    except Exception as mapped:
-        return mapped
-    return original  # pragma: no cover - exception_type always raises
+def _timed_out() -> errors.LLMError:
+    return errors.UpstreamUnavailable("the upstream timed out")
 
 
-def _timed_out(call: HttpCall) -> Exception:
-    return lx.Timeout(message="the upstream timed out", model=call.model, llm_provider=call.provider)
-
-
-def _connection_error(call: HttpCall, exc: aiohttp.ClientError) -> Exception:
-    if call.wire == "anthropic":  # LiteLLM's Anthropic handler wraps it as its own error first
-        return lx.APIConnectionError(message=f"AnthropicException - {exc}", llm_provider=call.provider, model=call.model)
-    return mapped(call, exc)
+def _unreachable(call: HttpCall, exc: aiohttp.ClientError) -> errors.LLMError:
+    """A failure to connect, or a connection lost mid-answer: the details go to the log, not the caller."""
+    log.info("upstream connection failed", extra={"error": str(exc), "provider": call.provider})
+    return errors.UpstreamUnavailable(CONNECTION_FAILED)
 
 
 class DirectTransport:
@@ -142,10 +114,8 @@ class DirectRequest:
                 return await self._http.complete(self.call, self.route.timeout_s)
         except TimeoutError:
             raise deadline.passed() from None
-        except errors.LLMError:
-            raise
-        except Exception as exc:
-            raise upstream_error(exc, self.req, self.route.name) from None
+        except _Answered as exc:
+            raise self.answered(exc.status, exc.body, exc.headers) from None
 
     async def stream(self, deadline: Deadline) -> FastStream:
         """The answer's stream, its idle timeout the route's idle_timeout_s."""
@@ -154,9 +124,17 @@ class DirectRequest:
                 response = await self._http.post(self.call, self.route.timeout_s)
         except TimeoutError:
             raise deadline.passed() from None
-        except Exception as exc:
-            raise upstream_error(exc, self.req, self.route.name) from None
+        except _Answered as exc:
+            raise self.answered(exc.status, exc.body, exc.headers) from None
         return FastStream(self, response, deadline)
+
+    def answered(self, status: int, body: str, headers: Mapping[str, str] | None = None) -> errors.LLMError:
+        """An error the upstream answered, with its retry-after headers and whether it refused tools."""
+        err = answered(status, body, self.req.secrets)
+        if headers:
+            err.upstream_headers = {name: headers[name] for name in _RETRY_HEADERS if name in headers}
+        err.native_tools_rejected = self.req.is_openrouter and "tools" in self.req.kwargs and rejects_native_tools(body)
+        return err
 
 
 class HttpClient:
@@ -178,19 +156,14 @@ class HttpClient:
             self._session = None
 
     async def post(self, call: HttpCall, timeout_s: float) -> aiohttp.ClientResponse:
-        """POST the request; an error status raises what LiteLLM raises for it."""
+        """POST the request; an error status raises _Answered with the body's first bytes."""
         timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s)
         try:
             response = await self._client().post(call.url, data=call.body, headers=call.headers, timeout=timeout)
         except TimeoutError:
-            raise _timed_out(call) from None
+            raise _timed_out() from None
         except aiohttp.ClientError as exc:
-            if call.provider in OPENAI_SDK_PROVIDERS:  # the openai SDK's words for any failure to connect
-                log.info("upstream connection failed", extra={"error": str(exc), "provider": call.provider})
-                raise lx.APIConnectionError(
-                    message="OpenAIException - Connection error.", llm_provider=call.provider, model=call.model
-                ) from None
-            raise _connection_error(call, exc) from None
+            raise _unreachable(call, exc) from None
         if response.status >= 400:
             try:
                 text = (await response.content.read(ERROR_BODY_MAX_BYTES)).decode("utf-8", "replace")
@@ -198,12 +171,7 @@ class HttpClient:
                 text = ""
             finally:
                 response.release()
-            failure = (sdk_error if call.provider in OPENAI_SDK_PROVIDERS else litellm_error)(
-                call, response.status, text, response.headers
-            )
-            # The status the upstream answered, for classify: LiteLLM's mapping reports some as others.
-            failure.__cause__ = BaseLLMException(status_code=response.status, message="")
-            raise failure
+            raise _Answered(response.status, text, {k.lower(): v for k, v in response.headers.items()})
         return response
 
     async def complete(self, call: HttpCall, timeout_s: float) -> Chunk:
@@ -212,15 +180,15 @@ class HttpClient:
         try:
             body = await response.read()
         except TimeoutError:
-            raise _timed_out(call) from None
+            raise _timed_out() from None
         except aiohttp.ClientError as exc:
-            raise _connection_error(call, exc) from None
+            raise _unreachable(call, exc) from None
         finally:
             response.release()
         try:
             return anthropic_response(body) if call.wire == "anthropic" else openai_response(body)
         except UpstreamStreamError as exc:
-            raise litellm_error(call, exc.status_code, exc.message) from None
+            raise _Answered(exc.status_code, exc.message, {}) from None
 
 
 MAX_EVENT_BYTES = 16 * 1024 * 1024  # one SSE line: a whole tool call's arguments or an image can come in one
@@ -316,28 +284,21 @@ class FastStream:
                 named = named or bool(chunk.model)
                 yield chunk
         except UpstreamStreamError as exc:
-            raise self._failed(litellm_error(call, exc.status_code, exc.message)) from None
+            raise self._request.answered(exc.status_code, exc.message) from None
         except _Stalled:
             raise errors.UpstreamStalled(
                 f"the upstream sent nothing for {self._idle_s:g} s (the route's idle_timeout_s)"
             ) from None
         except TimeoutError:
-            raise self._failed(_timed_out(call)) from None
+            raise _timed_out() from None
         except aiohttp.ClientError as exc:
-            raise self._failed(_connection_error(call, exc)) from None
+            raise _unreachable(call, exc) from None
         finally:
             self._watchdog.cancel()
         if not finished:
             raise errors.truncated()
         if not named:
             yield Chunk(model=call.model)
-
-    def _failed(self, exc: Exception) -> errors.LLMError:
-        """A failure while reading, classified on its own: what was being handled when it was made
-        (the decoder's or aiohttp's exception) is not the upstream's answer."""
-        exc.__cause__ = None
-        exc.__suppress_context__ = True
-        return upstream_error(exc, self._request.req, self._request.route.name)
 
     def fallback_usage(self, asm: StreamAssembler, finished: bool) -> Usage | None:
         """For an OpenAI-format stream read to its end that reported no usage: an estimate (as LiteLLM makes)."""

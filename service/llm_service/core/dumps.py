@@ -7,6 +7,7 @@ header, and every configured secret is masked in what it does hold.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -14,8 +15,8 @@ import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
+from llm_service.core.request import UpstreamRequest
 from llm_service.core.tokens import estimate_tokens
 
 log = logging.getLogger(__name__)
@@ -31,17 +32,13 @@ class FailedRequestDumps:
         self.keep = keep
         self._seq = itertools.count()
 
-    def write(
-        self,
-        *,
-        route: str,
-        model: str,
-        kwargs: dict[str, Any],
-        error_type: str,
-        attempt: int,
-        secrets: tuple[str, ...],
-    ) -> Path | None:
+    async def record(self, req: UpstreamRequest, route: str, error_type: str, attempt: int) -> Path | None:
+        """Dump the request of a failed attempt, off the event loop (see write)."""
+        return await asyncio.to_thread(self.write, req, route, error_type, attempt)
+
+    def write(self, req: UpstreamRequest, route: str, error_type: str, attempt: int) -> Path | None:
         """Write one dump; returns its path, or None when writing failed (logged, never raised)."""
+        kwargs, model, secrets = req.kwargs, req.model, req.secrets
         messages = kwargs.get("messages", [])
         now = datetime.now(UTC)
         tokens, method = estimate_tokens(model, messages)

@@ -12,40 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 
-from llm_service.core import errors, tool_compat
+from llm_service.core import errors
 from llm_service.core.assembly import StreamAssembler
 from llm_service.core.dumps import FailedRequestDumps
+from llm_service.core.observer import Observer
 from llm_service.core.plan import Plan, Planner
 from llm_service.core.policy import policy_of
 from llm_service.core.pricing import cost_usd
-from llm_service.core.resilience import BreakerState, RouteHealthBook
-from llm_service.core.retry import Deadline, RetryLimits, RetryReason, backoff_delay, delay_from_headers
-from llm_service.core.settings import RetryConfig, Route
+from llm_service.core.resilience import RouteHealthBook
+from llm_service.core.retry import CallRetries, Deadline, RetryLimits, RetryReason
+from llm_service.core.settings import CoreSettings, Route
 from llm_service.core.transport import UpstreamStream
-from llm_service.core.types import CallRequest, Completion, Event, Finish, GatewayInfo, ReasoningDelta, TextDelta, TextEnd, Usage
+from llm_service.core.types import CallRequest, Completion, Event, GatewayInfo, TextEnd, Usage
 
 log = logging.getLogger(__name__)
-
-
-class Observer(Protocol):
-    """What the engine reports as calls go (the metrics implement it)."""
-
-    def retried(self, route: Route, reason: RetryReason) -> None: ...
-
-    def used(self, route: Route, usage: Usage, cost_usd: float) -> None:
-        """An upstream attempt was billed (every answered one, and a cancelled one the upstream priced)."""
-        ...
-
-    def fell_back(self, route: Route, to: Route) -> None: ...
-
-    def breaker_changed(self, route: Route, state: BreakerState) -> None: ...
 
 
 @dataclass
@@ -53,11 +38,10 @@ class _Call:
     """One call's bookkeeping on one route, across its attempts."""
 
     route: Route
-    limits: RetryLimits
+    retries: CallRetries
     deadline: Deadline
     attempts: int = 0
     upstream_s: float = 0.0
-    retries: dict[RetryReason, int] = field(default_factory=dict)
 
     def gateway(self) -> GatewayInfo:
         return GatewayInfo(route=self.route.name, attempts=self.attempts, upstream_s=self.upstream_s)
@@ -68,17 +52,15 @@ class Engine:
 
     def __init__(
         self,
-        routes: Mapping[str, Route],
-        retry: RetryConfig,
-        max_retries_cap: int,
+        settings: CoreSettings,
         planner: Planner,
         health: RouteHealthBook,
         observer: Observer,
-        dumps: FailedRequestDumps | None = None,
+        dumps: FailedRequestDumps | None,
     ) -> None:
-        self._routes = routes
-        self._retry = retry
-        self._cap = max_retries_cap
+        self._routes = settings.routes
+        self._retry = settings.retry
+        self._cap = settings.max_retries_cap
         self._planner = planner
         self.health = health
         self._observer = observer
@@ -108,7 +90,7 @@ class Engine:
             sent = False
             try:
                 limits = RetryLimits.for_call(self._retry, self._cap, candidate.max_retries, call.max_retries)
-                state = _Call(candidate, limits, deadline)
+                state = _Call(candidate, CallRetries(limits, deadline, self._retry), deadline)
                 plan = self._planner.plan(candidate, call, streamed=live)
                 async for item in self._attempts(plan, state, live):
                     sent = True
@@ -142,21 +124,20 @@ class Engine:
                         self.health.failed(state.route)
                     err.attempts = state.attempts
                     raise
-                if err.native_tools_rejected and not plan.tool_compat and await self._tools_rejected(plan, state):
-                    plan = self._planner.plan(plan.route, plan.call, streamed=live, tool_compat_mode=True)
-                    continue
+                if err.native_tools_rejected and not plan.tool_compat:  # PC23: retried in compatibility mode
+                    self._planner.compat_models.remember(plan.request.model)
+                    log.warning("OpenRouter has no endpoint with native tools", extra={"route": state.route.name})
+                    if await self._retry_allowed(state, RetryReason.TOOL_COMPAT, 0.0):
+                        plan = self._planner.plan(plan.route, plan.call, streamed=live, tool_compat_mode=True)
+                        continue
                 await self._after_failure(plan, state, err)
                 continue
             if not asm.has_content and not plan.empty_is_final(asm.finish_reason):
                 reason = RetryReason.EMPTY_STREAM if plan.streamed else RetryReason.EMPTY_RESPONSE
                 await self._dump(plan, state, reason.value)
-                if plan.streamed:
-                    delay = self._retry.empty_stream_delay_s
-                else:
-                    delay = backoff_delay(state.retries.get(reason, 0), self._retry)
-                if await self._retry_allowed(state, reason, delay):
+                if await self._retry_allowed(state, reason, state.retries.delay(reason)):
                     continue
-            completion = self._completion(plan, state, asm)
+            completion = plan.completion(asm, state.gateway())
             if not live:
                 yield completion
             elif plan.streamed:
@@ -166,7 +147,7 @@ class Engine:
                     yield TextEnd()
                 yield completion.finish
             else:
-                for event in completion_events(completion):
+                for event in completion.events():
                     yield event
             return
 
@@ -250,31 +231,23 @@ class Engine:
             raise err
         if reason is RetryReason.RATE_LIMIT:
             await self._dump(plan, state, "rate_limit")
-        asked = delay_from_headers(err.upstream_headers, self._retry.max_delay_s)
-        delay = asked if asked is not None else backoff_delay(state.retries.get(reason, 0), self._retry)
-        exhausted = state.retries.get(reason, 0) >= state.limits.allowed(reason)
+        delay = state.retries.delay(reason, err.upstream_headers)
+        exhausted = not state.retries.left(reason)
         if not await self._retry_allowed(state, reason, delay):
             err.attempts = state.attempts
             if not exhausted or err.retry_after_s is None:
                 err.retry_after_s = delay
             raise err
 
-    async def _tools_rejected(self, plan: Plan, state: _Call) -> bool:
-        """OpenRouter has no endpoint taking native tools for the model: remember it, and retry in
-        compatibility mode when a retry is allowed (PC23)."""
-        self._planner.compat_models.remember(plan.request.model)
-        log.warning("OpenRouter has no endpoint with native tools: tool compatibility mode", extra={"route": state.route.name})
-        return await self._retry_allowed(state, RetryReason.TOOL_COMPAT, 0.0)
-
     async def _retry_allowed(self, state: _Call, reason: RetryReason, delay_s: float) -> bool:
         """Count, report and wait for one retry; False when its limit, the route's retry budget or the
         deadline forbids it."""
-        if state.retries.get(reason, 0) >= state.limits.allowed(reason) or not state.deadline.allows_wait(delay_s):
+        if not state.retries.allows(reason, delay_s):
             return False
         if reason in (RetryReason.RATE_LIMIT, RetryReason.TRANSIENT) and not self.health.of(state.route).budget.allows_retry():
             log.warning("retry budget spent", extra={"route": state.route.name, "reason": reason.value})
             return False
-        state.retries[reason] = state.retries.get(reason, 0) + 1
+        state.retries.count(reason)
         self._observer.retried(state.route, reason)
         log.info(
             "retrying",
@@ -283,47 +256,7 @@ class Engine:
         await asyncio.sleep(delay_s)
         return True
 
-    def _completion(self, plan: Plan, state: _Call, asm: StreamAssembler) -> Completion:
-        finish = Finish(
-            finish_reason=asm.final_finish_reason(),
-            usage=asm.usage or Usage(),
-            cost_usd=asm.cost_usd,
-            provider_model=asm.model or plan.request.model,
-            gateway=state.gateway(),
-            thinking_blocks=tuple(asm.thinking),
-            refusal=asm.refusal,
-        )
-        if not plan.tool_compat:
-            return Completion(asm.text, asm.reasoning, tuple(asm.tool_calls()), finish)
-        text, calls = tool_compat.parse_reply(asm.text, plan.call.tools)  # the JSON-only reply, read back
-        if calls:
-            finish = dataclasses.replace(finish, finish_reason="tool_calls")
-        return Completion(text, asm.reasoning, tuple(calls), finish)
-
     async def _dump(self, plan: Plan, state: _Call, error_type: str) -> None:
         """Write a failed-request dump when dumps are configured (PC26)."""
         if self._dumps is not None:
-            req = plan.request
-            await asyncio.to_thread(
-                self._dumps.write,
-                route=state.route.name,
-                model=req.model,
-                kwargs=req.kwargs,
-                error_type=error_type,
-                attempt=state.attempts,
-                secrets=req.secrets,
-            )
-
-
-def completion_events(completion: Completion) -> list[Event]:
-    """The event sequence a stream would have produced for a whole answer (PC24)."""
-    events: list[Event] = []
-    if completion.reasoning:
-        events.append(ReasoningDelta(completion.reasoning))
-    if completion.text:
-        events.append(TextDelta(completion.text))
-    events.extend(completion.tool_calls)
-    if completion.text:
-        events.append(TextEnd())
-    events.append(completion.finish)
-    return events
+            await self._dumps.record(plan.request, state.route.name, error_type, state.attempts)

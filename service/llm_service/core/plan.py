@@ -18,12 +18,13 @@ import asyncio
 from dataclasses import dataclass
 
 from llm_service.core import errors, tool_compat
+from llm_service.core.assembly import StreamAssembler
 from llm_service.core.fast_request import fast_provider
 from llm_service.core.request import UpstreamRequest, build_request
 from llm_service.core.settings import ClaudeCodeConfig, Route
 from llm_service.core.tokens import estimate_tokens
 from llm_service.core.transport import Prepared, Transport
-from llm_service.core.types import CallRequest
+from llm_service.core.types import CallRequest, Completion, Finish, GatewayInfo, Usage
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,21 @@ class Plan:
             return False
         last = next((m.get("role") for m in reversed(self.request.kwargs["messages"]) if m.get("role") != "system"), None)
         return last == "assistant"
+
+    def completion(self, asm: StreamAssembler, gateway: GatewayInfo) -> Completion:
+        """The answer an attempt assembled, read back from compatibility mode's JSON where it was on."""
+        finish = Finish(
+            finish_reason=asm.final_finish_reason(),
+            usage=asm.usage or Usage(),
+            cost_usd=asm.cost_usd,
+            provider_model=asm.model or self.request.model,
+            gateway=gateway,
+            thinking_blocks=tuple(asm.thinking),
+            refusal=asm.refusal,
+        )
+        if self.tool_compat:
+            return tool_compat.read_back(Completion(asm.text, asm.reasoning, (), finish), self.call.tools)
+        return Completion(asm.text, asm.reasoning, tuple(asm.tool_calls()), finish)
 
 
 class Planner:

@@ -13,8 +13,9 @@ from collections.abc import AsyncGenerator
 
 from llm_service.core.direct_transport import DirectTransport
 from llm_service.core.dumps import FailedRequestDumps
-from llm_service.core.engine import Engine, Observer
+from llm_service.core.engine import Engine
 from llm_service.core.litellm_transport import LiteLLMTransport
+from llm_service.core.observer import Observer
 from llm_service.core.plan import Planner
 from llm_service.core.resilience import RouteHealthBook
 from llm_service.core.retry import Deadline
@@ -29,15 +30,8 @@ class Provider:
         self._transports = (DirectTransport(), LiteLLMTransport())
         self._planner = Planner(*self._transports, settings.claude_code, settings.hive_api_base)
         dumps = FailedRequestDumps(settings.debug_dump_dir, settings.debug_dump_keep) if settings.debug_dump_dir else None
-        self.engine = Engine(
-            settings.routes,
-            settings.retry,
-            settings.max_retries_cap,
-            self._planner,
-            RouteHealthBook(settings.resilience, observer.breaker_changed),
-            observer,
-            dumps,
-        )
+        health = RouteHealthBook(settings.resilience, observer.breaker_changed)
+        self.engine = Engine(settings, self._planner, health, observer, dumps)
 
     def stream(self, route: Route, call: CallRequest, deadline: Deadline) -> AsyncGenerator[Event, None]:
         """See Engine.stream."""

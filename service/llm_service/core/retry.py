@@ -11,7 +11,7 @@ import enum
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
 from llm_service.core.settings import RetryConfig
@@ -137,3 +137,34 @@ class Deadline:
     def allows_wait(self, wait_s: float) -> bool:
         """Whether waiting wait_s still leaves time for another attempt."""
         return self.at is None or time.monotonic() + wait_s < self.at
+
+
+@dataclass
+class CallRetries:
+    """One call's retries on one route: how many of each reason so far, against its limits and deadline."""
+
+    limits: RetryLimits
+    deadline: Deadline
+    cfg: RetryConfig
+    made: dict[RetryReason, int] = field(default_factory=dict)
+
+    def left(self, reason: RetryReason) -> bool:
+        """Whether the reason's limit allows another retry."""
+        return self.made.get(reason, 0) < self.limits.allowed(reason)
+
+    def delay(self, reason: RetryReason, headers: Mapping[str, str] | None = None) -> float:
+        """The wait before the next retry: what the upstream asked for (PC12), else the reason's own
+        (a fixed pause for an empty stream, none for a tool-compat switch, backoff otherwise)."""
+        if reason is RetryReason.EMPTY_STREAM:
+            return self.cfg.empty_stream_delay_s
+        if reason is RetryReason.TOOL_COMPAT:
+            return 0.0
+        asked = delay_from_headers(headers or {}, self.cfg.max_delay_s)
+        return asked if asked is not None else backoff_delay(self.made.get(reason, 0), self.cfg)
+
+    def allows(self, reason: RetryReason, delay_s: float) -> bool:
+        """Whether a retry after delay_s is within the reason's limit and leaves time before the deadline (PC13)."""
+        return self.left(reason) and self.deadline.allows_wait(delay_s)
+
+    def count(self, reason: RetryReason) -> None:
+        self.made[reason] = self.made.get(reason, 0) + 1

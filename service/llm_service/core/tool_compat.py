@@ -11,13 +11,14 @@ straight to compatibility mode.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import re
 import time
 from collections.abc import Callable
 from typing import Any
 
-from llm_service.core.types import ToolCall, ToolSpec
+from llm_service.core.types import Completion, ToolCall, ToolSpec
 
 ERROR_SNIPPETS = (
     "no endpoints found that support tool use",
@@ -31,9 +32,9 @@ _ARGUMENT_KEYS = ("arguments", "tool_input", "input")
 
 
 def rejects_native_tools(error_text: str) -> bool:
-    """Whether an upstream error says OpenRouter has no endpoint with tool use for the model."""
+    """Whether an OpenRouter error says it has no endpoint with tool use for the model."""
     lowered = error_text.lower()
-    return "openrouter" in lowered and any(snippet in lowered for snippet in ERROR_SNIPPETS)
+    return any(snippet in lowered for snippet in ERROR_SNIPPETS)
 
 
 class CompatModels:
@@ -195,3 +196,11 @@ def _literal_arguments(call: ast.Call, tool: ToolSpec) -> dict[str, Any]:
             raise ValueError("** arguments are not literals")
         arguments[keyword.arg] = ast.literal_eval(keyword.value)
     return arguments
+
+
+def read_back(reply: Completion, tools: tuple[ToolSpec, ...]) -> Completion:
+    """A compatibility-mode reply (JSON only) as the answer it stands for: text and tool calls,
+    finishing with tool_calls when it made any."""
+    text, calls = parse_reply(reply.text, tools)
+    finish = dataclasses.replace(reply.finish, finish_reason="tool_calls") if calls else reply.finish
+    return Completion(text, reply.reasoning, tuple(calls), finish)

@@ -145,3 +145,16 @@ class Completion:
     reasoning: str
     tool_calls: tuple[ToolCall, ...]
     finish: Finish
+
+    def events(self) -> list[Event]:
+        """The event sequence a stream gives for this answer (PC24: a stream sent whole underneath)."""
+        events: list[Event] = []
+        if self.reasoning:
+            events.append(ReasoningDelta(self.reasoning))
+        if self.text:
+            events.append(TextDelta(self.text))
+        events.extend(self.tool_calls)
+        if self.text:
+            events.append(TextEnd())
+        events.append(self.finish)
+        return events
