@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
-from litellm.constants import AIOHTTP_CONNECTOR_LIMIT, AIOHTTP_KEEPALIVE_TIMEOUT
 
 from llm_service.core import errors
 from llm_service.core.assembly import StreamAssembler
@@ -38,6 +37,9 @@ from llm_service.core.types import Chunk, Usage
 
 log = logging.getLogger(__name__)
 ERROR_BODY_MAX_BYTES = 64 * 1024
+# The pool: as many connections as LiteLLM's own aiohttp transport keeps, idle ones closed after 2 min.
+CONNECTION_LIMIT = 1000
+KEEPALIVE_S = 120.0
 
 
 class _Answered(Exception):
@@ -145,7 +147,7 @@ class HttpClient:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed or self._session.loop is not asyncio.get_running_loop():
-            connector = aiohttp.TCPConnector(limit=AIOHTTP_CONNECTOR_LIMIT, keepalive_timeout=AIOHTTP_KEEPALIVE_TIMEOUT)
+            connector = aiohttp.TCPConnector(limit=CONNECTION_LIMIT, keepalive_timeout=KEEPALIVE_S)
             self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
         return self._session
 
