@@ -68,7 +68,8 @@ def wait_port(port: int, timeout_s: float = 60.0) -> None:
 
 def service_config(upstream: str, port: int, fast: bool) -> dict[str, Any]:
     def route(model: str) -> dict[str, Any]:
-        return {"model": f"openai/{model}", "api_base": f"{upstream}/v1", "key": {"env": "BENCH_KEY"}, "fast_path": fast,
+        return {"model": f"openai/{model}", "api_base": f"{upstream}/v1", "key": {"env": "BENCH_KEY"},
+                "transport": "direct" if fast else "litellm",
                 "idle_timeout_s": 600}  # fmt: skip
 
     return {

@@ -80,3 +80,13 @@ def test_bundled_config_is_valid_and_has_the_demo_route() -> None:
     assert cfg.routes["demo"].ready and cfg.fake_upstream
     assert not cfg.routes["gpt-4o-mini"].ready
     assert load_config(DEFAULT_CONFIG_PATH, {"OPENAI_API_KEY": "sk-x"}).routes["gpt-4o-mini"].ready
+
+
+def test_a_route_names_its_transport_and_the_old_fast_path_key_says_what_it_became() -> None:
+    routes = {"r": {"model": "openai/x", "transport": "litellm"}}
+    assert parse_config({"routes": routes}, "t.yaml", {}).routes["r"].transport == "litellm"
+    assert parse_config({"routes": {"r": {"model": "openai/x"}}}, "t.yaml", {}).routes["r"].transport == "direct"
+    with pytest.raises(ConfigError, match=r"routes\.r\.transport: expected \"direct\" or \"litellm\", got 'fast'"):
+        parse_config({"routes": {"r": {"model": "openai/x", "transport": "fast"}}}, "t.yaml", {})
+    with pytest.raises(ConfigError, match=r"routes\.r\.fast_path: expected transport: direct or transport: litellm"):
+        parse_config({"routes": {"r": {"model": "openai/x", "fast_path": False}}}, "t.yaml", {})

@@ -299,6 +299,8 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
 
 
 def _parse_route(r: _Reader, name: str, environ: Mapping[str, str]) -> Route:
+    if "fast_path" in r.data:  # its name until 2026-12; a file that still says it gets told the new one
+        r.fail("fast_path", "transport: direct or transport: litellm (fast_path was renamed)", r.data["fast_path"])
     model = r.get("model", str, None, "a LiteLLM model string such as openai/gpt-4o-mini", lambda v: bool(v.strip()))
     if model is None:
         r.fail("model", "a LiteLLM model string such as openai/gpt-4o-mini", None)

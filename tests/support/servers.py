@@ -5,7 +5,7 @@ for real; nothing here mocks them. A server runs on one of two paths:
 
 - `fast-path`: each route takes the direct HTTP path where its wire format has one
   (the configuration as written);
-- `litellm-path`: every route goes through LiteLLM's full path (`fast_path: false`).
+- `litellm-path`: every route goes through LiteLLM's transport (`transport: litellm`).
 """
 
 from __future__ import annotations
@@ -101,8 +101,8 @@ def service_config(fake_url: str, **overrides: Any) -> Config:
 
 
 def litellm_path(config: Config) -> Config:
-    """The configuration with every route forced onto LiteLLM's full path (`fast_path: false`)."""
-    return dataclasses.replace(config, routes={k: dataclasses.replace(r, fast_path=False) for k, r in config.routes.items()})
+    """The configuration with every route forced onto LiteLLM's transport (`transport: litellm`)."""
+    return dataclasses.replace(config, routes={k: dataclasses.replace(r, transport="litellm") for k, r in config.routes.items()})
 
 
 def on_path(config: Config, path: ServerPath) -> Config:

@@ -27,7 +27,6 @@ POSITIVE_SECONDS = Check("seconds > 0", lambda v: v > 0)
 SECONDS = Check("seconds >= 0", lambda v: v >= 0)
 POSITIVE_INT = Check("an integer > 0", lambda v: v > 0)
 COUNT = Check("an integer >= 0", lambda v: v >= 0)
-BOOL = Check("true or false")
 TEXT = Check("a string")
 
 
@@ -133,7 +132,9 @@ class Route:
     max_tokens: int = setting(4096, POSITIVE_INT)
     max_retries: int | None = setting(None, COUNT)
     fallbacks: tuple[str, ...] = ()
-    fast_path: bool = setting(True, BOOL)  # the direct transport where it can carry the route; false: LiteLLM's
+    # "direct": the service's own HTTP client and decoders where they carry the route's wire
+    # format (else LiteLLM, said once at WARNING); "litellm": always litellm.acompletion.
+    transport: str = setting("direct", Check('"direct" or "litellm"', lambda v: v in ("direct", "litellm")))
 
     @property
     def provider(self) -> str:
