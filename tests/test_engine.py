@@ -246,3 +246,16 @@ def test_the_policy_of_a_class_without_a_row_is_its_ancestors() -> None:
         pass
 
     assert policy_of(Narrower("x")) == POLICIES[errors.RateLimited]
+
+
+def test_a_route_the_direct_transport_cannot_carry_goes_to_litellm_saying_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    from llm_service.core.direct_transport import DirectTransport
+    from llm_service.core.litellm_transport import LiteLLMTransport
+
+    config = parse_config({"routes": {"gemini": {"model": "gemini/gemini-2.5-flash", "api_base": "http://127.0.0.1:9"}}}, "t", {})
+    planner = Planner(DirectTransport(), LiteLLMTransport(), config.claude_code, config.hive_api_base)
+    with caplog.at_level("WARNING"):
+        plans = [planner.plan(config.routes["gemini"], CALL, streamed=True) for _ in range(3)]
+    assert {p.prepared.transport for p in plans} == {"litellm"}
+    declined = [r for r in caplog.records if "cannot carry it" in r.getMessage()]
+    assert len(declined) == 1 and getattr(declined[0], "route", "") == "gemini"
