@@ -49,7 +49,9 @@ ITEMS = {
     "PC25": "pause_turn becomes tool_calls or stop",
     "PC26": "failed-request dumps: off by default, no secrets, newest 50",
     "PC27": "token estimate: LiteLLM's counter, else characters / 4",
-    "PC28": "LiteLLM work-arounds applied once, tested, warn when internals move",
+    "PC28": "LiteLLM work-arounds applied once, tested; a work-around whose target moved stops start-up",
+    "PC30": "short Retry-After jittered, backoff jittered, clamped after the jitter; backpressure 1-2 s",
+    "PC31": "empty whole answers capped at 3 apart from rate limits; empty stream dumped once; after a 429 waits as asked",
 }
 
 

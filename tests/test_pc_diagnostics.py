@@ -55,9 +55,13 @@ def test_pc26_a_key_pasted_into_a_prompt_is_masked_in_the_dump(fake: FakeUpstrea
 
 
 def test_pc26_empty_responses_and_empty_streams_are_dumped(fake: FakeUpstream, tmp_path: Path) -> None:
-    fake.script(Script(text="", times=2), Script(text="ok"), Script(text="", times=1), Script(text="ok"))
+    # PC31: each empty whole answer is dumped; an empty stream once, when its retries are spent.
+    fake.script(
+        Script(text="", times=2), Script(text="ok"), Script(text="", times=1), Script(text="ok"), Script(text="", times=4)
+    )
     with custom_server(fake, debug_dumps={"dir": str(tmp_path)}) as (_, c):
         c.complete("openai", [user_msg()], timeout=30)
+        list(c.stream("openai", [user_msg()], timeout=30))
         list(c.stream("openai", [user_msg()], timeout=30))
     assert [d["error_type"] for d in _dumps(tmp_path)] == ["empty_response", "empty_response", "empty_stream"]
 

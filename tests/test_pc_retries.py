@@ -287,3 +287,71 @@ def test_pc17_rate_limit_before_the_first_event_is_still_retried(client: LLMClie
     fake.script(Script(status=429), Script(text="fine"))
     events = list(client.stream("openai", [user_msg()], timeout=30))
     assert events[-1].text == "fine" and len(fake.requests()) == 2
+
+
+# --- PC30 ----------------------------------------------------------------------------------------
+
+
+def test_pc30_delay_rules_jitter_then_clamp() -> None:
+    import random
+
+    from llm_service.core import errors
+    from llm_service.core.retry import CallRetries, Deadline, RetryLimits, RetryReason, jittered_retry_after
+
+    rng = random.Random(7)
+    cfg = RetryConfig(backoff_base_s=2.0, max_delay_s=120.0)  # the defaults: jitter 0.25, Retry-After jitter on
+    short = [jittered_retry_after(2.0, cfg, rng) for _ in range(400)]
+    assert 2.0 <= min(short) < 2.2 and 3.3 < max(short) <= 3.5, "2 × U(1, 1.5) + U(0, 0.5)"
+    assert jittered_retry_after(5.0, cfg, rng) == 5.0 and jittered_retry_after(30.0, cfg, rng) == 30.0, "5 s or more as given"
+    assert jittered_retry_after(4.0, RetryConfig(max_delay_s=4.5), rng) <= 4.5, "clamped after the jitter"
+    waits = [backoff_delay(1, cfg, rng) for _ in range(400)]
+    assert 3.0 <= min(waits) < 3.2 and 4.8 < max(waits) <= 5.0, "4 s × U(0.75, 1.25)"
+    assert all(backoff_delay(6, cfg, rng) <= 120.0 for _ in range(100)), "128 × jitter, clamped after it"
+
+    retries = CallRetries(RetryLimits.for_call(cfg, 10, None, None), Deadline(None), cfg, rng)
+    pushed = errors.RateLimited("slow down")
+    pushed.backpressure = True
+    assert all(1.0 <= retries.delay(RetryReason.RATE_LIMIT, 1, pushed) <= 2.0 for _ in range(100))
+
+
+def test_pc30_a_short_retry_after_is_waited_at_least_as_asked_and_spread(fake: FakeUpstream) -> None:
+    fake.script(Script(status=429, headers={"retry-after": "0.2"}, times=3), Script(text="ok"))
+    with custom_server(fake, retry={"retry_after_jitter": True}) as (_, c):
+        assert c.complete("openai", [user_msg()], timeout=30).text == "ok"
+    gaps = _gaps(fake)
+    assert len(gaps) == 3 and all(g >= 0.2 for g in gaps), "never sooner than the upstream asked"
+    assert len({round(g, 3) for g in gaps}) == 3, "each wait drawn anew, so callers told the same do not come back together"
+
+
+def test_pc30_backpressure_without_a_header_waits_one_to_two_seconds(fake: FakeUpstream) -> None:
+    fake.script(Script(status=429, error={"type": "backpressure", "message": "proxy backpressure"}), Script(text="ok"))
+    with custom_server(fake, retry={"max_delay_s": 10, "backoff_base_s": 5.0}) as (_, c):
+        assert c.complete("openai", [user_msg()], timeout=30).text == "ok"
+    [gap] = _gaps(fake)
+    assert 1.0 <= gap < 4.0, "the backpressure wait, not the 5 s backoff"
+
+
+# --- PC31 ----------------------------------------------------------------------------------------
+
+
+def test_pc31_empty_whole_answers_have_their_own_cap_of_three(client: LLMClient, fake: FakeUpstream) -> None:
+    fake.script(Script(text="", times=10))
+    result = client.complete("openai", [user_msg()], timeout=30)
+    assert result.text == "" and len(fake.requests()) == 4, "one attempt and 3 retries, not the rate limit's 10"
+
+
+def test_pc31_empty_whole_answer_waits_are_unjittered_backoff(fake: FakeUpstream) -> None:
+    fake.script(Script(text="", times=3), Script(text="ok"))
+    with custom_server(fake, retry={"backoff_base_s": 0.2, "jitter_ratio": 0.25}) as (_, c):
+        assert c.complete("openai", [user_msg()], timeout=30).text == "ok"
+    gaps = _gaps(fake)
+    assert [round(g, 1) for g in gaps] == [0.2, 0.4, 0.8], "base × 2^n, no jitter"
+
+
+def test_pc31_an_empty_stream_right_after_a_rate_limit_waits_as_the_rate_limit_asked(fake: FakeUpstream) -> None:
+    fake.script(Script(status=429, headers={"retry-after": "0.6"}), Script(text=""), Script(text="ok"))
+    with custom_server(fake, retry={"empty_stream_delay_s": 0.01}) as (_, c):
+        events = list(c.stream("openai", [user_msg()], timeout=30))
+    assert events[-1].finish is not None
+    gaps = _gaps(fake)
+    assert len(gaps) == 2 and gaps[1] >= 0.6, "the empty stream after the 429 waited the 429's 0.6 s, not 0.01 s"

@@ -53,7 +53,13 @@ def service_config(fake_url: str, **overrides: Any) -> Config:
     """
     raw: dict[str, Any] = {
         "server": {"listen": "127.0.0.1:0", "drain_grace_s": 5, "metrics_listen": "127.0.0.1:0"},
-        "retry": {"backoff_base_s": 0.01, "max_delay_s": 2.0, "empty_stream_delay_s": 0.01, "jitter_ratio": 0.0},
+        "retry": {
+            "backoff_base_s": 0.01,
+            "max_delay_s": 2.0,
+            "empty_stream_delay_s": 0.01,
+            "jitter_ratio": 0.0,
+            "retry_after_jitter": False,
+        },
         # The shared test server sees failures from many tests in a row: no budget or breaker there.
         # tests/faults/test_f05_retry_budget_and_breaker.py tests them with real settings.
         "resilience": {"retry_budget_tokens": 1e9, "breaker_failures": 1_000_000},

@@ -327,6 +327,7 @@ def upstream_error(exc: BaseException, req: UpstreamRequest, route: str) -> erro
     headers = response_headers(exc)
     err.upstream_headers = {name: headers[name] for name in _RETRY_HEADERS if name in headers}
     err.native_tools_rejected = req.is_openrouter and "tools" in req.kwargs and rejects_native_tools(str(exc))
+    err.backpressure = "backpressure" in str(exc).lower()
     return err
 
 

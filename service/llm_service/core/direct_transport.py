@@ -136,6 +136,7 @@ class DirectRequest:
         if headers:
             err.upstream_headers = {name: headers[name] for name in _RETRY_HEADERS if name in headers}
         err.native_tools_rejected = self.req.is_openrouter and "tools" in self.req.kwargs and rejects_native_tools(body)
+        err.backpressure = "backpressure" in body.lower()
         return err
 
 

@@ -134,9 +134,12 @@ class Engine:
                 continue
             if not asm.has_content and not plan.empty_is_final(asm.finish_reason):
                 reason = RetryReason.EMPTY_STREAM if plan.streamed else RetryReason.EMPTY_RESPONSE
-                await self._dump(plan, state, reason.value)
-                if await self._retry_allowed(state, reason, state.retries.delay(reason)):
+                if not plan.streamed:
+                    await self._dump(plan, state, reason.value)
+                if await self._retry_allowed(state, reason, state.retries.delay(reason, state.attempts)):
                     continue
+                if plan.streamed:  # PC31: an empty stream is dumped once, when its retries are spent
+                    await self._dump(plan, state, reason.value)
             completion = plan.completion(asm, state.gateway())
             if not live:
                 yield completion
@@ -231,7 +234,7 @@ class Engine:
             raise err
         if reason is RetryReason.RATE_LIMIT:
             await self._dump(plan, state, "rate_limit")
-        delay = state.retries.delay(reason, err.upstream_headers)
+        delay = state.retries.delay(reason, state.attempts, err)
         exhausted = not state.retries.left(reason)
         if not await self._retry_allowed(state, reason, delay):
             err.attempts = state.attempts

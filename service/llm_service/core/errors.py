@@ -11,7 +11,8 @@ class LLMError(Exception):
 
     What the upstream said beyond the message rides along for the engine, never for the
     caller: `upstream_headers` (its retry-after headers, lower-cased) and
-    `native_tools_rejected` (OpenRouter has no endpoint taking tool definitions for the model).
+    `native_tools_rejected` (OpenRouter has no endpoint taking tool definitions for the model),
+    `backpressure` (the error says "backpressure": come back soon).
     """
 
     reason = "INTERNAL"
@@ -31,6 +32,7 @@ class LLMError(Exception):
         self.attempts = attempts
         self.upstream_headers: Mapping[str, str] = {}
         self.native_tools_rejected = False
+        self.backpressure = False  # the upstream said "backpressure" (Hive's proxy): retry soon
 
 
 class InvalidRequest(LLMError):

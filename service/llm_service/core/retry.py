@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
+from llm_service.core.errors import LLMError
 from llm_service.core.settings import RetryConfig
 
 
@@ -59,13 +60,26 @@ def _clamp(delay: float, max_delay_s: float) -> float:
     return min(max(delay, 0.0), max_delay_s)
 
 
-def backoff_delay(retry_index: int, cfg: RetryConfig, rng: random.Random | None = None) -> float:
-    """Exponential backoff base * 2^retry_index with jitter, clamped to [0, max_delay_s]."""
+def backoff_delay(retry_index: int, cfg: RetryConfig, rng: random.Random | None = None, jitter: bool = True) -> float:
+    """Exponential backoff base * 2^retry_index, times U(1 - jitter_ratio, 1 + jitter_ratio), then
+    clamped to [0, max_delay_s] (PC30: clamped after the jitter, so no wait passes the maximum)."""
     delay = cfg.backoff_base_s * (2 ** min(retry_index, 30))
-    if cfg.jitter_ratio:
-        r = rng.random() if rng is not None else random.random()
-        delay *= 1.0 - cfg.jitter_ratio + 2 * cfg.jitter_ratio * r
+    if jitter and cfg.jitter_ratio:
+        delay *= (rng or random).uniform(1.0 - cfg.jitter_ratio, 1.0 + cfg.jitter_ratio)
     return _clamp(delay, cfg.max_delay_s)
+
+
+SHORT_RETRY_AFTER_S = 5.0  # below it, concurrent callers told the same wait are spread apart
+BACKPRESSURE_WAIT_S = (1.0, 2.0)  # an upstream's "backpressure" error that came without a Retry-After
+
+
+def jittered_retry_after(asked_s: float, cfg: RetryConfig, rng: random.Random | None = None) -> float:
+    """PC30: a short Retry-After d becomes d × U(1.0, 1.5) + U(0, 0.5), so callers told the same
+    wait do not all come back at once; 5 s or more is kept as given. Clamped to [0, max_delay_s]."""
+    if asked_s >= SHORT_RETRY_AFTER_S or not cfg.retry_after_jitter:
+        return asked_s
+    r = rng or random
+    return _clamp(asked_s * r.uniform(1.0, 1.5) + r.uniform(0.0, 0.5), cfg.max_delay_s)
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,7 @@ class RetryLimits:
     """How many retries of each reason one call may make."""
 
     rate_limit: int
+    empty_response: int
     empty_stream: int
     transient: int
 
@@ -89,14 +104,17 @@ class RetryLimits:
             limit = min(limit, max(0, min(call_max, cap)))
         return cls(
             rate_limit=limit,
+            empty_response=min(cfg.empty_response_max_retries, limit),
             empty_stream=min(cfg.empty_stream_max_retries, limit),
             transient=min(cfg.transient_max_retries, limit),
         )
 
     def allowed(self, reason: RetryReason) -> int:
-        """Retries allowed for a reason. Empty responses share the rate-limit budget (as the reference)."""
-        if reason in (RetryReason.RATE_LIMIT, RetryReason.EMPTY_RESPONSE):
+        """Retries allowed for a reason; an empty whole answer has its own cap (PC31), apart from rate limits."""
+        if reason is RetryReason.RATE_LIMIT:
             return self.rate_limit
+        if reason is RetryReason.EMPTY_RESPONSE:
+            return self.empty_response
         if reason is RetryReason.EMPTY_STREAM:
             return self.empty_stream
         if reason is RetryReason.TRANSIENT:
@@ -146,21 +164,37 @@ class CallRetries:
     limits: RetryLimits
     deadline: Deadline
     cfg: RetryConfig
+    rng: random.Random | None = None
     made: dict[RetryReason, int] = field(default_factory=dict)
+    _rate_limited: tuple[int, LLMError] | None = None  # the last rate limit: its attempt and its error
 
     def left(self, reason: RetryReason) -> bool:
         """Whether the reason's limit allows another retry."""
         return self.made.get(reason, 0) < self.limits.allowed(reason)
 
-    def delay(self, reason: RetryReason, headers: Mapping[str, str] | None = None) -> float:
-        """The wait before the next retry: what the upstream asked for (PC12), else the reason's own
-        (a fixed pause for an empty stream, none for a tool-compat switch, backoff otherwise)."""
+    def delay(self, reason: RetryReason, attempt: int, err: LLMError | None = None) -> float:
+        """The wait before retrying after attempt number `attempt` failed for reason (err, if it failed):
+        - what the upstream asked for (PC12), a short ask jittered (PC30);
+        - an upstream's backpressure error without a header: U(1, 2) s (PC30);
+        - an empty stream right after a rate limit: as that rate limit asked (PC31); else a fixed pause;
+        - an empty whole answer: backoff without jitter (2, 4, 8 s at the default base, PC31);
+        - a tool-compat switch: none; anything else: jittered backoff."""
+        if reason is RetryReason.RATE_LIMIT and err is not None:
+            self._rate_limited = (attempt, err)
         if reason is RetryReason.EMPTY_STREAM:
-            return self.cfg.empty_stream_delay_s
+            if self._rate_limited is None or attempt - self._rate_limited[0] > 1:
+                return self.cfg.empty_stream_delay_s
+            reason, err = RetryReason.RATE_LIMIT, self._rate_limited[1]
         if reason is RetryReason.TOOL_COMPAT:
             return 0.0
-        asked = delay_from_headers(headers or {}, self.cfg.max_delay_s)
-        return asked if asked is not None else backoff_delay(self.made.get(reason, 0), self.cfg)
+        if err is not None:
+            asked = delay_from_headers(err.upstream_headers, self.cfg.max_delay_s)
+            if asked is not None:
+                return jittered_retry_after(asked, self.cfg, self.rng)
+            if err.backpressure:
+                return _clamp((self.rng or random).uniform(*BACKPRESSURE_WAIT_S), self.cfg.max_delay_s)
+        jitter = reason is not RetryReason.EMPTY_RESPONSE
+        return backoff_delay(self.made.get(reason, 0), self.cfg, self.rng, jitter=jitter)
 
     def allows(self, reason: RetryReason, delay_s: float) -> bool:
         """Whether a retry after delay_s is within the reason's limit and leaves time before the deadline (PC13)."""
