@@ -40,6 +40,7 @@ def test_wire_work_arounds_are_applied_at_start_up() -> None:
     assert report.groq_in_band_error_status and report.groq_answer_without_service_tier
     assert report.content_as_sent and report.stream_deltas_kept
     assert report.anthropic_server_tools_kept_out and report.anthropic_advisor_iterations_left_out
+    assert report.anthropic_in_band_error_status
     for module, attribute in TARGETS:
         owner, name = _owner(module, attribute)
         assert getattr(getattr(owner, name), "_llm_service_patched", False), attribute
@@ -62,7 +63,7 @@ def test_a_moved_target_stops_start_up_naming_the_litellm_version(
     [
         ("litellm.llms.anthropic.chat.transformation", "AnthropicConfig.calculate_usage", "advisor-iteration"),
         ("litellm.llms.anthropic.chat.transformation", "AnthropicConfig.extract_response_content", "server-tool"),
-        ("litellm.llms.anthropic.chat.handler", "ModelResponseIterator.chunk_parser", "server-tool"),
+        ("litellm.llms.anthropic.chat.handler", "ModelResponseIterator.chunk_parser", "in-band error status"),
         ("litellm.litellm_core_utils.streaming_handler", "CustomStreamWrapper.is_chunk_non_empty", "stream-delta"),
         ("litellm.litellm_core_utils.streaming_handler", "CustomStreamWrapper.chunk_creator", "stream-delta"),
         ("litellm.llms.groq.chat.transformation", "GroqChatCompletionStreamingHandler.chunk_parser", "in-band error"),
@@ -75,12 +76,14 @@ def test_a_work_around_that_no_longer_takes_effect_stops_start_up(
 ) -> None:
     # LiteLLM moved the behaviour elsewhere: the patched method is no longer the one that decides.
     owner, name = _owner(module, attribute)
-    original = getattr(owner, name).__wrapped__
+    patched = getattr(owner, name)
+    original = patched.__wrapped__
 
     def elsewhere(*args: Any, **kwargs: Any) -> Any:
         return original(*args, **kwargs)
 
-    elsewhere._llm_service_patched = True  # type: ignore[attr-defined]  # so install() does not wrap it again
+    # Marked as patched, so install() does not wrap it again: only the probe can tell.
+    elsewhere._llm_service_work_arounds = patched._llm_service_work_arounds  # type: ignore[attr-defined]
     monkeypatch.setattr(litellm_setup, "_REPORT", None)
     monkeypatch.setattr(owner, name, elsewhere)
     with pytest.raises(litellm_setup.LiteLLMInternalsMoved, match=words):

@@ -36,6 +36,11 @@ _ANTHROPIC_ERROR_STATUS = {
 }
 
 
+def anthropic_error_status(err: Any) -> int:
+    """The HTTP status an Anthropic error object's type stands for (500 for an unknown one)."""
+    return _ANTHROPIC_ERROR_STATUS.get(str(err.get("type")) if isinstance(err, dict) else "", 500)
+
+
 class UpstreamStreamError(Exception):
     """An error the upstream reported inside a 200 stream, with the status it stands for."""
 
@@ -258,8 +263,7 @@ class AnthropicStream:
             return Chunk(model=self.model, usage=usage, finish_reason=_finish(delta.get("stop_reason")))
         if kind == "error":
             err = obj.get("error") or {}
-            status = _ANTHROPIC_ERROR_STATUS.get(str(err.get("type")), 500)
-            raise UpstreamStreamError(status, str(err.get("message") or "stream error"))
+            raise UpstreamStreamError(anthropic_error_status(err), str(err.get("message") or "stream error"))
         return None
 
     def _block_start(self, obj: dict[str, Any]) -> Chunk | None:
@@ -307,7 +311,7 @@ def anthropic_response(body: bytes) -> Chunk:
         raise bad_response("a response that is not an object")
     if obj.get("type") == "error":
         err = obj.get("error") or {}
-        raise UpstreamStreamError(_ANTHROPIC_ERROR_STATUS.get(str(err.get("type")), 500), str(err.get("message") or "error"))
+        raise UpstreamStreamError(anthropic_error_status(err), str(err.get("message") or "error"))
     out = Chunk(model=obj.get("model") or "")
     text: list[str] = []
     reasoning: list[str] = []

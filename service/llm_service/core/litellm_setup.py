@@ -49,6 +49,7 @@ class SetupReport:
     stream_deltas_kept: bool
     anthropic_server_tools_kept_out: bool
     anthropic_advisor_iterations_left_out: bool
+    anthropic_in_band_error_status: bool
 
 
 _REPORT: SetupReport | None = None
@@ -72,10 +73,12 @@ def _wrap_once(owner: Any, name: str, wrap: Callable[[Any], Any], what: str) -> 
     original = vars(owner).get(name) if isinstance(owner, type) else getattr(owner, name, None)
     if not callable(original):
         raise _moved(what, f"{getattr(owner, '__name__', owner)}.{name} is gone")
-    if getattr(original, "_llm_service_patched", False):
+    applied = getattr(original, "_llm_service_work_arounds", ())  # two may wrap one function, each once
+    if what in applied:
         return True
     patched = functools.wraps(original)(wrap(original))
     patched._llm_service_patched = True  # type: ignore[attr-defined]
+    patched._llm_service_work_arounds = (*applied, what)  # type: ignore[attr-defined]
     setattr(owner, name, patched)
     return True
 
@@ -243,7 +246,7 @@ def _groq_answer_without_service_tier() -> bool:
     original = OpenAILikeChatConfig.__dict__.get("_transform_response")
     if not isinstance(original, staticmethod):
         raise _moved(what, "OpenAILikeChatConfig._transform_response is gone or no longer a staticmethod")
-    if not getattr(original.__func__, "_llm_service_patched", False):
+    if what not in getattr(original.__func__, "_llm_service_work_arounds", ()):
 
         @functools.wraps(original.__func__)
         def _transform_response(*args: Any, **kwargs: Any) -> Any:
@@ -253,6 +256,7 @@ def _groq_answer_without_service_tier() -> bool:
             return response
 
         _transform_response._llm_service_patched = True  # type: ignore[attr-defined]
+        _transform_response._llm_service_work_arounds = (what,)  # type: ignore[attr-defined]
         OpenAILikeChatConfig._transform_response = staticmethod(_transform_response)  # type: ignore[method-assign]
     import httpx
     from litellm.types.utils import ModelResponse
@@ -591,6 +595,45 @@ def _anthropic_advisor_iterations_left_out() -> bool:
     return True
 
 
+def _anthropic_in_band_error_status() -> bool:
+    """Give an error event inside an Anthropic stream the HTTP status its type stands for.
+
+    LiteLLM 1.106 raises every one as a 500 (llms/anthropic/chat/handler.py,
+    `ModelResponseIterator.chunk_parser`: "Anthropic API does not return a status code in the
+    chunk error"), so an `invalid_request_error` was retried as the upstream's trouble and an
+    `overloaded_error` reported as 500 where the direct path says 529. The status is now the
+    type's, as Anthropic gives it over HTTP (`fast_decode.anthropic_error_status`).
+    """
+    what = "the Anthropic in-band error status"
+    try:
+        from litellm.llms.anthropic.chat.handler import ModelResponseIterator
+        from litellm.llms.anthropic.common_utils import AnthropicError
+    except ImportError as exc:
+        raise _moved(what, str(exc)) from exc
+
+    from llm_service.core.fast_decode import anthropic_error_status
+
+    def wrap(original: Any) -> Any:
+        def chunk_parser(self: Any, chunk: dict[str, Any]) -> Any:
+            if isinstance(chunk, dict) and chunk.get("type") == "error":
+                err = chunk.get("error") or {}
+                message = err.get("message") if isinstance(err, dict) else None
+                raise AnthropicError(message=str(message or chunk), status_code=anthropic_error_status(err))
+            return original(self, chunk)
+
+        return chunk_parser
+
+    _wrap_once(ModelResponseIterator, "chunk_parser", wrap, what)
+    event = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    try:
+        ModelResponseIterator(streaming_response=iter(()), sync_stream=True).chunk_parser(event)
+    except AnthropicError as exc:
+        if exc.status_code == 529:
+            return True
+        raise _moved(what, f"an overloaded_error event was raised with status {exc.status_code!r}") from exc
+    raise _moved(what, "an error event was not raised")
+
+
 def _route_litellm_logs_to_the_service() -> None:
     """LiteLLM's records go through the service's JSON handler (one object per line, secrets redacted).
 
@@ -628,5 +671,6 @@ def install() -> SetupReport:
             stream_deltas_kept=_stream_deltas_kept(),
             anthropic_server_tools_kept_out=_anthropic_server_tools_kept_out(),
             anthropic_advisor_iterations_left_out=_anthropic_advisor_iterations_left_out(),
+            anthropic_in_band_error_status=_anthropic_in_band_error_status(),
         )
     return _REPORT
