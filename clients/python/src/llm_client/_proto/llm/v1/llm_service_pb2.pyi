@@ -431,7 +431,10 @@ class Usage(_message.Message):
     CACHE_CREATION_TOKENS_FIELD_NUMBER: _builtins.int
     REASONING_TOKENS_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
-    """Input (prompt) tokens, including cached ones."""
+    """Input (prompt) tokens, including cached ones. For Anthropic, summed over
+    the answering model's usage.iterations (a compaction counted, an advisor
+    model's iteration not).
+    """
     output_tokens: _builtins.int
     """Output (completion) tokens, including reasoning tokens."""
     cached_input_tokens: _builtins.int
@@ -671,9 +674,13 @@ class CompleteResponse(_message.Message):
     THINKING_BLOCKS_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """The answer's text."""
+    """The answer's text, as the provider sent it: a <think>...</think> inside
+    it stays text.
+    """
     reasoning: _builtins.str
-    """Reasoning (thinking) text, where the provider returns it."""
+    """Reasoning (thinking) text, where the provider returns it as reasoning (a
+    reasoning field, thinking parts or thinking blocks).
+    """
     finish_reason: Global___FinishReason.ValueType
     """Why the model stopped, normalised."""
     provider_finish_reason: _builtins.str
@@ -695,7 +702,10 @@ class CompleteResponse(_message.Message):
     """
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
-        """Tool calls the model made, in order."""
+        """Tool calls the model made, in order: calls of the request's tools only.
+        Tools the provider runs itself (Anthropic's server tools such as web
+        search or code execution) are never tool calls.
+        """
 
     @_builtins.property
     def usage(self) -> Global___Usage:
@@ -947,9 +957,8 @@ class Finish(_message.Message):
     cost_usd: _builtins.float
     """Cost in US dollars as priced by LiteLLM; 0 when unknown."""
     provider_model: _builtins.str
-    """The provider model that answered: as the provider named it where the
-    stream says (the direct path reads it from the stream; LiteLLM's path
-    reports the model the route asked for), else the model asked for.
+    """The provider model that answered: as the provider named it in the
+    stream, else the model the route asked for.
     """
     refusal: _builtins.str
     """The model's refusal, as in CompleteResponse.refusal (its text arrives
@@ -1041,7 +1050,9 @@ class StreamResponse(_message.Message):
 
     @_builtins.property
     def tool_call(self) -> Global___ToolCall:
-        """A complete tool call, sent after the upstream finished."""
+        """A complete tool call, sent after the upstream finished (the request's
+        tools only, as in CompleteResponse.tool_calls).
+        """
 
     @_builtins.property
     def text_end(self) -> Global___TextEnd:
