@@ -90,3 +90,19 @@ def test_a_route_names_its_transport_and_the_old_fast_path_key_says_what_it_beca
         parse_config({"routes": {"r": {"model": "openai/x", "transport": "fast"}}}, "t.yaml", {})
     with pytest.raises(ConfigError, match=r"routes\.r\.fast_path: expected transport: direct or transport: litellm"):
         parse_config({"routes": {"r": {"model": "openai/x", "fast_path": False}}}, "t.yaml", {})
+
+
+def test_a_route_of_several_deployments_is_validated_naming_route_and_deployment() -> None:
+    route = {
+        "model": "openai/x",
+        "deployments": [{"name": "a", "key": {"env": "A"}, "weight": 3}, {"name": "b", "api_base": "https://b.example/v1"}],
+    }
+    parsed = parse_config({"routes": {"r": route}}, "t.yaml", {"A": "sk-a"}).routes["r"]
+    a, b = (parsed.of(d) for d in parsed.deployments)
+    assert (a.deployment, a.key is not None and a.key.reveal(), parsed.deployments[0].weight) == ("a", "sk-a", 3)
+    assert (b.api_base, b.model) == ("https://b.example/v1", "openai/x"), "what a deployment leaves out is the route's"
+    twice = {"model": "openai/x", "deployments": [{"name": "a"}, {"name": "a"}]}
+    with pytest.raises(ConfigError, match=r"routes\.r\.deployments\[1\]\.name: expected a name of its own in this route"):
+        parse_config({"routes": {"r": twice}}, "t.yaml", {})
+    with pytest.raises(ConfigError, match=r"routes\.r\.deployments\[0\]\.weight: expected an integer > 0, got 0"):
+        parse_config({"routes": {"r": {"model": "openai/x", "deployments": [{"name": "a", "weight": 0}]}}}, "t.yaml", {})

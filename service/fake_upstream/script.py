@@ -44,7 +44,8 @@ class Script:
     disconnect_after_chunks drops the connection. fragment_tool_calls splits
     each call's arguments over several chunks; tool_index_zero gives every
     fragment index 0 (as LiteLLM's Responses bridge does). match_model makes
-    the script apply only to requests for that model. times repeats it.
+    the script apply only to requests for that model, match_key only to requests
+    sent with that provider key. times repeats it.
     """
 
     text: str = "Hello from the fake upstream."
@@ -72,6 +73,7 @@ class Script:
     keepalive_comments: bool = False
     disconnect_after_chunks: int | None = None
     match_model: str | None = None
+    match_key: str | None = None
     model: str = ""
     times: int = 1
 

@@ -108,10 +108,10 @@ class FakeUpstream:
         with self._changed:
             self._changed.notify_all()
 
-    def _next_script(self, model: str, last_user_text: str) -> Script:
+    def _next_script(self, model: str, last_user_text: str, key: str = "") -> Script:
         with self._lock:
             for i, s in enumerate(self._scripts):
-                if s.match_model is None or s.match_model == model:
+                if (s.match_model is None or s.match_model == model) and (s.match_key is None or s.match_key == key):
                     del self._scripts[i]
                     return s
         return scenario_for_model(model, last_user_text)
@@ -169,7 +169,7 @@ class FakeUpstream:
         if wire is None:
             self._finish(rec, "completed")
             return web.json_response({"error": {"message": f"fake upstream: no such path {request.path}"}}, status=404)
-        script = self._next_script(wire.model, _last_user_text(payload))
+        script = self._next_script(wire.model, _last_user_text(payload), _request_key(request.headers))
         try:
             return await self._answer(request, rec, script, wire)
         except (asyncio.CancelledError, ConnectionResetError):
@@ -344,3 +344,10 @@ def _last_user_text(payload: dict[str, Any]) -> str:
             if isinstance(parts, list):
                 return " ".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
     return ""
+
+
+def _request_key(headers: Any) -> str:
+    """The provider key a request was sent with: `x-api-key`, or the `Authorization` bearer token."""
+    key = headers.get("x-api-key") or ""
+    auth = headers.get("Authorization") or ""
+    return str(key or (auth[7:] if auth.lower().startswith("bearer ") else auth))

@@ -24,6 +24,7 @@ from llm_service.core.settings import (
     Check,
     ClaudeCodeConfig,
     CoreSettings,
+    Deployment,
     FileSecret,
     KeySource,
     ResilienceConfig,
@@ -304,6 +305,27 @@ def _parse_route(r: _Reader, name: str, environ: Mapping[str, str]) -> Route:
     model = r.get("model", str, None, "a LiteLLM model string such as openai/gpt-4o-mini", lambda v: bool(v.strip()))
     if model is None:
         r.fail("model", "a LiteLLM model string such as openai/gpt-4o-mini", None)
+    api_base, key_source, key, headers = _endpoint(r, environ)
+    fallbacks = r.get("fallbacks", list, [], "a list of route names")
+    if not all(isinstance(f, str) for f in fallbacks):
+        r.fail("fallbacks", "a list of route names", fallbacks)
+    route: Route = r.settings(
+        Route,
+        name=name,
+        model=model.strip(),
+        api_base=api_base,
+        key_source=key_source,
+        key=key,
+        headers=headers,
+        fallbacks=tuple(fallbacks),
+        deployments=_deployments(r, environ),
+    )
+    r.done()
+    return route
+
+
+def _endpoint(r: _Reader, environ: Mapping[str, str]) -> tuple[str, KeySource | None, Secret | None, tuple[tuple[str, str], ...]]:
+    """A route's or a deployment's api_base, key (where it comes from, and its value) and headers."""
     api_base = r.get("api_base", str, "", "an http(s) URL", lambda v: v.startswith(("http://", "https://")))
     key_source: KeySource | None = None
     key: Secret | None = None
@@ -322,21 +344,27 @@ def _parse_route(r: _Reader, name: str, environ: Mapping[str, str]) -> Route:
     for hk, hv in headers_raw.items():
         if not isinstance(hk, str) or not isinstance(hv, str):
             r.fail("headers", "a mapping of header names to strings", {hk: hv})
-    fallbacks = r.get("fallbacks", list, [], "a list of route names")
-    if not all(isinstance(f, str) for f in fallbacks):
-        r.fail("fallbacks", "a list of route names", fallbacks)
-    route: Route = r.settings(
-        Route,
-        name=name,
-        model=model.strip(),
-        api_base=api_base.rstrip("/"),
-        key_source=key_source,
-        key=key,
-        headers=tuple(sorted(headers_raw.items())),
-        fallbacks=tuple(fallbacks),
-    )
-    r.done()
-    return route
+    return api_base.rstrip("/"), key_source, key, tuple(sorted(headers_raw.items()))
+
+
+def _deployments(r: _Reader, environ: Mapping[str, str]) -> tuple[Deployment, ...]:
+    """The route's deployments: each a name (unique in the route), and what differs from the route."""
+    items = r.get("deployments", list, [], "a list of deployments (name, key, api_base, model, headers, weight)")
+    found: list[Deployment] = []
+    for i, item in enumerate(items):
+        d = _Reader(r.source, item, f"{r.key('deployments')}[{i}]")
+        name = d.get("name", str, "", "a deployment name of letters, digits and . _ : -", lambda v: bool(ROUTE_NAME_RE.match(v)))
+        if not name or any(other.name == name for other in found):
+            d.fail("name", "a name of its own in this route", name or None)
+        model = d.get("model", str, "", "a LiteLLM model string")
+        api_base, key_source, key, headers = _endpoint(d, environ)
+        found.append(
+            d.settings(
+                Deployment, name=name, model=model.strip(), api_base=api_base, key_source=key_source, key=key, headers=headers
+            )
+        )
+        d.done()
+    return tuple(found)
 
 
 def _read_key(source: KeySource, environ: Mapping[str, str]) -> Secret | None:

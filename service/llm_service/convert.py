@@ -285,7 +285,7 @@ def usage_to_proto(u: types.Usage) -> pb.Usage:
 
 def gateway_to_proto(g: types.GatewayInfo) -> pb.GatewayInfo:
     """GatewayInfo as protobuf."""
-    info = pb.GatewayInfo(route=g.route, attempts=g.attempts)
+    info = pb.GatewayInfo(route=g.route, attempts=g.attempts, deployment=g.deployment)
     info.upstream_duration.FromNanoseconds(int(g.upstream_s * 1e9))
     return info
 

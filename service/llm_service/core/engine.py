@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from llm_service.core import errors
 from llm_service.core.assembly import StreamAssembler
+from llm_service.core.deployments import DeploymentPool
 from llm_service.core.dumps import FailedRequestDumps
 from llm_service.core.observer import Observer
 from llm_service.core.plan import Plan, Planner
@@ -43,8 +44,8 @@ class _Call:
     attempts: int = 0
     upstream_s: float = 0.0
 
-    def gateway(self) -> GatewayInfo:
-        return GatewayInfo(route=self.route.name, attempts=self.attempts, upstream_s=self.upstream_s)
+    def gateway(self, deployment: str) -> GatewayInfo:
+        return GatewayInfo(self.route.name, self.attempts, self.upstream_s, deployment)
 
 
 class Engine:
@@ -65,6 +66,7 @@ class Engine:
         self.health = health
         self._observer = observer
         self._dumps = dumps
+        self._pools = {r.name: DeploymentPool(r) for r in settings.routes.values() if r.deployments}
 
     async def stream(self, route: Route, call: CallRequest, deadline: Deadline) -> AsyncGenerator[Event, None]:
         """Deltas as they come, then tool calls, text end and the finish; raises LLMError. A call
@@ -91,8 +93,7 @@ class Engine:
             try:
                 limits = RetryLimits.for_call(self._retry, self._cap, candidate.max_retries, call.max_retries)
                 state = _Call(candidate, CallRetries(limits, deadline, self._retry), deadline)
-                plan = self._planner.plan(candidate, call, streamed=live)
-                async for item in self._attempts(plan, state, live):
+                async for item in self._attempts(call, state, live):
                     sent = True
                     yield item
                 return
@@ -105,9 +106,18 @@ class Engine:
                 )
                 self._observer.fell_back(candidate, candidates[i + 1])
 
-    async def _attempts(self, plan: Plan, state: _Call, live: bool) -> AsyncGenerator[Event | Completion, None]:
-        """Attempts on one route until an answer (events when live, else one Completion) or a final failure."""
+    async def _attempts(self, call: CallRequest, state: _Call, live: bool) -> AsyncGenerator[Event | Completion, None]:
+        """Attempts on one route until an answer (events when live, else one Completion) or a final failure;
+        on a route of several deployments each attempt goes to the one its pool chooses."""
+        pool = self._pools.get(state.route.name)
+        plan: Plan | None = None
+        compat = False
+        tried: set[str] = set()
         while True:
+            target = state.route if pool is None else await pool.next(tried, state.deadline, state.attempts)
+            if plan is None or plan.route is not target or plan.tool_compat != compat:
+                plan = self._planner.plan(target, call, streamed=live, tool_compat_mode=compat)
+            tried.add(target.deployment)
             asm = StreamAssembler()
             sent = False
             try:
@@ -121,26 +131,28 @@ class Engine:
             except errors.LLMError as err:
                 if sent:
                     if policy_of(err).route_failure:
-                        self.health.failed(state.route)
+                        self.health.failed(plan.route)
                     err.attempts = state.attempts
                     raise
                 if err.native_tools_rejected and not plan.tool_compat:  # PC23: retried in compatibility mode
                     self._planner.compat_models.remember(plan.request.model)
                     log.warning("OpenRouter has no endpoint with native tools", extra={"route": state.route.name})
-                    if await self._retry_allowed(state, RetryReason.TOOL_COMPAT, 0.0):
-                        plan = self._planner.plan(plan.route, plan.call, streamed=live, tool_compat_mode=True)
+                    if await self._retry_allowed(plan, state, RetryReason.TOOL_COMPAT, 0.0):
+                        compat = True
                         continue
+                if pool is not None and await self._failed_over(pool, plan, state, err):
+                    continue
                 await self._after_failure(plan, state, err)
                 continue
             if not asm.has_content and not plan.empty_is_final(asm.finish_reason):
                 reason = RetryReason.EMPTY_STREAM if plan.streamed else RetryReason.EMPTY_RESPONSE
                 if not plan.streamed:
                     await self._dump(plan, state, reason.value)
-                if await self._retry_allowed(state, reason, state.retries.delay(reason, state.attempts)):
+                if await self._retry_allowed(plan, state, reason, state.retries.delay(reason, state.attempts)):
                     continue
                 if plan.streamed:  # PC31: an empty stream is dumped once, when its retries are spent
                     await self._dump(plan, state, reason.value)
-            completion = plan.completion(asm, state.gateway())
+            completion = plan.completion(asm, state.gateway(plan.route.deployment))
             if not live:
                 yield completion
             elif plan.streamed:
@@ -155,7 +167,7 @@ class Engine:
             return
 
     async def _whole_attempt(self, plan: Plan, state: _Call, asm: StreamAssembler) -> None:
-        probe = self.health.admit(state.route)
+        probe = self.health.admit(plan.route)
         state.attempts += 1
         started = time.monotonic()
         try:
@@ -163,13 +175,13 @@ class Engine:
         finally:
             state.upstream_s += time.monotonic() - started
             if probe:
-                self.health.released(state.route)
+                self.health.released(plan.route)
         asm.feed(answer)
         self._answered(plan, state, asm)
 
     async def _streamed_attempt(self, plan: Plan, state: _Call, asm: StreamAssembler) -> AsyncIterator[Event]:
         """One streamed attempt; its upstream stream is closed however the attempt ends."""
-        probe = self.health.admit(state.route)
+        probe = self.health.admit(plan.route)
         state.attempts += 1
         started = time.monotonic()
         upstream: UpstreamStream | None = None
@@ -199,12 +211,12 @@ class Engine:
             else:
                 await upstream.aclose()
             if probe:  # after an answer or a failure the breaker has moved on; this covers the rest
-                self.health.released(state.route)
+                self.health.released(plan.route)
 
     def _answered(self, plan: Plan, state: _Call, asm: StreamAssembler) -> None:
         """An attempt got an answer: the route is up, and what the upstream billed is reported, empty
         answers that are retried included (the provider bills them too)."""
-        self.health.answered(state.route)
+        self.health.answered(plan.route)
         usage = asm.usage or Usage()
         asm.cost_usd = cost_usd(plan.request.model, usage)
         if not usage.is_empty():
@@ -225,9 +237,9 @@ class Engine:
         """Count the failure for the route, then wait for the retry its policy allows, or raise it."""
         policy = policy_of(err)
         if policy.route_failure:
-            self.health.failed(state.route)
+            self.health.failed(plan.route)
         elif err.upstream_status is not None:
-            self.health.answered(state.route)  # it answered (4xx): the route is up, the request was the problem
+            self.health.answered(plan.route)  # it answered (4xx): the route is up, the request was the problem
         reason = policy.retry
         if reason is None:
             err.attempts = state.attempts
@@ -236,18 +248,32 @@ class Engine:
             await self._dump(plan, state, "rate_limit")
         delay = state.retries.delay(reason, state.attempts, err)
         exhausted = not state.retries.left(reason)
-        if not await self._retry_allowed(state, reason, delay):
+        if not await self._retry_allowed(plan, state, reason, delay):
             err.attempts = state.attempts
             if not exhausted or err.retry_after_s is None:
                 err.retry_after_s = delay
             raise err
 
-    async def _retry_allowed(self, state: _Call, reason: RetryReason, delay_s: float) -> bool:
+    async def _failed_over(self, pool: DeploymentPool, plan: Plan, state: _Call, err: errors.LLMError) -> bool:
+        """A deployment rate-limited or with its key refused: the retry goes to another at once, with
+        no wait and no dump (PC29); a 429 never counts towards a breaker. False: not such a failure."""
+        reason = pool.failed(plan.route.deployment, err, self._retry.max_delay_s)
+        if reason is None:
+            return False
+        if reason is RetryReason.RATE_LIMIT:
+            self.health.answered(plan.route)
+        if await self._retry_allowed(plan, state, reason, 0.0):
+            return True
+        err.attempts = state.attempts
+        err.retry_after_s = err.retry_after_s or pool.wake_in()
+        raise err
+
+    async def _retry_allowed(self, plan: Plan, state: _Call, reason: RetryReason, delay_s: float) -> bool:
         """Count, report and wait for one retry; False when its limit, the route's retry budget or the
         deadline forbids it."""
         if not state.retries.allows(reason, delay_s):
             return False
-        if reason in (RetryReason.RATE_LIMIT, RetryReason.TRANSIENT) and not self.health.of(state.route).budget.allows_retry():
+        if reason in (RetryReason.RATE_LIMIT, RetryReason.TRANSIENT) and not self.health.of(plan.route).budget.allows_retry():
             log.warning("retry budget spent", extra={"route": state.route.name, "reason": reason.value})
             return False
         state.retries.count(reason)

@@ -91,7 +91,9 @@ class Planner:
         if built.stream != streamed or (tool_compat_mode and "tools" in built.kwargs):
             req = self._build(route, call, streamed, tool_compat_mode)
         _refuse_image_urls_litellm_would_fetch(req, call)
-        prepared = (self._direct.prepare(route, req) if route.transport == "direct" else None) or self._litellm.prepare(route, req)
+        prepared = (self._direct.prepare(route, req) if route.transport == "direct" else None) or self._litellm.prepare(
+            route, req
+        )
         assert prepared is not None  # LiteLLM's transport carries every request
         return Plan(route, call, req, prepared, streamed, tool_compat_mode)
 

@@ -113,10 +113,11 @@ class RouteHealthBook:
         self._routes: dict[str, RouteHealth] = {}
 
     def of(self, route: Route) -> RouteHealth:
-        """The route's budget and breaker."""
-        found = self._routes.get(route.name)
+        """The budget and breaker of the route (or of the one deployment of it that `route` is)."""
+        key = f"{route.name}\x00{route.deployment}"  # each deployment of a route has its own
+        found = self._routes.get(key)
         if found is None:
-            found = self._routes[route.name] = RouteHealth.new(self._cfg)
+            found = self._routes[key] = RouteHealth.new(self._cfg)
         return found
 
     def admit(self, route: Route) -> bool:

@@ -26,6 +26,7 @@ class RetryReason(enum.Enum):
     EMPTY_STREAM = "empty_stream"
     TRANSIENT = "transient"
     TOOL_COMPAT = "tool_compat"
+    FAILOVER = "failover"  # to another deployment after the provider refused a deployment's key
 
 
 def delay_from_headers(headers: Mapping[str, str], max_delay_s: float, now: float | None = None) -> float | None:
@@ -111,7 +112,7 @@ class RetryLimits:
 
     def allowed(self, reason: RetryReason) -> int:
         """Retries allowed for a reason; an empty whole answer has its own cap (PC31), apart from rate limits."""
-        if reason is RetryReason.RATE_LIMIT:
+        if reason in (RetryReason.RATE_LIMIT, RetryReason.FAILOVER):
             return self.rate_limit
         if reason is RetryReason.EMPTY_RESPONSE:
             return self.empty_response

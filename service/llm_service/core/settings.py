@@ -7,6 +7,7 @@ valid value is, in the words an error message uses) together, with `setting`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -118,6 +119,20 @@ class KeySource:
 
 
 @dataclass(frozen=True)
+class Deployment:
+    """One place a route's calls can go: an endpoint with its own key (PC29's key pool is several
+    deployments on one endpoint). Empty fields take the route's."""
+
+    name: str
+    model: str = ""
+    api_base: str = ""
+    key_source: KeySource | None = None
+    key: Secret | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    weight: int = setting(1, POSITIVE_INT)
+
+
+@dataclass(frozen=True)
 class Route:
     """One route: a name callers use, and how the server reaches the provider for it."""
 
@@ -135,6 +150,23 @@ class Route:
     # "direct": the service's own HTTP client and decoders where they carry the route's wire
     # format (else LiteLLM, said once at WARNING); "litellm": always litellm.acompletion.
     transport: str = setting("direct", Check('"direct" or "litellm"', lambda v: v in ("direct", "litellm")))
+    deployments: tuple[Deployment, ...] = ()  # none: the route itself is its one deployment
+    deployment: str = ""  # set on the route as one deployment sees it (`of`): the deployment's name
+    rest_s: float = setting(60.0, POSITIVE_SECONDS)  # a rate-limited deployment's rest when the upstream asked none
+    key_out_s: float = setting(600.0, POSITIVE_SECONDS)  # a refused key's time out, unless its file changes first
+
+    def of(self, deployment: Deployment) -> Route:
+        """The route as one of its deployments is called: its endpoint, key, model and headers."""
+        return dataclasses.replace(
+            self,
+            model=deployment.model or self.model,
+            api_base=deployment.api_base or self.api_base,
+            key_source=deployment.key_source if deployment.key_source is not None else self.key_source,
+            key=deployment.key if deployment.key_source is not None else self.key,
+            headers=tuple(sorted(dict(self.headers + deployment.headers).items())),
+            deployments=(),
+            deployment=deployment.name,
+        )
 
     @property
     def provider(self) -> str:
@@ -143,7 +175,9 @@ class Route:
 
     @property
     def ready(self) -> bool:
-        """Whether the route has the key it needs."""
+        """Whether the route has the key it needs (a route of several deployments: any of them)."""
+        if self.deployments:
+            return any(self.of(d).ready for d in self.deployments)
         return self.key_source is None or (self.key is not None and bool(self.key.reveal()))
 
 

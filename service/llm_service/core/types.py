@@ -119,6 +119,7 @@ class GatewayInfo:
     route: str
     attempts: int
     upstream_s: float
+    deployment: str = ""  # the deployment that answered, by its configured name (routes with several)
 
 
 @dataclass(frozen=True)

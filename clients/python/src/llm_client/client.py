@@ -117,6 +117,7 @@ class Completion:
     attempts: int
     raw: pb.CompleteResponse
     refusal: str = ""  # the model declined (finish_reason is then FINISH_REASON_CONTENT_FILTER)
+    deployment: str = ""  # the route's deployment that answered, for a route with several
 
     @classmethod
     def from_proto(cls, r: pb.CompleteResponse) -> Completion:
@@ -133,6 +134,7 @@ class Completion:
             attempts=r.gateway.attempts,
             raw=r,
             refusal=r.refusal,
+            deployment=r.gateway.deployment,
         )
 
 

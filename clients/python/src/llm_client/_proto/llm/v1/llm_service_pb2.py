@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18llm/v1/llm_service.proto\x12\x06llm.v1\x1a\x1egoogle/protobuf/duration.proto\"\'\n\x08ImageUrl\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\".\n\x0bInlineImage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\"y\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12%\n\timage_url\x18\x02 \x01(\x0b\x32\x10.llm.v1.ImageUrlH\x00\x12+\n\x0cinline_image\x18\x03 \x01(\x0b\x32\x13.llm.v1.InlineImageH\x00\x42\x06\n\x04part\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"\x93\x01\n\x07Message\x12\x1a\n\x04role\x18\x01 \x01(\x0e\x32\x0c.llm.v1.Role\x12\"\n\x05parts\x18\x02 \x03(\x0b\x32\x13.llm.v1.ContentPart\x12$\n\ntool_calls\x18\x03 \x03(\x0b\x32\x10.llm.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\"B\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"S\n\nToolChoice\x12&\n\x04mode\x18\x01 \x01(\x0e\x32\x16.llm.v1.ToolChoiceModeH\x00\x12\x13\n\ttool_name\x18\x02 \x01(\tH\x00\x42\x08\n\x06\x63hoice\"C\n\x0eResponseFormat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bjson_schema\x18\x02 \x01(\t\x12\x0e\n\x06strict\x18\x03 \x01(\x08\"\x8a\x01\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x03 \x01(\x03\x12\x1d\n\x15\x63\x61\x63he_creation_tokens\x18\x04 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x05 \x01(\x03\"K\n\rThinkingBlock\x12\x10\n\x08thinking\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\t\x12\x15\n\rredacted_data\x18\x03 \x01(\t\"d\n\x0bGatewayInfo\x12\r\n\x05route\x18\x01 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x34\n\x11upstream_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x95\x04\n\x0f\x43ompleteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x08messages\x18\x02 \x03(\x0b\x32\x0f.llm.v1.Message\x12\x0e\n\x06system\x18\x03 \x01(\t\x12\x1b\n\x05tools\x18\x04 \x03(\x0b\x32\x0c.llm.v1.Tool\x12\'\n\x0btool_choice\x18\x05 \x01(\x0b\x32\x12.llm.v1.ToolChoice\x12\x17\n\nmax_tokens\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x08 \x01(\x01H\x02\x88\x01\x01\x12\x16\n\x0estop_sequences\x18\t \x03(\t\x12\x11\n\x04seed\x18\n \x01(\x03H\x03\x88\x01\x01\x12\x11\n\tjson_mode\x18\x0b \x01(\x08\x12/\n\x0fresponse_format\x18\x0c \x01(\x0b\x32\x16.llm.v1.ResponseFormat\x12\x18\n\x0bmax_retries\x18\r \x01(\x05H\x04\x88\x01\x01\x12\x37\n\x08metadata\x18\x0e \x03(\x0b\x32%.llm.v1.CompleteRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x0e\n\x0c_max_retries\"\xd5\x02\n\x10\x43ompleteResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12$\n\ntool_calls\x18\x02 \x03(\x0b\x32\x10.llm.v1.ToolCall\x12\x11\n\treasoning\x18\x03 \x01(\t\x12+\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x14.llm.v1.FinishReason\x12\x1e\n\x16provider_finish_reason\x18\x05 \x01(\t\x12\x1c\n\x05usage\x18\x06 \x01(\x0b\x32\r.llm.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x07 \x01(\x01\x12\x16\n\x0eprovider_model\x18\x08 \x01(\t\x12$\n\x07gateway\x18\t \x01(\x0b\x32\x13.llm.v1.GatewayInfo\x12.\n\x0fthinking_blocks\x18\n \x03(\x0b\x32\x15.llm.v1.ThinkingBlock\x12\x0f\n\x07refusal\x18\x0b \x01(\t\"\x91\x04\n\rStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x08messages\x18\x02 \x03(\x0b\x32\x0f.llm.v1.Message\x12\x0e\n\x06system\x18\x03 \x01(\t\x12\x1b\n\x05tools\x18\x04 \x03(\x0b\x32\x0c.llm.v1.Tool\x12\'\n\x0btool_choice\x18\x05 \x01(\x0b\x32\x12.llm.v1.ToolChoice\x12\x17\n\nmax_tokens\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x08 \x01(\x01H\x02\x88\x01\x01\x12\x16\n\x0estop_sequences\x18\t \x03(\t\x12\x11\n\x04seed\x18\n \x01(\x03H\x03\x88\x01\x01\x12\x11\n\tjson_mode\x18\x0b \x01(\x08\x12/\n\x0fresponse_format\x18\x0c \x01(\x0b\x32\x16.llm.v1.ResponseFormat\x12\x18\n\x0bmax_retries\x18\r \x01(\x05H\x04\x88\x01\x01\x12\x35\n\x08metadata\x18\x0e \x03(\x0b\x32#.llm.v1.StreamRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x0e\n\x0c_max_retries\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x1e\n\x0eReasoningDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"\t\n\x07TextEnd\"\x84\x02\n\x06\x46inish\x12+\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x14.llm.v1.FinishReason\x12\x1e\n\x16provider_finish_reason\x18\x02 \x01(\t\x12\x1c\n\x05usage\x18\x03 \x01(\x0b\x32\r.llm.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\x12\x16\n\x0eprovider_model\x18\x05 \x01(\t\x12$\n\x07gateway\x18\x06 \x01(\x0b\x32\x13.llm.v1.GatewayInfo\x12.\n\x0fthinking_blocks\x18\x07 \x03(\x0b\x32\x15.llm.v1.ThinkingBlock\x12\x0f\n\x07refusal\x18\x08 \x01(\t\"<\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x89\x02\n\x0eStreamResponse\x12\'\n\ntext_delta\x18\x01 \x01(\x0b\x32\x11.llm.v1.TextDeltaH\x00\x12\x31\n\x0freasoning_delta\x18\x02 \x01(\x0b\x32\x16.llm.v1.ReasoningDeltaH\x00\x12%\n\ttool_call\x18\x03 \x01(\x0b\x32\x10.llm.v1.ToolCallH\x00\x12#\n\x08text_end\x18\x04 \x01(\x0b\x32\x0f.llm.v1.TextEndH\x00\x12 \n\x06\x66inish\x18\x05 \x01(\x0b\x32\x0e.llm.v1.FinishH\x00\x12$\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x13.llm.v1.StreamErrorH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"a\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x16\n\x0eprovider_model\x18\x03 \x01(\t\x12\r\n\x05ready\x18\x04 \x01(\x08\x12\x11\n\tfallbacks\x18\x05 \x03(\t\"3\n\x12ListModelsResponse\x12\x1d\n\x06models\x18\x01 \x03(\x0b\x32\r.llm.v1.Model\"s\n\x12\x43ountTokensRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x08messages\x18\x02 \x03(\x0b\x32\x0f.llm.v1.Message\x12\x0e\n\x06system\x18\x03 \x01(\t\x12\x1b\n\x05tools\x18\x04 \x03(\x0b\x32\x0c.llm.v1.Tool\"U\n\x13\x43ountTokensResponse\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12(\n\x06method\x18\x02 \x01(\x0e\x32\x18.llm.v1.TokenCountMethod*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02\x12\r\n\tROLE_TOOL\x10\x03\x12\x0f\n\x0bROLE_SYSTEM\x10\x04*\xb8\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x04\x12\x17\n\x13\x46INISH_REASON_OTHER\x10\x05*\x87\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03*w\n\x10TokenCountMethod\x12\"\n\x1eTOKEN_COUNT_METHOD_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTOKEN_COUNT_METHOD_LITELLM\x10\x01\x12\x1f\n\x1bTOKEN_COUNT_METHOD_ESTIMATE\x10\x02\x32\x93\x02\n\nLLMService\x12=\n\x08\x43omplete\x12\x17.llm.v1.CompleteRequest\x1a\x18.llm.v1.CompleteResponse\x12\x39\n\x06Stream\x12\x15.llm.v1.StreamRequest\x1a\x16.llm.v1.StreamResponse0\x01\x12\x43\n\nListModels\x12\x19.llm.v1.ListModelsRequest\x1a\x1a.llm.v1.ListModelsResponse\x12\x46\n\x0b\x43ountTokens\x12\x1a.llm.v1.CountTokensRequest\x1a\x1b.llm.v1.CountTokensResponseBb\n\x15\x64\x65v.llmservice.llm.v1B\x0fLlmServiceProtoP\x01Z6github.com/llm-service/llm-service/gen/go/llm/v1;llmv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18llm/v1/llm_service.proto\x12\x06llm.v1\x1a\x1egoogle/protobuf/duration.proto\"\'\n\x08ImageUrl\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\".\n\x0bInlineImage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\"y\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12%\n\timage_url\x18\x02 \x01(\x0b\x32\x10.llm.v1.ImageUrlH\x00\x12+\n\x0cinline_image\x18\x03 \x01(\x0b\x32\x13.llm.v1.InlineImageH\x00\x42\x06\n\x04part\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"\x93\x01\n\x07Message\x12\x1a\n\x04role\x18\x01 \x01(\x0e\x32\x0c.llm.v1.Role\x12\"\n\x05parts\x18\x02 \x03(\x0b\x32\x13.llm.v1.ContentPart\x12$\n\ntool_calls\x18\x03 \x03(\x0b\x32\x10.llm.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\"B\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"S\n\nToolChoice\x12&\n\x04mode\x18\x01 \x01(\x0e\x32\x16.llm.v1.ToolChoiceModeH\x00\x12\x13\n\ttool_name\x18\x02 \x01(\tH\x00\x42\x08\n\x06\x63hoice\"C\n\x0eResponseFormat\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bjson_schema\x18\x02 \x01(\t\x12\x0e\n\x06strict\x18\x03 \x01(\x08\"\x8a\x01\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x03 \x01(\x03\x12\x1d\n\x15\x63\x61\x63he_creation_tokens\x18\x04 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x05 \x01(\x03\"K\n\rThinkingBlock\x12\x10\n\x08thinking\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\t\x12\x15\n\rredacted_data\x18\x03 \x01(\t\"x\n\x0bGatewayInfo\x12\r\n\x05route\x18\x01 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x34\n\x11upstream_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\ndeployment\x18\x04 \x01(\t\"\x95\x04\n\x0f\x43ompleteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x08messages\x18\x02 \x03(\x0b\x32\x0f.llm.v1.Message\x12\x0e\n\x06system\x18\x03 \x01(\t\x12\x1b\n\x05tools\x18\x04 \x03(\x0b\x32\x0c.llm.v1.Tool\x12\'\n\x0btool_choice\x18\x05 \x01(\x0b\x32\x12.llm.v1.ToolChoice\x12\x17\n\nmax_tokens\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x08 \x01(\x01H\x02\x88\x01\x01\x12\x16\n\x0estop_sequences\x18\t \x03(\t\x12\x11\n\x04seed\x18\n \x01(\x03H\x03\x88\x01\x01\x12\x11\n\tjson_mode\x18\x0b \x01(\x08\x12/\n\x0fresponse_format\x18\x0c \x01(\x0b\x32\x16.llm.v1.ResponseFormat\x12\x18\n\x0bmax_retries\x18\r \x01(\x05H\x04\x88\x01\x01\x12\x37\n\x08metadata\x18\x0e \x03(\x0b\x32%.llm.v1.CompleteRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x0e\n\x0c_max_retries\"\xd5\x02\n\x10\x43ompleteResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12$\n\ntool_calls\x18\x02 \x03(\x0b\x32\x10.llm.v1.ToolCall\x12\x11\n\treasoning\x18\x03 \x01(\t\x12+\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x14.llm.v1.FinishReason\x12\x1e\n\x16provider_finish_reason\x18\x05 \x01(\t\x12\x1c\n\x05usage\x18\x06 \x01(\x0b\x32\r.llm.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x07 \x01(\x01\x12\x16\n\x0eprovider_model\x18\x08 \x01(\t\x12$\n\x07gateway\x18\t \x01(\x0b\x32\x13.llm.v1.GatewayInfo\x12.\n\x0fthinking_blocks\x18\n \x03(\x0b\x32\x15.llm.v1.ThinkingBlock\x12\x0f\n\x07refusal\x18\x0b \x01(\t\"\x91\x04\n\rStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x08messages\x18\x02 \x03(\x0b\x32\x0f.llm.v1.Message\x12\x0e\n\x06system\x18\x03 \x01(\t\x12\x1b\n\x05tools\x18\x04 \x03(\x0b\x32\x0c.llm.v1.Tool\x12\'\n\x0btool_choice\x18\x05 \x01(\x0b\x32\x12.llm.v1.ToolChoice\x12\x17\n\nmax_tokens\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x08 \x01(\x01H\x02\x88\x01\x01\x12\x16\n\x0estop_sequences\x18\t \x03(\t\x12\x11\n\x04seed\x18\n \x01(\x03H\x03\x88\x01\x01\x12\x11\n\tjson_mode\x18\x0b \x01(\x08\x12/\n\x0fresponse_format\x18\x0c \x01(\x0b\x32\x16.llm.v1.ResponseFormat\x12\x18\n\x0bmax_retries\x18\r \x01(\x05H\x04\x88\x01\x01\x12\x35\n\x08metadata\x18\x0e \x03(\x0b\x32#.llm.v1.StreamRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x0e\n\x0c_max_retries\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x1e\n\x0eReasoningDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"\t\n\x07TextEnd\"\x84\x02\n\x06\x46inish\x12+\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x14.llm.v1.FinishReason\x12\x1e\n\x16provider_finish_reason\x18\x02 \x01(\t\x12\x1c\n\x05usage\x18\x03 \x01(\x0b\x32\r.llm.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\x12\x16\n\x0eprovider_model\x18\x05 \x01(\t\x12$\n\x07gateway\x18\x06 \x01(\x0b\x32\x13.llm.v1.GatewayInfo\x12.\n\x0fthinking_blocks\x18\x07 \x03(\x0b\x32\x15.llm.v1.ThinkingBlock\x12\x0f\n\x07refusal\x18\x08 \x01(\t\"<\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x89\x02\n\x0eStreamResponse\x12\'\n\ntext_delta\x18\x01 \x01(\x0b\x32\x11.llm.v1.TextDeltaH\x00\x12\x31\n\x0freasoning_delta\x18\x02 \x01(\x0b\x32\x16.llm.v1.ReasoningDeltaH\x00\x12%\n\ttool_call\x18\x03 \x01(\x0b\x32\x10.llm.v1.ToolCallH\x00\x12#\n\x08text_end\x18\x04 \x01(\x0b\x32\x0f.llm.v1.TextEndH\x00\x12 \n\x06\x66inish\x18\x05 \x01(\x0b\x32\x0e.llm.v1.FinishH\x00\x12$\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x13.llm.v1.StreamErrorH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"a\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x16\n\x0eprovider_model\x18\x03 \x01(\t\x12\r\n\x05ready\x18\x04 \x01(\x08\x12\x11\n\tfallbacks\x18\x05 \x03(\t\"3\n\x12ListModelsResponse\x12\x1d\n\x06models\x18\x01 \x03(\x0b\x32\r.llm.v1.Model\"s\n\x12\x43ountTokensRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x08messages\x18\x02 \x03(\x0b\x32\x0f.llm.v1.Message\x12\x0e\n\x06system\x18\x03 \x01(\t\x12\x1b\n\x05tools\x18\x04 \x03(\x0b\x32\x0c.llm.v1.Tool\"U\n\x13\x43ountTokensResponse\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12(\n\x06method\x18\x02 \x01(\x0e\x32\x18.llm.v1.TokenCountMethod*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02\x12\r\n\tROLE_TOOL\x10\x03\x12\x0f\n\x0bROLE_SYSTEM\x10\x04*\xb8\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x04\x12\x17\n\x13\x46INISH_REASON_OTHER\x10\x05*\x87\x01\n\x0eToolChoiceMode\x12 \n\x1cTOOL_CHOICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15TOOL_CHOICE_MODE_AUTO\x10\x01\x12\x19\n\x15TOOL_CHOICE_MODE_NONE\x10\x02\x12\x1d\n\x19TOOL_CHOICE_MODE_REQUIRED\x10\x03*w\n\x10TokenCountMethod\x12\"\n\x1eTOKEN_COUNT_METHOD_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTOKEN_COUNT_METHOD_LITELLM\x10\x01\x12\x1f\n\x1bTOKEN_COUNT_METHOD_ESTIMATE\x10\x02\x32\x93\x02\n\nLLMService\x12=\n\x08\x43omplete\x12\x17.llm.v1.CompleteRequest\x1a\x18.llm.v1.CompleteResponse\x12\x39\n\x06Stream\x12\x15.llm.v1.StreamRequest\x1a\x16.llm.v1.StreamResponse0\x01\x12\x43\n\nListModels\x12\x19.llm.v1.ListModelsRequest\x1a\x1a.llm.v1.ListModelsResponse\x12\x46\n\x0b\x43ountTokens\x12\x1a.llm.v1.CountTokensRequest\x1a\x1b.llm.v1.CountTokensResponseBb\n\x15\x64\x65v.llmservice.llm.v1B\x0fLlmServiceProtoP\x01Z6github.com/llm-service/llm-service/gen/go/llm/v1;llmv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,14 +37,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPLETEREQUEST_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_STREAMREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_STREAMREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_ROLE']._serialized_start=3486
-  _globals['_ROLE']._serialized_end=3581
-  _globals['_FINISHREASON']._serialized_start=3584
-  _globals['_FINISHREASON']._serialized_end=3768
-  _globals['_TOOLCHOICEMODE']._serialized_start=3771
-  _globals['_TOOLCHOICEMODE']._serialized_end=3906
-  _globals['_TOKENCOUNTMETHOD']._serialized_start=3908
-  _globals['_TOKENCOUNTMETHOD']._serialized_end=4027
+  _globals['_ROLE']._serialized_start=3506
+  _globals['_ROLE']._serialized_end=3601
+  _globals['_FINISHREASON']._serialized_start=3604
+  _globals['_FINISHREASON']._serialized_end=3788
+  _globals['_TOOLCHOICEMODE']._serialized_start=3791
+  _globals['_TOOLCHOICEMODE']._serialized_end=3926
+  _globals['_TOKENCOUNTMETHOD']._serialized_start=3928
+  _globals['_TOKENCOUNTMETHOD']._serialized_end=4047
   _globals['_IMAGEURL']._serialized_start=68
   _globals['_IMAGEURL']._serialized_end=107
   _globals['_INLINEIMAGE']._serialized_start=109
@@ -66,39 +66,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_THINKINGBLOCK']._serialized_start=855
   _globals['_THINKINGBLOCK']._serialized_end=930
   _globals['_GATEWAYINFO']._serialized_start=932
-  _globals['_GATEWAYINFO']._serialized_end=1032
-  _globals['_COMPLETEREQUEST']._serialized_start=1035
-  _globals['_COMPLETEREQUEST']._serialized_end=1568
-  _globals['_COMPLETEREQUEST_METADATAENTRY']._serialized_start=1455
-  _globals['_COMPLETEREQUEST_METADATAENTRY']._serialized_end=1502
-  _globals['_COMPLETERESPONSE']._serialized_start=1571
-  _globals['_COMPLETERESPONSE']._serialized_end=1912
-  _globals['_STREAMREQUEST']._serialized_start=1915
-  _globals['_STREAMREQUEST']._serialized_end=2444
-  _globals['_STREAMREQUEST_METADATAENTRY']._serialized_start=1455
-  _globals['_STREAMREQUEST_METADATAENTRY']._serialized_end=1502
-  _globals['_TEXTDELTA']._serialized_start=2446
-  _globals['_TEXTDELTA']._serialized_end=2471
-  _globals['_REASONINGDELTA']._serialized_start=2473
-  _globals['_REASONINGDELTA']._serialized_end=2503
-  _globals['_TEXTEND']._serialized_start=2505
-  _globals['_TEXTEND']._serialized_end=2514
-  _globals['_FINISH']._serialized_start=2517
-  _globals['_FINISH']._serialized_end=2777
-  _globals['_STREAMERROR']._serialized_start=2779
-  _globals['_STREAMERROR']._serialized_end=2839
-  _globals['_STREAMRESPONSE']._serialized_start=2842
-  _globals['_STREAMRESPONSE']._serialized_end=3107
-  _globals['_LISTMODELSREQUEST']._serialized_start=3109
-  _globals['_LISTMODELSREQUEST']._serialized_end=3128
-  _globals['_MODEL']._serialized_start=3130
-  _globals['_MODEL']._serialized_end=3227
-  _globals['_LISTMODELSRESPONSE']._serialized_start=3229
-  _globals['_LISTMODELSRESPONSE']._serialized_end=3280
-  _globals['_COUNTTOKENSREQUEST']._serialized_start=3282
-  _globals['_COUNTTOKENSREQUEST']._serialized_end=3397
-  _globals['_COUNTTOKENSRESPONSE']._serialized_start=3399
-  _globals['_COUNTTOKENSRESPONSE']._serialized_end=3484
-  _globals['_LLMSERVICE']._serialized_start=4030
-  _globals['_LLMSERVICE']._serialized_end=4305
+  _globals['_GATEWAYINFO']._serialized_end=1052
+  _globals['_COMPLETEREQUEST']._serialized_start=1055
+  _globals['_COMPLETEREQUEST']._serialized_end=1588
+  _globals['_COMPLETEREQUEST_METADATAENTRY']._serialized_start=1475
+  _globals['_COMPLETEREQUEST_METADATAENTRY']._serialized_end=1522
+  _globals['_COMPLETERESPONSE']._serialized_start=1591
+  _globals['_COMPLETERESPONSE']._serialized_end=1932
+  _globals['_STREAMREQUEST']._serialized_start=1935
+  _globals['_STREAMREQUEST']._serialized_end=2464
+  _globals['_STREAMREQUEST_METADATAENTRY']._serialized_start=1475
+  _globals['_STREAMREQUEST_METADATAENTRY']._serialized_end=1522
+  _globals['_TEXTDELTA']._serialized_start=2466
+  _globals['_TEXTDELTA']._serialized_end=2491
+  _globals['_REASONINGDELTA']._serialized_start=2493
+  _globals['_REASONINGDELTA']._serialized_end=2523
+  _globals['_TEXTEND']._serialized_start=2525
+  _globals['_TEXTEND']._serialized_end=2534
+  _globals['_FINISH']._serialized_start=2537
+  _globals['_FINISH']._serialized_end=2797
+  _globals['_STREAMERROR']._serialized_start=2799
+  _globals['_STREAMERROR']._serialized_end=2859
+  _globals['_STREAMRESPONSE']._serialized_start=2862
+  _globals['_STREAMRESPONSE']._serialized_end=3127
+  _globals['_LISTMODELSREQUEST']._serialized_start=3129
+  _globals['_LISTMODELSREQUEST']._serialized_end=3148
+  _globals['_MODEL']._serialized_start=3150
+  _globals['_MODEL']._serialized_end=3247
+  _globals['_LISTMODELSRESPONSE']._serialized_start=3249
+  _globals['_LISTMODELSRESPONSE']._serialized_end=3300
+  _globals['_COUNTTOKENSREQUEST']._serialized_start=3302
+  _globals['_COUNTTOKENSREQUEST']._serialized_end=3417
+  _globals['_COUNTTOKENSRESPONSE']._serialized_start=3419
+  _globals['_COUNTTOKENSRESPONSE']._serialized_end=3504
+  _globals['_LLMSERVICE']._serialized_start=4050
+  _globals['_LLMSERVICE']._serialized_end=4325
 # @@protoc_insertion_point(module_scope)

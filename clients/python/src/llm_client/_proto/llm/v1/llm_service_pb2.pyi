@@ -504,10 +504,15 @@ class GatewayInfo(_message.Message):
     ROUTE_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     UPSTREAM_DURATION_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
     route: _builtins.str
     """The route that served the call (a fallback route when one was used)."""
     attempts: _builtins.int
     """Upstream requests made, including retries (1 when nothing was retried)."""
+    deployment: _builtins.str
+    """The deployment of the route that answered, by its configured name; empty for a route
+    with one deployment. Never a key.
+    """
     @_builtins.property
     def upstream_duration(self) -> _duration_pb2.Duration:
         """Time spent waiting on the upstream, retry waits excluded."""
@@ -518,10 +523,11 @@ class GatewayInfo(_message.Message):
         route: _builtins.str = ...,
         attempts: _builtins.int = ...,
         upstream_duration: _duration_pb2.Duration | None = ...,
+        deployment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["upstream_duration", b"upstream_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "route", b"route", "upstream_duration", b"upstream_duration"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "deployment", b"deployment", "route", b"route", "upstream_duration", b"upstream_duration"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
