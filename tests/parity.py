@@ -50,6 +50,7 @@ ITEMS = {
     "PC26": "failed-request dumps: off by default, no secrets, newest 50",
     "PC27": "token estimate: LiteLLM's counter, else characters / 4",
     "PC28": "LiteLLM work-arounds applied once, tested; a work-around whose target moved stops start-up",
+    "PC29": "key pools: a 429 rests its key as asked and the retry takes another at once; all resting waits",
     "PC30": "short Retry-After jittered, backoff jittered, clamped after the jitter; backpressure 1-2 s",
     "PC31": "empty whole answers capped at 3 apart from rate limits; empty stream dumped once; after a 429 waits as asked",
 }
