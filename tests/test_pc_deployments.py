@@ -119,3 +119,18 @@ def test_pc29_a_refused_key_is_taken_out_until_its_file_changes(
         deployments = {c.complete("pool", [user_msg()], timeout=30).deployment for _ in range(2)}
         assert deployments == {"a", "b"}, "the new key brought it back"
         assert fake.requests()[0].headers["Authorization"] in (f"Bearer {fresh}", f"Bearer {KEY_B}")
+
+
+@on_both_paths
+def test_a_silent_first_deployment_is_abandoned_at_the_first_token_timeout_for_another(
+    fake: FakeUpstream, tmp_path: Path, path: ServerPath
+) -> None:
+    with custom_server(fake, path=path, routes=_pool(fake, tmp_path, first_token_timeout_s=0.5)) as (_, c):
+        _text(c, "stream"), _text(c, "stream")  # a, then b: LiteLLM's first call in a process is slow to start
+        fake.reset()
+        fake.script(Script(text="late", first_byte_delay_s=5, match_key=KEY_A), Script(text="from b", match_key=KEY_B))
+        assert _text(c, "stream") == ("from b", "b")
+    silent, answered = fake.requests()
+    assert answered.started_at - silent.started_at >= 0.45, "abandoned at the timeout, not before"
+    fake.wait_for(lambda rs: rs[0].ended_at is not None, timeout_s=2)
+    assert fake.requests()[0].outcome == "aborted", "the silent request was closed"

@@ -156,7 +156,7 @@ class Config:
         )
 
 
-_KINDS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "int | None": int}
+_KINDS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "int | None": int, "float | None": float}
 
 
 class _Reader:

@@ -185,23 +185,32 @@ class Engine:
         state.attempts += 1
         started = time.monotonic()
         upstream: UpstreamStream | None = None
+        first_token_s = plan.route.first_token_timeout_s
         try:
-            upstream = await plan.prepared.stream(state.deadline)
-            state.upstream_s += time.monotonic() - started
-            chunks = aiter(upstream)
-            while True:
-                waited = time.monotonic()
-                try:
-                    chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    break
-                finally:
-                    state.upstream_s += time.monotonic() - waited
-                for event in asm.feed(chunk):
-                    yield event
+            async with asyncio.timeout(first_token_s) as first_token:  # off once the first chunk is in
+                upstream = await plan.prepared.stream(state.deadline)
+                state.upstream_s += time.monotonic() - started
+                chunks = aiter(upstream)
+                while True:
+                    waited = time.monotonic()
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        state.upstream_s += time.monotonic() - waited
+                    first_token.reschedule(None)
+                    for event in asm.feed(chunk):
+                        yield event
             if asm.usage is None:
                 asm.usage = upstream.fallback_usage(asm, finished=True)
             self._answered(plan, state, asm)
+        except TimeoutError:
+            if first_token_s is None or not first_token.expired():
+                raise
+            raise errors.FirstTokenTimeout(
+                f"the upstream sent nothing within {first_token_s:g} s (the route's first_token_timeout_s)"
+            ) from None
         except (asyncio.CancelledError, GeneratorExit):
             self._bill_cancelled(plan, state, asm, upstream)
             raise

@@ -156,6 +156,12 @@ class RouteTimeout(UpstreamUnavailable):
     """A call with no deadline of its own ran past its route's timeout_s: the upstream took too long."""
 
 
+class FirstTokenTimeout(UpstreamUnavailable):
+    """The upstream sent nothing within the route's first_token_timeout_s; another deployment may."""
+
+    reason = "UPSTREAM_FIRST_TOKEN_TIMEOUT"
+
+
 class UpstreamStalled(UpstreamUnavailable):
     """The provider went silent mid-answer for longer than the route's idle timeout."""
 

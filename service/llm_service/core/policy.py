@@ -49,6 +49,8 @@ POLICIES: dict[type[errors.LLMError], FailurePolicy] = {
     errors.UpstreamUnavailable: _TRANSIENT,
     errors.UpstreamBadResponse: _TRANSIENT,
     errors.UpstreamStalled: _TRANSIENT,
+    # A slow first token: the next attempt (another deployment first) or a fallback may be quicker.
+    errors.FirstTokenTimeout: FailurePolicy(retry=RetryReason.FIRST_TOKEN, route_failure=True, fall_back=True),
     # The breaker refused the attempt: nothing reached the upstream, so nothing is counted.
     errors.CircuitOpen: FailurePolicy(retry=None, route_failure=False, fall_back=True),
     # The call's own time is spent: no retry, and the fallback loop stops on a spent deadline.

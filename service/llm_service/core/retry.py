@@ -27,6 +27,7 @@ class RetryReason(enum.Enum):
     TRANSIENT = "transient"
     TOOL_COMPAT = "tool_compat"
     FAILOVER = "failover"  # to another deployment after the provider refused a deployment's key
+    FIRST_TOKEN = "first_token"  # nothing within the route's first_token_timeout_s
 
 
 def delay_from_headers(headers: Mapping[str, str], max_delay_s: float, now: float | None = None) -> float | None:
@@ -118,7 +119,7 @@ class RetryLimits:
             return self.empty_response
         if reason is RetryReason.EMPTY_STREAM:
             return self.empty_stream
-        if reason is RetryReason.TRANSIENT:
+        if reason in (RetryReason.TRANSIENT, RetryReason.FIRST_TOKEN):
             return self.transient
         return 1
 

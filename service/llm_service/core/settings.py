@@ -154,6 +154,8 @@ class Route:
     deployment: str = ""  # set on the route as one deployment sees it (`of`): the deployment's name
     rest_s: float = setting(60.0, POSITIVE_SECONDS)  # a rate-limited deployment's rest when the upstream asked none
     key_out_s: float = setting(600.0, POSITIVE_SECONDS)  # a refused key's time out, unless its file changes first
+    # A streamed attempt with no first chunk within it is abandoned and retried elsewhere (None: no limit).
+    first_token_timeout_s: float | None = setting(None, POSITIVE_SECONDS)
 
     def of(self, deployment: Deployment) -> Route:
         """The route as one of its deployments is called: its endpoint, key, model and headers."""
