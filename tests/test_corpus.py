@@ -168,6 +168,7 @@ class Seen:
     usage: dict[str, int] | None = None
     refusal: str | None = ""
     thinking_blocks: list[tuple[str, str, str]] | None = None
+    model: str | None = None  # the model the answer names (provider_model)
     error: str = ""  # the gRPC status code name when the call failed
     message: str = ""  # and the status message the caller read
 
@@ -282,6 +283,7 @@ def read_openai_chat(body: str, kind: str) -> Seen:
     finish = ""
     if kind == "whole":
         obj = json.loads(body)
+        seen.model = obj.get("model") or None
         choice = (obj.get("choices") or [{}])[0]
         message = choice.get("message") or {}
         _openai_content(seen, message.get("content"))
@@ -304,6 +306,7 @@ def read_openai_chat(body: str, kind: str) -> Seen:
             return seen
         if obj.get("usage"):
             seen.usage = _openai_usage(obj["usage"])
+        seen.model = obj.get("model") or seen.model
         for choice in obj.get("choices") or []:
             if choice.get("index", 0) != 0:
                 continue
@@ -385,6 +388,7 @@ def read_anthropic(body: str, kind: str) -> Seen:
             elif kind_ == "tool_use":
                 seen.tool_calls.append(Call(block.get("id"), block.get("name") or "", json.dumps(block.get("input") or {})))
         seen.usage = _anthropic_usage(obj.get("usage") or {})
+        seen.model = obj.get("model") or None
         _anthropic_finish(seen, obj.get("stop_reason") or "")
         return seen
     blocks: dict[int, dict[str, Any]] = {}
@@ -398,6 +402,7 @@ def read_anthropic(body: str, kind: str) -> Seen:
             return seen
         if event == "message_start":
             usage.update((obj.get("message") or {}).get("usage") or {})
+            seen.model = (obj.get("message") or {}).get("model") or None
         elif event == "content_block_start":
             block = dict(obj.get("content_block") or {})
             block["_args"] = ""
@@ -559,6 +564,7 @@ def call(client: LLMClient, rec: Recording, exp: Seen) -> Seen:
             got.tool_calls = [Call(t.id, t.name, t.arguments_json) for t in answer.tool_calls]
             got.finish, got.refusal = FINISH_NAMES[answer.finish_reason], answer.refusal
             got.usage, got.thinking_blocks = _usage(answer.usage), _blocks(answer.thinking_blocks)
+            got.model = answer.provider_model
             return got
         for event in client.stub.Stream(pb.StreamRequest(**fields), timeout=30):
             which = event.WhichOneof("event")
@@ -571,6 +577,7 @@ def call(client: LLMClient, rec: Recording, exp: Seen) -> Seen:
             elif which == "finish":
                 got.finish, got.refusal = FINISH_NAMES[event.finish.finish_reason], event.finish.refusal
                 got.usage, got.thinking_blocks = _usage(event.finish.usage), _blocks(event.finish.thinking_blocks)
+                got.model = event.finish.provider_model
             elif which == "error":
                 got.error, got.message = event.error.code, event.error.message
     except grpc.RpcError as err:
@@ -585,7 +592,7 @@ def differences(exp: Seen, got: Seen) -> list[str]:
             return []
         return [f"outcome: got {got.error or 'OK'} {got.message!r:.200}, expected {exp.error or 'OK'}"]
     out = []
-    for name in ("text", "reasoning", "finish", "refusal"):
+    for name in ("text", "reasoning", "finish", "refusal", "model"):
         want, have = getattr(exp, name), getattr(got, name)
         if want is not None and want != have:
             out.append(f"{name}: got {have!r:.160}, expected {want!r:.160}")

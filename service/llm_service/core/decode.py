@@ -95,12 +95,15 @@ def _reasoning(message: Any) -> str:
     return ""
 
 
-def _upstream_model(obj: Any) -> str:
-    """The model the upstream named: LiteLLM's stream chunks carry the route's model in `model`
-    and the upstream's in their hidden params."""
-    hidden = getattr(obj, "_hidden_params", None)
+def _upstream_model(chunk: Any) -> str:
+    """The model the upstream named in its stream; "" when this chunk does not say.
+
+    LiteLLM sets every stream chunk's `model` to the model the route asked for and keeps the
+    upstream's in the chunk's hidden params (not on the chunks it makes itself at the end).
+    """
+    hidden = getattr(chunk, "_hidden_params", None)
     named = hidden.get("provider_response_model") if isinstance(hidden, dict) else None
-    return named if isinstance(named, str) and named else getattr(obj, "model", "") or ""
+    return named if isinstance(named, str) else ""
 
 
 def decode_stream_chunk(chunk: Any) -> Chunk:
