@@ -105,6 +105,12 @@ class Seen:
     def breaker_changed(self, route: Route, state: BreakerState) -> None:
         self.breaker.append((route.name, state))
 
+    def deployment_changed(self, route: Route, deployment: str, up: bool, reason: str) -> None:
+        pass
+
+    def deployment_attempted(self, route: Route, deployment: str, upstream_s: float) -> None:
+        pass
+
 
 def _config(**route_extra: Any) -> Config:
     routes = {

@@ -134,3 +134,24 @@ def test_a_silent_first_deployment_is_abandoned_at_the_first_token_timeout_for_a
     assert answered.started_at - silent.started_at >= 0.45, "abandoned at the timeout, not before"
     fake.wait_for(lambda rs: rs[0].ended_at is not None, timeout_s=2)
     assert fake.requests()[0].outcome == "aborted", "the silent request was closed"
+
+
+def test_deployment_metrics_say_which_is_up_which_rests_and_why(fake: FakeUpstream, tmp_path: Path) -> None:
+    from tests.support.metrics import scrape, total
+
+    fake.script(Script(status=429, headers={"retry-after": "1"}, match_key=KEY_A), Script(text="ok", times=2))
+    with custom_server(fake, routes=_pool(fake, tmp_path)) as (srv, c):
+        c.complete("pool", [user_msg()], timeout=30)
+        assert srv.running is not None
+        port = srv.running.metrics_port
+        resting = scrape(port)
+        time.sleep(1.2)
+        woke = scrape(port)
+
+    def up(samples: Any, deployment: str) -> float:
+        return total(samples, "llm_deployment_up", route="pool", deployment=deployment)
+
+    assert (up(resting, "a"), up(resting, "b")) == (0.0, 1.0)
+    assert total(resting, "llm_deployment_out_total", route="pool", deployment="a", reason="rate_limit") == 1.0
+    assert total(resting, "llm_deployment_upstream_seconds_count", route="pool", deployment="a") == 1.0
+    assert up(woke, "a") == 1.0, "back up when its rest is over, without waiting for a call"

@@ -87,6 +87,23 @@ class Metrics:
         self.breaker = Gauge(
             "llm_circuit_breaker_state", "0 closed, 1 open, 2 half-open.", ["route"], multiprocess_mode="max", registry=r
         )
+        self.deployment_up = Gauge(
+            "llm_deployment_up",
+            "1 while a deployment of a route may be called, 0 while it rests (rate-limited) or is out (key refused).",
+            ["route", "deployment"],
+            multiprocess_mode="min",
+            registry=r,
+        )
+        self.deployment_out = Counter(
+            "llm_deployment_out", "Deployments taken out of use, by why.", ["route", "deployment", "reason"], registry=r
+        )
+        self.deployment_seconds = Histogram(
+            "llm_deployment_upstream_seconds",
+            "Upstream attempts on each deployment, and how long each waited on it.",
+            ["route", "deployment"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.shed = Counter("llm_shed_requests", "Calls rejected at once by load shedding.", ["rpc"], registry=r)
         self.grpc_started = Counter(
             "grpc_server_started", "RPCs started.", ["grpc_type", "grpc_service", "grpc_method"], registry=r
@@ -126,6 +143,10 @@ class Metrics:
             for rpc in ("Complete", "Stream"):
                 self.requests.labels(rpc, route.name, route.provider, "OK")
             self.breaker.labels(route.name).set(0)
+            for deployment in route.deployments:
+                self.deployment_up.labels(route.name, deployment.name).set(1)
+                for why in ("rate_limit", "key_refused"):
+                    self.deployment_out.labels(route.name, deployment.name, why)
 
     # --- recording -----------------------------------------------------------------------------
 
@@ -136,6 +157,16 @@ class Metrics:
     def fell_back(self, route: Route, to: Route) -> None:
         """A call moved from route to its fallback."""
         self.fallbacks.labels(route.name, to.name).inc()
+
+    def deployment_changed(self, route: Route, deployment: str, up: bool, reason: str) -> None:
+        """A deployment went out of use or came back."""
+        self.deployment_up.labels(route.name, deployment).set(1 if up else 0)
+        if reason:
+            self.deployment_out.labels(route.name, deployment, reason).inc()
+
+    def deployment_attempted(self, route: Route, deployment: str, upstream_s: float) -> None:
+        """One upstream attempt on a deployment."""
+        self.deployment_seconds.labels(route.name, deployment).observe(upstream_s)
 
     def breaker_changed(self, route: Route, state: BreakerState) -> None:
         """A route's circuit breaker changed state."""

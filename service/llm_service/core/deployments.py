@@ -30,8 +30,14 @@ def fingerprint(key: str) -> str:
 class DeploymentPool:
     """One route's deployments, each as the route calls it (`Route.of`)."""
 
-    def __init__(self, route: Route, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        route: Route,
+        on_change: Callable[[Route, str, bool, str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.route = route
+        self._on_change = on_change  # (route, deployment, up, why it went out or "")
         self._clock = clock
         self._views = {d.name: route.of(d) for d in route.deployments}
         self._weights = {d.name: d.weight for d in route.deployments}
@@ -96,6 +102,7 @@ class DeploymentPool:
                 return False
             del self._out[name]
             log.warning("deployment back in", extra={"route": self.route.name, "deployment": name})
+            self._on_change(self.route, name, True, "")
         return view.ready
 
     def rest(self, name: str, seconds: float | None) -> None:
@@ -103,16 +110,23 @@ class DeploymentPool:
         rest_s = self.route.rest_s if seconds is None else seconds
         self._resting_until[name] = self._clock() + rest_s
         log.info("deployment resting", extra={"route": self.route.name, "deployment": name, "rest_s": round(rest_s, 3)})
+        self._on_change(self.route, name, False, "rate_limit")
+        asyncio.get_running_loop().call_later(rest_s, self._woke, name)
 
     def take_out(self, name: str) -> None:
         """The provider refused the deployment's key: out until the key changes, or for key_out_s."""
         view = self._views[name]
         key = view.key.reveal() if view.key is not None else ""
         self._out[name] = (self._clock() + self.route.key_out_s, key)
+        self._on_change(self.route, name, False, "key_refused")
         log.warning(
             "deployment out: the provider refused its key",
             extra={"route": self.route.name, "deployment": name, "key": fingerprint(key)},
         )
+
+    def _woke(self, name: str) -> None:
+        if self.available(name):
+            self._on_change(self.route, name, True, "")
 
     def wake_in(self) -> float | None:
         """Seconds until the soonest resting deployment may be called again; None when none rests."""

@@ -66,7 +66,7 @@ class Engine:
         self.health = health
         self._observer = observer
         self._dumps = dumps
-        self._pools = {r.name: DeploymentPool(r) for r in settings.routes.values() if r.deployments}
+        self._pools = {r.name: DeploymentPool(r, observer.deployment_changed) for r in settings.routes.values() if r.deployments}
 
     async def stream(self, route: Route, call: CallRequest, deadline: Deadline) -> AsyncGenerator[Event, None]:
         """Deltas as they come, then tool calls, text end and the finish; raises LLMError. A call
@@ -174,8 +174,7 @@ class Engine:
             answer = await plan.prepared.complete(state.deadline)
         finally:
             state.upstream_s += time.monotonic() - started
-            if probe:
-                self.health.released(plan.route)
+            self._attempt_ended(plan, state, probe, started)
         asm.feed(answer)
         self._answered(plan, state, asm)
 
@@ -219,8 +218,15 @@ class Engine:
                 state.upstream_s += time.monotonic() - started
             else:
                 await upstream.aclose()
-            if probe:  # after an answer or a failure the breaker has moved on; this covers the rest
-                self.health.released(plan.route)
+            self._attempt_ended(plan, state, probe, started)
+
+    def _attempt_ended(self, plan: Plan, state: _Call, probe: bool, started: float) -> None:
+        """However an attempt ended: a half-open probe it held is given back (after an answer or a failure
+        the breaker has moved on already; this covers the caller's deadline and cancellation)."""
+        if probe:
+            self.health.released(plan.route)
+        if plan.route.deployment:
+            self._observer.deployment_attempted(state.route, plan.route.deployment, time.monotonic() - started)
 
     def _answered(self, plan: Plan, state: _Call, asm: StreamAssembler) -> None:
         """An attempt got an answer: the route is up, and what the upstream billed is reported, empty
