@@ -155,3 +155,35 @@ def test_deployment_metrics_say_which_is_up_which_rests_and_why(fake: FakeUpstre
     assert total(resting, "llm_deployment_out_total", route="pool", deployment="a", reason="rate_limit") == 1.0
     assert total(resting, "llm_deployment_upstream_seconds_count", route="pool", deployment="a") == 1.0
     assert up(woke, "a") == 1.0, "back up when its rest is over, without waiting for a call"
+
+
+def test_least_inflight_sends_fewer_calls_to_a_slow_deployment(fake: FakeUpstream, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    fake.script(
+        Script(text="slow", first_byte_delay_s=0.3, match_key=KEY_A, times=60), Script(text="fast", match_key=KEY_B, times=60)
+    )
+    with custom_server(fake, routes=_pool(fake, tmp_path, balance="least_inflight")) as (_, c):
+        with ThreadPoolExecutor(8) as workers:
+            answered = list(workers.map(lambda _: c.complete("pool", [user_msg()], timeout=30).deployment, range(48)))
+    assert answered.count("a") < len(answered) / 4, answered.count("a")
+
+
+def test_a_deployment_back_from_a_rest_regains_its_share_gradually() -> None:
+    from llm_service.config import parse_config
+    from llm_service.core.deployments import DeploymentPool
+
+    now = [0.0]
+    route = {"model": "openai/x", "ramp_s": 10, "deployments": [{"name": "a"}, {"name": "b"}]}
+    pool = DeploymentPool(parse_config({"routes": {"r": route}}, "t", {}).routes["r"], lambda *_: None, clock=lambda: now[0])
+    pool._resting_until["a"] = 5.0  # as rest() leaves it (its timer needs a running loop)
+    now[0] = 5.0
+    pool._woke("a")
+
+    def share(at: float, calls: int = 100) -> float:
+        now[0] = at
+        picks = [target.deployment for target in (pool.choose() for _ in range(calls)) if target is not None]
+        return picks.count("a") / calls
+
+    early, later, whole = share(5.5), share(12.0), share(20.0)
+    assert early < 0.15 < later < 0.45 < whole, (early, later, whole)

@@ -1,8 +1,10 @@
 """A route's deployments: which one the next attempt goes to, and which are resting or out.
 
-The choice is smooth weighted round-robin (nginx's: over time each deployment gets its
-weight's share, spread evenly) over the deployments available now, those the call has not
-tried yet first, so a retry goes elsewhere. A rate-limited deployment rests for the wait
+The choice (`balance`) is smooth weighted round-robin (nginx's: over time each deployment
+gets its weight's share, spread evenly; one back from a rest ramps up to its weight over the
+route's `ramp_s`) or least in-flight with a moving average of the wait for the first answer
+breaking ties, over the deployments available now, those the call has not tried yet first,
+so a retry goes elsewhere. A rate-limited deployment rests for the wait
 the upstream asked for, else the route's `rest_s` (PC29); a deployment whose key the
 provider refused (401, 402, 403) is out until its key changes (a key file re-read) or for
 the route's `key_out_s`. Keys are only ever shown as a fingerprint, their last 4 characters.
@@ -20,6 +22,7 @@ from llm_service.core.retry import Deadline, RetryReason, delay_from_headers
 from llm_service.core.settings import Route
 
 log = logging.getLogger(__name__)
+LATENCY_EWMA_WEIGHT = 0.3  # of the newest sample in the moving average of first-answer waits
 
 
 def fingerprint(key: str) -> str:
@@ -44,6 +47,9 @@ class DeploymentPool:
         self._current = dict.fromkeys(self._views, 0.0)
         self._resting_until: dict[str, float] = {}
         self._out: dict[str, tuple[float, str]] = {}  # name -> (until, the key that was refused)
+        self._back_at: dict[str, float] = {}  # when a deployment came back from a rest or from out
+        self._inflight = dict.fromkeys(self._views, 0)
+        self._latency_s = dict.fromkeys(self._views, 0.0)  # moving average of the wait for the first answer
 
     def choose(self, tried: Container[str] = ()) -> Route | None:
         """The deployment for the next attempt, or None when none is available now."""
@@ -52,12 +58,35 @@ class DeploymentPool:
         if not available:
             return None
         fresh = [name for name in available if name not in tried] or available
-        total = sum(self._weights[name] for name in fresh)
+        if self.route.balance == "least_inflight":
+            best = min(fresh, key=lambda name: (self._inflight[name], self._latency_s[name]))
+            return self._views[best]
+        weights = {name: self._weight(name, now) for name in fresh}
+        total = sum(weights.values())
         for name in fresh:
-            self._current[name] += self._weights[name]
+            self._current[name] += weights[name]
         best = max(fresh, key=lambda name: self._current[name])
         self._current[best] -= total
         return self._views[best]
+
+    def _weight(self, name: str, now: float) -> float:
+        """The deployment's weight, ramped back from a tenth to whole over ramp_s after it came back,
+        so a deployment back from a rest is not handed its whole share at once."""
+        back = self._back_at.get(name)
+        if back is None or now - back >= self.route.ramp_s:
+            return float(self._weights[name])
+        return self._weights[name] * max(0.1, (now - back) / self.route.ramp_s)
+
+    def started(self, name: str) -> None:
+        """An attempt on the deployment began."""
+        self._inflight[name] += 1
+
+    def ended(self, name: str, first_byte_s: float | None) -> None:
+        """An attempt on the deployment ended; first_byte_s (its wait for the first answer) feeds the
+        latency average that breaks ties between equally busy deployments."""
+        self._inflight[name] -= 1
+        if first_byte_s is not None:
+            self._latency_s[name] += LATENCY_EWMA_WEIGHT * (first_byte_s - self._latency_s[name])
 
     async def next(self, tried: Container[str], deadline: Deadline, attempts: int) -> Route:
         """The deployment for the next attempt; when every one rests, after waiting for the soonest
@@ -101,6 +130,7 @@ class DeploymentPool:
             if now < until and current == refused:
                 return False
             del self._out[name]
+            self._back_at[name] = now
             log.warning("deployment back in", extra={"route": self.route.name, "deployment": name})
             self._on_change(self.route, name, True, "")
         return view.ready
@@ -126,6 +156,7 @@ class DeploymentPool:
 
     def _woke(self, name: str) -> None:
         if self.available(name):
+            self._back_at[name] = self._clock()
             self._on_change(self.route, name, True, "")
 
     def wake_in(self) -> float | None:

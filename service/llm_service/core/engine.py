@@ -167,22 +167,23 @@ class Engine:
             return
 
     async def _whole_attempt(self, plan: Plan, state: _Call, asm: StreamAssembler) -> None:
-        probe = self.health.admit(plan.route)
-        state.attempts += 1
+        probe = self._attempt_started(plan, state)
         started = time.monotonic()
+        answered_s: float | None = None
         try:
             answer = await plan.prepared.complete(state.deadline)
+            answered_s = time.monotonic() - started
         finally:
             state.upstream_s += time.monotonic() - started
-            self._attempt_ended(plan, state, probe, started)
+            self._attempt_ended(plan, state, probe, started, answered_s)
         asm.feed(answer)
         self._answered(plan, state, asm)
 
     async def _streamed_attempt(self, plan: Plan, state: _Call, asm: StreamAssembler) -> AsyncIterator[Event]:
         """One streamed attempt; its upstream stream is closed however the attempt ends."""
-        probe = self.health.admit(plan.route)
-        state.attempts += 1
+        probe = self._attempt_started(plan, state)
         started = time.monotonic()
+        first_s: float | None = None
         upstream: UpstreamStream | None = None
         first_token_s = plan.route.first_token_timeout_s
         try:
@@ -198,7 +199,9 @@ class Engine:
                         break
                     finally:
                         state.upstream_s += time.monotonic() - waited
-                    first_token.reschedule(None)
+                    if first_s is None:
+                        first_s = time.monotonic() - started
+                        first_token.reschedule(None)
                     for event in asm.feed(chunk):
                         yield event
             if asm.usage is None:
@@ -218,14 +221,23 @@ class Engine:
                 state.upstream_s += time.monotonic() - started
             else:
                 await upstream.aclose()
-            self._attempt_ended(plan, state, probe, started)
+            self._attempt_ended(plan, state, probe, started, first_s)
 
-    def _attempt_ended(self, plan: Plan, state: _Call, probe: bool, started: float) -> None:
+    def _attempt_started(self, plan: Plan, state: _Call) -> bool:
+        """Admit an attempt (or raise CircuitOpen) and count it; True when it is the breaker's probe."""
+        probe = self.health.admit(plan.route)
+        state.attempts += 1
+        if plan.route.deployment:
+            self._pools[state.route.name].started(plan.route.deployment)
+        return probe
+
+    def _attempt_ended(self, plan: Plan, state: _Call, probe: bool, started: float, first_s: float | None) -> None:
         """However an attempt ended: a half-open probe it held is given back (after an answer or a failure
         the breaker has moved on already; this covers the caller's deadline and cancellation)."""
         if probe:
             self.health.released(plan.route)
         if plan.route.deployment:
+            self._pools[state.route.name].ended(plan.route.deployment, first_s)
             self._observer.deployment_attempted(state.route, plan.route.deployment, time.monotonic() - started)
 
     def _answered(self, plan: Plan, state: _Call, asm: StreamAssembler) -> None:

@@ -152,6 +152,10 @@ class Route:
     transport: str = setting("direct", Check('"direct" or "litellm"', lambda v: v in ("direct", "litellm")))
     deployments: tuple[Deployment, ...] = ()  # none: the route itself is its one deployment
     deployment: str = ""  # set on the route as one deployment sees it (`of`): the deployment's name
+    balance: str = setting(
+        "round_robin", Check('"round_robin" (weighted) or "least_inflight"', lambda v: v in ("round_robin", "least_inflight"))
+    )
+    ramp_s: float = setting(30.0, POSITIVE_SECONDS)  # a deployment back from a rest regains its weight over this
     rest_s: float = setting(60.0, POSITIVE_SECONDS)  # a rate-limited deployment's rest when the upstream asked none
     key_out_s: float = setting(600.0, POSITIVE_SECONDS)  # a refused key's time out, unless its file changes first
     # A streamed attempt with no first chunk within it is abandoned and retried elsewhere (None: no limit).
