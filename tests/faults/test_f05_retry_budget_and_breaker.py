@@ -150,3 +150,13 @@ def test_f05_breaker_admits_calls_again_however_its_probe_ended(
         answered = client.complete("openai", [user_msg()], timeout=30)
         assert answered.text, f"the breaker let a call through after a probe ended by {ending}"
         assert len(fake.requests()) == 5
+
+
+def test_f05_rate_limits_never_open_the_breaker(fake: FakeUpstream) -> None:
+    # A rate limit is the upstream asking for less traffic, not an outage (issue 18: five 429s with
+    # retry-after 1 opened the breaker and everyone got 30 s of UPSTREAM_CIRCUIT_OPEN).
+    fake.script(Script(status=429, headers={"retry-after": "0"}, times=5), Script(text="ok", times=2))
+    with custom_server(fake, resilience={"breaker_failures": 3}) as (_, c):
+        assert c.complete("openai", [user_msg()], timeout=30).text == "ok"
+        assert c.complete("openai", [user_msg()], timeout=30).text == "ok", "no UPSTREAM_CIRCUIT_OPEN after the 429s"
+    assert len(fake.requests()) == 7

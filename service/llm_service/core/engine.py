@@ -130,8 +130,8 @@ class Engine:
                     await self._whole_attempt(plan, state, asm)
             except errors.LLMError as err:
                 if sent:
-                    if policy_of(err).route_failure:
-                        self.health.failed(plan.route)
+                    if (failed := policy_of(err)).route_failure:
+                        self.health.failed(plan.route, failed.trips_breaker)
                     err.attempts = state.attempts
                     raise
                 if err.native_tools_rejected and not plan.tool_compat:  # PC23: retried in compatibility mode
@@ -264,7 +264,7 @@ class Engine:
         """Count the failure for the route, then wait for the retry its policy allows, or raise it."""
         policy = policy_of(err)
         if policy.route_failure:
-            self.health.failed(plan.route)
+            self.health.failed(plan.route, policy.trips_breaker)
         elif err.upstream_status is not None:
             self.health.answered(plan.route)  # it answered (4xx): the route is up, the request was the problem
         reason = policy.retry

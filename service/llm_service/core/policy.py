@@ -1,9 +1,10 @@
 """What the engine does after each kind of failure: one table, one row per `LLMError` class.
 
 A row says whether the failure is retried (and under which reason, whose limit and
-metric label apply), whether it counts against the route's retry budget and circuit
-breaker (the upstream did not answer well), and whether a fallback route may do better
-when nothing was sent to the caller yet. A class without a row of its own takes its
+metric label apply), whether it is taken from the route's retry budget (the upstream did
+not answer well), whether it counts towards opening the circuit breaker (the upstream is
+down: a rate limit is not an outage, so it does not), and whether a fallback route may do
+better when nothing was sent to the caller yet. A class without a row of its own takes its
 nearest ancestor's; `tests/test_policy.py` checks that every class has one.
 """
 
@@ -20,8 +21,9 @@ class FailurePolicy:
     """What follows one failed attempt."""
 
     retry: RetryReason | None  # None: the failure is final for this route
-    route_failure: bool  # taken from the route's retry budget and counted by its breaker
+    route_failure: bool  # taken from the route's retry budget
     fall_back: bool  # the next fallback route may be tried
+    trips_breaker: bool = True  # a route_failure that also counts towards opening the breaker
 
 
 _FINAL = FailurePolicy(retry=None, route_failure=False, fall_back=False)
@@ -45,7 +47,8 @@ POLICIES: dict[type[errors.LLMError], FailurePolicy] = {
     errors.DeadlineExceeded: _FINAL,
     # Another model may have the larger window.
     errors.ContextWindowExceeded: FailurePolicy(retry=None, route_failure=False, fall_back=True),
-    errors.RateLimited: FailurePolicy(retry=RetryReason.RATE_LIMIT, route_failure=True, fall_back=True),
+    # The upstream asked for less traffic: it is not down, so the breaker does not open for it.
+    errors.RateLimited: FailurePolicy(retry=RetryReason.RATE_LIMIT, route_failure=True, fall_back=True, trips_breaker=False),
     errors.UpstreamUnavailable: _TRANSIENT,
     errors.UpstreamBadResponse: _TRANSIENT,
     errors.UpstreamStalled: _TRANSIENT,

@@ -134,12 +134,14 @@ class RouteHealthBook:
             )
         return breaker.state is BreakerState.HALF_OPEN
 
-    def failed(self, route: Route) -> None:
-        """The upstream did not answer well: one from the budget, one towards opening the breaker."""
+    def failed(self, route: Route, trips_breaker: bool = True) -> None:
+        """The upstream did not answer well: one from the budget and, for an outage (not a rate
+        limit), one towards opening the breaker."""
         health = self.of(route)
         before = health.breaker.state
         health.budget.failed()
-        health.breaker.failed()
+        if trips_breaker:
+            health.breaker.failed()
         self._moved(route, before)
 
     def answered(self, route: Route) -> None:
