@@ -53,14 +53,14 @@ def test_pc29_a_rate_limited_key_rests_as_asked_and_the_next_attempt_takes_anoth
     fake: FakeUpstream, tmp_path: Path, path: ServerPath, rpc: str
 ) -> None:
     fake.script(Script(status=429, headers={"retry-after": "1"}, match_key=KEY_A), Script(text="from b", times=5))
-    with custom_server(fake, path=path, routes=_pool(fake, tmp_path)) as (_, c):
+    with custom_server(fake, path=path, routes=_pool(fake, tmp_path, ramp_s=0.2)) as (_, c):
         assert _text(c, rpc) == ("from b", "b")
         first, second = (r.started_at for r in fake.requests())
         assert second - first < 0.5, "no wait for the 1 s asked: the retry went to the other key at once"
         for _ in range(3):
             _text(c, rpc)  # within the rest: only b
         assert _keys(fake) == ["a", "b", "b", "b", "b"]
-        time.sleep(1.1)
+        time.sleep(1.3)  # the rest, then the ramp back to its whole weight
         fake.reset()
         fake.script(Script(text="both", times=4))
         for _ in range(4):
@@ -104,7 +104,7 @@ def test_pc29_a_refused_key_is_taken_out_until_its_file_changes(
     fake: FakeUpstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.script(Script(status=401, error={"message": "bad key"}, match_key=KEY_A), Script(text="ok", times=4))
-    with caplog.at_level(logging.WARNING), custom_server(fake, routes=_pool(fake, tmp_path)) as (_, c):
+    with caplog.at_level(logging.WARNING), custom_server(fake, routes=_pool(fake, tmp_path, ramp_s=0.1)) as (_, c):
         for _ in range(3):
             assert c.complete("pool", [user_msg()], timeout=30).deployment == "b"
         assert _keys(fake) == ["a", "b", "b", "b"]
@@ -115,7 +115,9 @@ def test_pc29_a_refused_key_is_taken_out_until_its_file_changes(
         (tmp_path / "a").write_text(fresh)
         time.sleep(1.1)  # key files are re-read at most once a second
         fake.reset()
-        fake.script(Script(text="ok", times=2))
+        fake.script(Script(text="ok", times=3))
+        c.complete("pool", [user_msg()], timeout=30)  # finds the new key: back in, ramping for 0.1 s
+        time.sleep(0.2)
         deployments = {c.complete("pool", [user_msg()], timeout=30).deployment for _ in range(2)}
         assert deployments == {"a", "b"}, "the new key brought it back"
         assert fake.requests()[0].headers["Authorization"] in (f"Bearer {fresh}", f"Bearer {KEY_B}")

@@ -85,7 +85,11 @@ class Metrics:
         self.errors = Counter("llm_errors", "Failed calls, by ErrorInfo reason.", ["route", "reason"], registry=r)
         self.fallbacks = Counter("llm_fallbacks", "Calls moved to a fallback route.", ["route", "to"], registry=r)
         self.breaker = Gauge(
-            "llm_circuit_breaker_state", "0 closed, 1 open, 2 half-open.", ["route"], multiprocess_mode="max", registry=r
+            "llm_circuit_breaker_state",
+            "0 closed, 1 open, 2 half-open; per deployment on a route with several (deployment \"\" otherwise).",
+            ["route", "deployment"],
+            multiprocess_mode="max",
+            registry=r,
         )
         self.deployment_up = Gauge(
             "llm_deployment_up",
@@ -142,7 +146,8 @@ class Metrics:
                 self.retries.labels(route.name, route.provider, retry.value)
             for rpc in ("Complete", "Stream"):
                 self.requests.labels(rpc, route.name, route.provider, "OK")
-            self.breaker.labels(route.name).set(0)
+            for deployment in route.deployments or (None,):
+                self.breaker.labels(route.name, deployment.name if deployment else "").set(0)
             for deployment in route.deployments:
                 self.deployment_up.labels(route.name, deployment.name).set(1)
                 for why in ("rate_limit", "key_refused"):
@@ -170,7 +175,7 @@ class Metrics:
 
     def breaker_changed(self, route: Route, state: BreakerState) -> None:
         """A route's circuit breaker changed state."""
-        self.breaker.labels(route.name).set(state.value)
+        self.breaker.labels(route.name, route.deployment).set(state.value)
 
     def finished(self, rpc: str, route: Route | None, code: str, seconds: float) -> None:
         """An RPC ended with this gRPC code name. route is None when the caller named no known route."""
