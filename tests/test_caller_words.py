@@ -185,12 +185,6 @@ def test_every_litellm_exception_the_fake_provokes_reads_clean(fake: FakeUpstrea
 
 # What a caller still reads wrong, for a change in classify.py (not this file's to make): a
 # (path, case) -> the reason. Strict: each entry fails the suite once the change is made.
-PENDING_CLASSIFY_CHANGES = {
-    ("litellm-path", "anthropic-500 with error"): (
-        "classify._upstream_words splits LiteLLM's message at its last 'litellm.', which is the "
-        "trailing 'Handle with `litellm.InternalServerError`.', so the provider's words are lost"
-    ),
-}
 
 
 @pytest.mark.parametrize(
@@ -212,8 +206,6 @@ def test_what_a_caller_reads_for_every_fake_failure(
     words: bool,
 ) -> None:
     """Through the real server (both paths, by the `client` fixture): no leak, bounded, the provider's words kept."""
-    if (reason := PENDING_CLASSIFY_CHANGES.get((request.node.callspec.params["server"], f"{wire}-{shape}"))) is not None:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
     fake.script(script)
     try:
         if rpc == "complete":

@@ -23,7 +23,7 @@ NO_TOOL_ENDPOINTS = Script(status=404, error={"message": "No endpoints found tha
     [
         ("rate_limit", Script(status=429, times=5), "Complete", "openai", 6),
         ("transient", Script(status=502, times=3), "Complete", "openai", 4),
-        ("empty_response", Script(text="", times=4), "Complete", "openai", 5),
+        ("empty_response", Script(text="", times=3), "Complete", "openai", 4),  # PC31: at most 3 retries
         ("empty_stream", Script(text="", times=3), "Stream", "anthropic", 4),
     ],
 )

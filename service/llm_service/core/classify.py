@@ -82,12 +82,19 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+# LiteLLM's own words around the provider's: a leading `litellm.InternalServerError: ` (one or
+# more) and a trailing ``Handle with `litellm.InternalServerError`.``
+_LITELLM_CLASS = re.compile(r"^(?:\s*litellm\.\w+:\s*)+")
+_LITELLM_HINT = re.compile(r"\.?\s*Handle with `litellm\.\w+`\.?\s*$")
+
+
 def _upstream_words(exc: BaseException) -> str:
     body = getattr(exc, "body", None)
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return str(body["message"])
-    text = str(getattr(exc, "message", "") or exc)
-    for prefix in ("litellm.", "OpenAIException - ", "AnthropicException - "):
+    text = _LITELLM_HINT.sub("", str(getattr(exc, "message", "") or exc))
+    text = _LITELLM_CLASS.sub("", text)
+    for prefix in ("OpenAIException - ", "AnthropicException - "):
         if prefix in text:
             text = text.rsplit(prefix, 1)[-1]
     text = _BYTES_REPR.sub(_bytes_text, text)
@@ -145,27 +152,13 @@ def _http_status(exc: BaseException) -> int | None:
 
 def _in_band_status(exc: BaseException) -> int | None:
     """For an error the upstream sent inside a 200 stream (LiteLLM reports every one as a 500):
-    the status its error object stands for, from the openai SDK's APIError body on the chain, or
-    from the error body LiteLLM's own handlers quote in their message (Anthropic's)."""
+    the status its error object stands for, from the openai SDK's APIError body on the chain."""
     from llm_service.core.fast_decode import in_band_status
 
     for cause in _causes(exc):
         body = getattr(cause, "body", None)
         if isinstance(body, dict) and getattr(cause, "status_code", None) is None:
             return in_band_status(body)
-    if getattr(exc, "status_code", None) not in (None, 500):
-        return None
-    text = _BYTES_REPR.sub(_bytes_text, str(getattr(exc, "message", "") or exc))
-    if text.rstrip().endswith(("AnthropicError - Overloaded", "overloaded_error")):
-        return 529  # LiteLLM's words for Anthropic's overloaded_error event, the status Anthropic gives it
-    start = text.find("{")
-    try:
-        parsed = json.loads(text[start:]) if start >= 0 else None
-    except ValueError:
-        return None
-    err = parsed.get("error") if isinstance(parsed, dict) else None
-    if isinstance(err, dict) and (err.get("type") or err.get("code") or err.get("status_code")):
-        return in_band_status(err)
     return None
 
 
@@ -265,7 +258,7 @@ def classify(exc: BaseException, secrets: Iterable[str] = ()) -> errors.LLMError
         return exc
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) else None
-    answered = _in_band_status(exc) or _http_status(exc)
+    answered = _http_status(exc) or _in_band_status(exc)
     if answered is not None:
         status = answered  # LiteLLM's Anthropic mapping reports 413 as 400 and 529 as 500: keep what was answered
     words = redact(_upstream_words(exc), secrets)
