@@ -13,6 +13,7 @@ Most of them make LiteLLM's path read real provider answers as the direct path d
 from __future__ import annotations
 
 import functools
+import itertools
 import importlib.metadata
 import importlib.util
 import json
@@ -463,7 +464,10 @@ def _replayed_openai_stream(deltas: list[dict[str, Any]]) -> list[Any]:
 
     logging_obj = _probe_logging()
     stream = iter([*(chunk(d) for d in deltas), chunk({}, "stop")])
-    return list(CustomStreamWrapper(completion_stream=stream, model="m", logging_obj=logging_obj, custom_llm_provider="openai"))
+    wrapper = CustomStreamWrapper(completion_stream=stream, model="m", logging_obj=logging_obj, custom_llm_provider="openai")
+    # Not read to its end: the end builds the whole answer, counting its reasoning tokens, which
+    # loads a tokenizer (~40 MB of RSS) no server needs at start-up.
+    return list(itertools.islice(wrapper, len(deltas)))
 
 
 _SERVER_TOOL_BLOCKS = frozenset({"server_tool_use", "mcp_tool_use"})
