@@ -13,9 +13,9 @@ Most of them make LiteLLM's path read real provider answers as the direct path d
 from __future__ import annotations
 
 import functools
-import itertools
 import importlib.metadata
 import importlib.util
+import itertools
 import json
 import logging
 import sys
