@@ -134,7 +134,7 @@ def test_pc28_codex_and_tool_calls_run_without_the_mcp_package(stub: pb_grpc.LLM
 
 
 # --- kept: the Anthropic malformed-SSE guard -------------------------------------------------------
-# tests/test_fast_path.py::test_fast_path_and_litellm_path_fail_alike_on_bad_streams[anthropic-malformed]
+# tests/test_direct_vs_litellm.py::test_direct_and_litellm_transports_fail_alike_on_bad_streams[anthropic-malformed]
 # fails without it: LiteLLM's path then ends the stream as cut short instead of as not its wire format.
 
 

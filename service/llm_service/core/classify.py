@@ -153,7 +153,7 @@ def _http_status(exc: BaseException) -> int | None:
 def _in_band_status(exc: BaseException) -> int | None:
     """For an error the upstream sent inside a 200 stream (LiteLLM reports every one as a 500):
     the status its error object stands for, from the openai SDK's APIError body on the chain."""
-    from llm_service.core.fast_decode import in_band_status
+    from llm_service.core.direct_decode import in_band_status
 
     for cause in _causes(exc):
         body = getattr(cause, "body", None)

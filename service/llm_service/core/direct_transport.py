@@ -1,8 +1,8 @@
 """The `direct` transport: the service's own HTTP client and decoders, for OpenAI-compatible
 chat and Anthropic Messages routes.
 
-LiteLLM's provider configuration still decides the request (`fast_request`); this module
-sends it over one pooled aiohttp session and reads the answer (`fast_decode`), SSE line by
+LiteLLM's provider configuration still decides the request (`direct_request`); this module
+sends it over one pooled aiohttp session and reads the answer (`direct_decode`), SSE line by
 line. Failures become LLMErrors here: an error status or an error event by its status and the
 provider's own words (`classify.answered`), a timeout or a lost connection as unavailable.
 """
@@ -19,7 +19,7 @@ import aiohttp
 from llm_service.core import errors
 from llm_service.core.assembly import StreamAssembler
 from llm_service.core.classify import CONNECTION_FAILED, answered
-from llm_service.core.fast_decode import (
+from llm_service.core.direct_decode import (
     AnthropicStream,
     UpstreamStreamError,
     anthropic_response,
@@ -28,7 +28,7 @@ from llm_service.core.fast_decode import (
     openai_response,
     openrouter_chunk,
 )
-from llm_service.core.fast_request import HttpCall, fast_provider, prepare
+from llm_service.core.direct_request import HttpCall, direct_provider, prepare
 from llm_service.core.request import UpstreamRequest
 from llm_service.core.retry import Deadline
 from llm_service.core.settings import Route
@@ -74,7 +74,7 @@ class DirectTransport:
 
     def prepare(self, route: Route, req: UpstreamRequest) -> DirectRequest | None:
         """The HTTP request LiteLLM's provider configuration makes of req, or None."""
-        provider = fast_provider(req)
+        provider = direct_provider(req)
         call = None
         if provider is not None:
             try:

@@ -195,7 +195,7 @@ def _groq_in_band_error_status() -> bool:
     its stream wrapper then fails on `int("tool_use_failed")` building MidStreamFallbackError
     (exceptions.py), and the caller got INTERNAL. The status is now the error's own
     `status_code` (Groq sends one), else its type's, as the direct path reads it
-    (`fast_decode.in_band_status`), so a 400 is the provider's refusal of the request.
+    (`direct_decode.in_band_status`), so a 400 is the provider's refusal of the request.
     """
     what = "the Groq in-band error status"
     try:
@@ -204,7 +204,7 @@ def _groq_in_band_error_status() -> bool:
     except ImportError as exc:
         raise _moved(what, str(exc)) from exc
 
-    from llm_service.core.fast_decode import in_band_status
+    from llm_service.core.direct_decode import in_band_status
 
     def wrap(original: Any) -> Any:
         def chunk_parser(self: Any, chunk: dict[str, Any]) -> Any:
@@ -565,7 +565,7 @@ def _anthropic_advisor_iterations_left_out() -> bool:
     top-level counts). LiteLLM 1.106 sums every iteration (llms/anthropic/chat/transformation.py,
     `AnthropicConfig.calculate_usage`, streamed and whole), so an advised answer reported the
     advisor's input and output as the route's. Iterations naming another model are now left
-    out, as the direct path does (`fast_decode.own_iterations_usage`).
+    out, as the direct path does (`direct_decode.own_iterations_usage`).
     """
     what = "the Anthropic advisor-iteration filter"
     try:
@@ -606,7 +606,7 @@ def _anthropic_in_band_error_status() -> bool:
     `ModelResponseIterator.chunk_parser`: "Anthropic API does not return a status code in the
     chunk error"), so an `invalid_request_error` was retried as the upstream's trouble and an
     `overloaded_error` reported as 500 where the direct path says 529. The status is now the
-    type's, as Anthropic gives it over HTTP (`fast_decode.anthropic_error_status`).
+    type's, as Anthropic gives it over HTTP (`direct_decode.anthropic_error_status`).
     """
     what = "the Anthropic in-band error status"
     try:
@@ -615,7 +615,7 @@ def _anthropic_in_band_error_status() -> bool:
     except ImportError as exc:
         raise _moved(what, str(exc)) from exc
 
-    from llm_service.core.fast_decode import anthropic_error_status
+    from llm_service.core.direct_decode import anthropic_error_status
 
     def wrap(original: Any) -> Any:
         def chunk_parser(self: Any, chunk: dict[str, Any]) -> Any:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from llm_service.core import errors, tool_compat
 from llm_service.core.assembly import StreamAssembler
-from llm_service.core.fast_request import fast_provider
+from llm_service.core.direct_request import direct_provider
 from llm_service.core.request import UpstreamRequest, build_request
 from llm_service.core.settings import ClaudeCodeConfig, Route
 from llm_service.core.tokens import estimate_tokens
@@ -120,7 +120,7 @@ def _refuse_image_urls_litellm_would_fetch(req: UpstreamRequest, call: CallReque
     """Caller image URLs go only to providers that fetch them themselves (OpenAI-compatible chat, the
     Responses API, Anthropic for https). For the others LiteLLM would download the URL itself,
     synchronously on the event loop, from a host the caller chose: such a request is refused."""
-    provider = "openai" if req.is_codex else fast_provider(req)
+    provider = "openai" if req.is_codex else direct_provider(req)
     if provider is not None and provider != "anthropic":
         return
     for i, message in enumerate(call.messages):

@@ -1,10 +1,10 @@
-"""The fast path's request: LiteLLM's provider configuration decides the HTTP request, we send it.
+"""The direct transport's request: LiteLLM's provider configuration decides the HTTP request, we send it.
 
 LiteLLM keeps deciding what goes upstream (URL, headers, body, parameter mapping,
 drop_params) through the same provider configuration classes its own handlers use;
 only the sending and the decoding of the answer move to `fast_transport` and
-`fast_decode`. Each supported provider family reproduces the glue LiteLLM 1.106's
-handler puts around those classes, and `tests/test_fast_path.py` checks at the fake
+`direct_decode`. Each supported provider family reproduces the glue LiteLLM 1.106's
+handler puts around those classes, and `tests/test_direct_vs_litellm.py` checks at the fake
 upstream that both paths send the same request.
 """
 
@@ -49,15 +49,15 @@ class HttpCall:
     stream: bool
 
 
-def fast_provider(req: UpstreamRequest) -> str | None:
-    """The LiteLLM provider when the fast path can carry this request, else None."""
+def direct_provider(req: UpstreamRequest) -> str | None:
+    """The LiteLLM provider when the direct transport can carry this request, else None."""
     resolved = None if req.is_codex else _resolve(req.model, req.kwargs.get("api_base"))
     return resolved[0] if resolved is not None else None
 
 
 @functools.lru_cache(maxsize=1024)
 def _resolve(model: str, api_base: str | None) -> tuple[str, str, str] | None:
-    """LiteLLM's provider, model name and default endpoint for a fast-path route; asked once per route."""
+    """LiteLLM's provider, model name and default endpoint for a direct-transport route; asked once per route."""
     try:
         litellm_model, provider, _, default_base = litellm.get_llm_provider(model, api_base=api_base)
     except Exception:

@@ -1,9 +1,9 @@
-"""The fast path's lean decoders: OpenAI chat and Anthropic Messages answers into Chunks.
+"""The direct transport's decoders: OpenAI chat and Anthropic Messages answers into Chunks.
 
 Plain dicts from json.loads, read once into the provider-neutral Chunk that
 `assembly` consumes; no SDK or LiteLLM response objects. What LiteLLM's own path
 reports for the same bytes (finish-reason mapping, usage arithmetic, thinking
-blocks) is reproduced here, and `tests/test_fast_path.py` checks both paths give
+blocks) is reproduced here, and `tests/test_direct_vs_litellm.py` checks both paths give
 the same events.
 """
 

@@ -20,7 +20,7 @@ from google.protobuf.json_format import MessageToDict
 from fake_upstream import FakeUpstream, Script, ToolCallSpec, Usage
 from llm_client import LLMClient, channel_options, pb
 from llm_client.client import error_from_rpc
-from llm_service.core.fast_request import fast_provider
+from llm_service.core.direct_request import direct_provider
 from llm_service.core.request import build_request
 from llm_service.core.types import CallRequest
 from tests.support.messages import user_msg
@@ -153,7 +153,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("route", "name", "rpc"), CASES)
-def test_fast_path_and_litellm_path_give_the_same_events_and_requests(
+def test_direct_and_litellm_transports_give_the_same_events_and_requests(
     fake: FakeUpstream, both: dict[str, LLMClient], route: str, name: str, rpc: str
 ) -> None:
     fast, fast_sent = _run(fake, both["fast"], rpc, route, name)
@@ -186,7 +186,7 @@ ERROR_EVENTS = {
 
 @pytest.mark.parametrize("kind", ["malformed", "error-event"])
 @pytest.mark.parametrize("route", ["openai", "anthropic"])
-def test_fast_path_and_litellm_path_fail_alike_on_bad_streams(
+def test_direct_and_litellm_transports_fail_alike_on_bad_streams(
     fake: FakeUpstream, both: dict[str, LLMClient], route: str, kind: str
 ) -> None:
     lines = (MALFORMED if kind == "malformed" else ERROR_EVENTS)["anthropic" if route == "anthropic" else "openai"]
@@ -200,7 +200,7 @@ def test_fast_path_and_litellm_path_fail_alike_on_bad_streams(
 
 
 @pytest.mark.parametrize("rpc", ["stream", "complete"])
-def test_fast_path_and_litellm_path_fail_alike_when_the_upstream_refuses_connections(
+def test_direct_and_litellm_transports_fail_alike_when_the_upstream_refuses_connections(
     fake: FakeUpstream, both: dict[str, LLMClient], rpc: str
 ) -> None:
     outcomes = {path: _outcome(client, rpc, "refused", {"max_retries": 0}) for path, client in both.items()}
@@ -215,12 +215,12 @@ def test_routes_outside_the_two_wire_formats_keep_litellms_path(fake: FakeUpstre
     carried = {}
     for name, route in config.routes.items():
         req = build_request(route, call, stream=True, cc=config.claude_code, hive_api_base=config.hive_api_base, timeout_s=1.0)
-        carried[name] = fast_provider(req)
+        carried[name] = direct_provider(req)
     assert carried["gemini"] is None and carried["ollama"] is None and carried["codex"] is None
     assert {carried[r] for r in FAST_ROUTES} == {"openai", "openrouter", "minimax", "anthropic"}
 
 
-def test_fast_path_false_sends_through_litellm(fake: FakeUpstream, both: dict[str, LLMClient]) -> None:
+def test_transport_litellm_sends_through_litellm(fake: FakeUpstream, both: dict[str, LLMClient]) -> None:
     """The route setting really switches paths: LiteLLM's openai SDK identifies itself, aiohttp does not."""
     agents = {}
     for path, client in both.items():
