@@ -12,7 +12,7 @@ import pytest
 from fake_upstream import FakeUpstream, Script
 from llm_client import LLMClient, LLMServiceError, pb
 from tests.support.messages import user_msg
-from tests.support.servers import custom_server
+from tests.support.servers import ServerPath, custom_server, on_both_paths
 
 
 def _sse(event: str, data: dict[str, object]) -> str:
@@ -232,3 +232,21 @@ def test_an_anthropic_refusal_is_an_answer_not_an_empty_one(client: LLMClient, f
     finish = list(client.stream("anthropic", [user_msg()], timeout=30))[-1].finish
     assert finish is not None and finish.finish_reason == pb.FINISH_REASON_CONTENT_FILTER
     assert len(fake.requests()) == 1, "a refusal is not retried as an empty answer"
+
+
+@on_both_paths
+def test_an_event_stream_is_read_by_its_rules_multi_line_data_crlf_and_comments(fake: FakeUpstream, path: ServerPath) -> None:
+    # One event's JSON split over two data lines (joined by a newline, as the event-stream rules
+    # say), CRLF line ends, a comment and an id field, and no blank line after the last event.
+    body = (
+        ": keep-alive\r\n\r\n"
+        'id: 1\r\ndata: {"id": "c", "model": "m", "choices": [{"index": 0,\r\n'
+        'data:  "delta": {"content": "Hello"}}]}\r\n\r\n'
+        'data: {"id": "c", "model": "m", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\r\n\r\n'
+        "data: [DONE]"
+    )
+    fake.script(Script(body_raw=body, raw_content_type="text/event-stream", raw_write_bytes=7))
+    with custom_server(fake, path=path) as (_, c):
+        events = list(c.stream("openai", [user_msg()], timeout=30))
+    assert "".join(e.delta for e in events) == "Hello"
+    assert events[-1].finish is not None and events[-1].finish.finish_reason == pb.FINISH_REASON_STOP

@@ -200,13 +200,15 @@ _SSE_OTHER_FIELDS = (b"event:", b"id:", b"retry:", b":")
 
 async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
     """The body's lines, each up to MAX_EVENT_BYTES (aiohttp's readline stops near 512 KiB and
-    raised a bare ValueError on the larger events providers do send)."""
+    raised a bare ValueError on the larger events providers do send), then one blank line, so
+    an event the body ends without its blank line after is still complete."""
     buffer = bytearray()
     while True:
         data = await content.readany()
         if not data:
             if buffer:
                 yield bytes(buffer)
+            yield b"\n"
             return
         buffer += data
         start = 0
@@ -227,6 +229,8 @@ class _Stalled(Exception):
 class FastStream:
     """The chunks of one streamed answer; aclose() releases the connection however it ended.
 
+    Events are read as the event-stream rules say: an event's `data:` lines joined by a newline
+    up to the blank line that ends it, CRLF or LF line ends, comments and other fields skipped.
     No chunk for the route's idle_timeout_s once the answer started (keep-alive comments do
     not count) ends it with UpstreamStalled; a chunk after the caller's deadline ends it with
     the deadline's error. A stream that ends without a finish reason was cut short
@@ -266,14 +270,20 @@ class FastStream:
         finished = named = False
         due = self._deadline.at
         try:
+            pending: bytes | None = None  # the data of the event being read (its data lines joined by \n)
             async for line in _lines(self._response.content):
-                if not line.startswith(b"data:"):
-                    if line.strip() and not line.startswith(_SSE_OTHER_FIELDS):
-                        raise errors.truncated(self._response.status)  # not SSE: said as LiteLLM's path finds it
-                    continue  # event names, ids, comments (keep-alives), blank separators
-                data = line[5:].strip()
-                if not data:
+                if line.startswith(b"data:"):
+                    data = line[5:].strip()
+                    pending = data if pending is None else pending + b"\n" + data
                     continue
+                if line.strip():  # a field line: event names, ids, retry, comments (keep-alives)
+                    if not line.startswith(_SSE_OTHER_FIELDS):
+                        raise errors.truncated(self._response.status)  # not SSE: said as LiteLLM's path finds it
+                    continue
+                if not pending:  # a blank line ends an event; one without data is nothing
+                    pending = None
+                    continue
+                data, pending = pending, None
                 chunk = decode(data)
                 if chunk is None:
                     if self._anthropic is None:
