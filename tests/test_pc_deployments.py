@@ -189,3 +189,12 @@ def test_a_deployment_back_from_a_rest_regains_its_share_gradually() -> None:
 
     early, later, whole = share(5.5), share(12.0), share(20.0)
     assert early < 0.15 < later < 0.45 < whole, (early, later, whole)
+
+
+def test_a_whole_answer_call_on_a_route_with_a_first_token_timeout_is_streamed_underneath(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    fake.script(Script(text="late", first_byte_delay_s=5, match_key=KEY_A), Script(text="from b", match_key=KEY_B))
+    with custom_server(fake, routes=_pool(fake, tmp_path, first_token_timeout_s=0.5)) as (_, c):
+        assert _text(c, "complete") == ("from b", "b")
+    assert all(r.body.get("stream") is True for r in fake.requests()), "sent as a stream, collected for the caller"

@@ -7,7 +7,8 @@ decided here and nowhere else:
 
 - MiniMax's streamed chunks break LiteLLM's parser, so a streamed call is sent whole and
   its answer replayed as events (PC24);
-- the Codex backend only streams, so a whole-answer call is streamed and collected (PC06);
+- the Codex backend only streams, so a whole-answer call is streamed and collected (PC06),
+  as is one on a route with a first_token_timeout_s, which a whole answer has no token for;
 - an OpenRouter model known to have no endpoint with native tools gets its tools as an
   instruction and answers in JSON, read back into text and tool calls (PC23).
 """
@@ -86,8 +87,8 @@ class Planner:
             streamed, tool_compat_mode = False, True
         elif req.is_minimax:
             streamed = False
-        elif req.is_codex:
-            streamed = True
+        elif req.is_codex or route.first_token_timeout_s is not None:
+            streamed = True  # Codex only streams; a first-token timeout needs a first token to wait for
         if built.stream != streamed or (tool_compat_mode and "tools" in built.kwargs):
             req = self._build(route, call, streamed, tool_compat_mode)
         _refuse_image_urls_litellm_would_fetch(req, call)
