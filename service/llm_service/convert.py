@@ -241,6 +241,7 @@ def call_from_proto(req: Request, max_metadata_entries: int, limits: LimitsConfi
     return types.CallRequest(
         messages=messages,
         system=req.system,
+        system_dynamic_suffix=req.system_dynamic_suffix,
         tools=tools,
         tool_choice=tool_choice,
         max_tokens=req.max_tokens if req.HasField("max_tokens") else None,

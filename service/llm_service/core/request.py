@@ -2,7 +2,8 @@
 
 The request rules (PC01–PC11) live here: model strings rewritten for LiteLLM,
 default endpoints by model prefix, Claude subscription headers and billing block,
-Codex parameters, cache_control on allow-listed models, the JSON-mode instruction,
+Codex parameters, cache_control on allow-listed models (the system prompt and the end of
+the conversation, PC33), the JSON-mode instruction,
 tools in OpenAI function format, empty assistant messages dropped, and
 stream_options for every provider but Anthropic. LiteLLM then applies its own
 provider knowledge.
@@ -160,21 +161,45 @@ def build_messages(
     codex: bool,
     cc: ClaudeCodeConfig,
 ) -> list[dict[str, Any]]:
-    """The message list sent upstream: billing block, system, conversation."""
+    """The message list sent upstream: billing block, system, conversation.
+
+    Cache-capable models get at most two cache breakpoints: the system prompt (without its
+    dynamic suffix) and the last message of the conversation (PC07, PC33).
+    """
+    cached = supports_cache_control(model)
+    suffix = call.system_dynamic_suffix
     if call.json_mode:
-        system = f"{system}\n\n{JSON_MODE_INSTRUCTION}" if system else JSON_MODE_INSTRUCTION
+        if suffix:
+            suffix = f"{suffix}\n\n{JSON_MODE_INSTRUCTION}"
+        else:
+            system = f"{system}\n\n{JSON_MODE_INSTRUCTION}" if system else JSON_MODE_INSTRUCTION
     out: list[dict[str, Any]] = []
     if oauth:
         out.append({"role": "system", "content": claude_billing_block(call.messages, cc)})
-    if system:
-        sys_msg: dict[str, Any] = {"role": "system", "content": system}
-        if supports_cache_control(model):
-            sys_msg["cache_control"] = {"type": "ephemeral"}
-        out.append(sys_msg)
+    if system or suffix:
+        out.append(system_message(system, suffix, cached))
     out.extend(m for m in call.messages if not is_empty_assistant(m))
+    if cached and out and out[-1].get("role") != "system":
+        out[-1] = {**out[-1], "cache_control": {"type": "ephemeral"}}
     if codex and not any(m.get("role") == "system" for m in out):
         out.insert(0, {"role": "system", "content": CODEX_DEFAULT_SYSTEM})
     return out
+
+
+def system_message(system: str, suffix: str, cached: bool) -> dict[str, Any]:
+    """The system message: for a cache-capable model with a dynamic suffix, two text blocks with only
+    the first marked; else one text, the suffix joined by a blank line, marked when cache-capable (PC33)."""
+    if suffix and cached:
+        blocks: list[dict[str, Any]] = []
+        if system:
+            blocks.append({"type": "text", "text": system, "cache_control": {"type": "ephemeral"}})
+        blocks.append({"type": "text", "text": suffix})
+        return {"role": "system", "content": blocks}
+    text = f"{system}\n\n{suffix}" if system and suffix else system or suffix
+    sys_msg: dict[str, Any] = {"role": "system", "content": text}
+    if cached:
+        sys_msg["cache_control"] = {"type": "ephemeral"}
+    return sys_msg
 
 
 def build_request(

@@ -21,6 +21,7 @@ class CallRequest:
 
     messages: list[dict[str, Any]]
     system: str = ""
+    system_dynamic_suffix: str = ""  # the part of the system prompt kept out of the prompt cache (PC33)
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: str | dict[str, Any] | None = None
     max_tokens: int | None = None
@@ -42,6 +43,7 @@ class Usage:
     cached_input_tokens: int = 0
     cache_creation_tokens: int = 0
     reasoning_tokens: int = 0
+    provider_cost_usd: float = 0.0  # what the provider itself said the call cost (OpenRouter's usage.cost), 0 if nothing
 
     def is_empty(self) -> bool:
         """True when no input or output tokens were reported."""

@@ -435,6 +435,7 @@ class CallOptions(TypedDict, total=False):
     """The keyword arguments every call takes (each is a field of the request; unset means the default).
 
     system: a system prompt (besides any system messages).
+    system_dynamic_suffix: the part of the system prompt that changes every call, kept out of the prompt cache.
     tools: the tools the model may call (`pb.Tool`, schema as JSON text).
     tool_choice: "auto", "none", "required", the name of the one tool to call, or a `pb.ToolChoice`.
     max_tokens, temperature, top_p, stop_sequences, seed: the sampling controls.
@@ -445,6 +446,7 @@ class CallOptions(TypedDict, total=False):
     """
 
     system: str
+    system_dynamic_suffix: str
     tools: Sequence[pb.Tool]
     tool_choice: str | pb.ToolChoice
     max_tokens: int

@@ -573,6 +573,7 @@ class CompleteRequest(_message.Message):
     RESPONSE_FORMAT_FIELD_NUMBER: _builtins.int
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    SYSTEM_DYNAMIC_SUFFIX_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The route to use: a name from ListModels. Required."""
     system: _builtins.str
@@ -590,6 +591,12 @@ class CompleteRequest(_message.Message):
     max_retries: _builtins.int
     """Most retries for this call; capped by the server's configured maximum.
     Unset: the server's default.
+    """
+    system_dynamic_suffix: _builtins.str
+    """The part of the system prompt that changes from call to call (a date, a
+    per-turn note), kept out of the prompt cache. Optional. Routes whose
+    model caches prompts get system and this as two blocks, only the first
+    marked for caching; others get both joined by a blank line.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
@@ -634,10 +641,11 @@ class CompleteRequest(_message.Message):
         response_format: Global___ResponseFormat | None = ...,
         max_retries: _builtins.int | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        system_dynamic_suffix: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_retries", b"max_retries", "max_tokens", b"max_tokens", "response_format", b"response_format", "seed", b"seed", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "json_mode", b"json_mode", "max_retries", b"max_retries", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "model", b"model", "response_format", b"response_format", "seed", b"seed", "stop_sequences", b"stop_sequences", "system", b"system", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "json_mode", b"json_mode", "max_retries", b"max_retries", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "model", b"model", "response_format", b"response_format", "seed", b"seed", "stop_sequences", b"stop_sequences", "system", b"system", "system_dynamic_suffix", b"system_dynamic_suffix", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
@@ -695,7 +703,9 @@ class CompleteResponse(_message.Message):
     tool_use, "content_filter" for a refusal); finish_reason normalises it.
     """
     cost_usd: _builtins.float
-    """Cost in US dollars as priced by LiteLLM; 0 when unknown."""
+    """Cost in US dollars: the provider's own figure (OpenRouter's), else
+    LiteLLM's price, else the route's configured price; 0 when unknown.
+    """
     provider_model: _builtins.str
     """The provider model that answered: as the provider named it in its
     answer, else the model the route asked for.
@@ -790,6 +800,7 @@ class StreamRequest(_message.Message):
     RESPONSE_FORMAT_FIELD_NUMBER: _builtins.int
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    SYSTEM_DYNAMIC_SUFFIX_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The route to use: a name from ListModels. Required."""
     system: _builtins.str
@@ -807,6 +818,12 @@ class StreamRequest(_message.Message):
     max_retries: _builtins.int
     """Most retries for this call; capped by the server's configured maximum.
     Unset: the server's default.
+    """
+    system_dynamic_suffix: _builtins.str
+    """The part of the system prompt that changes from call to call (a date, a
+    per-turn note), kept out of the prompt cache. Optional. Routes whose
+    model caches prompts get system and this as two blocks, only the first
+    marked for caching; others get both joined by a blank line.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
@@ -851,10 +868,11 @@ class StreamRequest(_message.Message):
         response_format: Global___ResponseFormat | None = ...,
         max_retries: _builtins.int | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        system_dynamic_suffix: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_retries", b"max_retries", "max_tokens", b"max_tokens", "response_format", b"response_format", "seed", b"seed", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "json_mode", b"json_mode", "max_retries", b"max_retries", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "model", b"model", "response_format", b"response_format", "seed", b"seed", "stop_sequences", b"stop_sequences", "system", b"system", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "json_mode", b"json_mode", "max_retries", b"max_retries", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "model", b"model", "response_format", b"response_format", "seed", b"seed", "stop_sequences", b"stop_sequences", "system", b"system", "system_dynamic_suffix", b"system_dynamic_suffix", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
@@ -961,7 +979,9 @@ class Finish(_message.Message):
     provider's reason (see CompleteResponse.provider_finish_reason).
     """
     cost_usd: _builtins.float
-    """Cost in US dollars as priced by LiteLLM; 0 when unknown."""
+    """Cost in US dollars: the provider's own figure (OpenRouter's), else
+    LiteLLM's price, else the route's configured price; 0 when unknown.
+    """
     provider_model: _builtins.str
     """The provider model that answered: as the provider named it in the
     stream, else the model the route asked for.
