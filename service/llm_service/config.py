@@ -27,6 +27,7 @@ from llm_service.core.settings import (
     Deployment,
     FileSecret,
     KeySource,
+    Price,
     ResilienceConfig,
     RetryConfig,
     Route,
@@ -319,9 +320,21 @@ def _parse_route(r: _Reader, name: str, environ: Mapping[str, str]) -> Route:
         headers=headers,
         fallbacks=tuple(fallbacks),
         deployments=_deployments(r, environ),
+        price_usd_per_mtok=_price(r),
     )
     r.done()
     return route
+
+
+def _price(r: _Reader) -> Price | None:
+    """A route's own price (`price_usd_per_mtok: {input, output, cache_read, cache_creation}`), or None."""
+    if r.data.get("price_usd_per_mtok") is None:
+        r.used.add("price_usd_per_mtok")
+        return None
+    p = r.sub("price_usd_per_mtok")
+    price: Price = p.settings(Price)
+    p.done()
+    return price
 
 
 def _endpoint(r: _Reader, environ: Mapping[str, str]) -> tuple[str, KeySource | None, Secret | None, tuple[tuple[str, str], ...]]:

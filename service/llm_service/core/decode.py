@@ -17,7 +17,7 @@ def int_or_zero(value: Any) -> int:
 
 
 def usage_from(obj: Any) -> Usage | None:
-    """Usage from a LiteLLM/OpenAI usage object or dict (PC21); None when absent or all zero."""
+    """Usage from a LiteLLM/OpenAI usage object or dict, with the provider's own cost (PC21, PC34); None when all zero."""
     if obj is None:
         return None
 
@@ -39,8 +39,16 @@ def usage_from(obj: Any) -> Usage | None:
         cached_input_tokens=cached,
         cache_creation_tokens=creation,
         reasoning_tokens=reasoning,
+        provider_cost_usd=provider_cost_usd(get(obj, "cost")),
     )
     return None if usage == Usage() else usage
+
+
+def provider_cost_usd(value: Any) -> float:
+    """The provider's own figure for what a call cost (OpenRouter's `usage.cost`, PC34); 0.0 when absent."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return 0.0
 
 
 def content_parts(content: Any) -> tuple[str, str]:

@@ -245,7 +245,7 @@ class Engine:
         answers that are retried included (the provider bills them too)."""
         self.health.answered(plan.route)
         usage = asm.usage or Usage()
-        asm.cost_usd = cost_usd(plan.request.model, usage)
+        asm.cost_usd = cost_usd(plan.request.model, usage, plan.route.price_usd_per_mtok)
         if not usage.is_empty():
             self._observer.used(state.route, usage, asm.cost_usd)
 

@@ -132,6 +132,20 @@ class Deployment:
     weight: int = setting(1, POSITIVE_INT)
 
 
+USD_RATE = Check("US dollars per million tokens, >= 0", lambda v: v >= 0)
+
+
+@dataclass(frozen=True)
+class Price:
+    """A route's own price in US dollars per million tokens, for models neither the provider nor
+    LiteLLM prices (PC34). A cache rate left out is the input rate."""
+
+    input: float = setting(0.0, USD_RATE)
+    output: float = setting(0.0, USD_RATE)
+    cache_read: float | None = setting(None, USD_RATE)
+    cache_creation: float | None = setting(None, USD_RATE)
+
+
 @dataclass(frozen=True)
 class Route:
     """One route: a name callers use, and how the server reaches the provider for it."""
@@ -160,6 +174,7 @@ class Route:
     key_out_s: float = setting(600.0, POSITIVE_SECONDS)  # a refused key's time out, unless its file changes first
     # A streamed attempt with no first chunk within it is abandoned and retried elsewhere (None: no limit).
     first_token_timeout_s: float | None = setting(None, POSITIVE_SECONDS)
+    price_usd_per_mtok: Price | None = None  # the last resort for the cost of an answer (PC34)
 
     def of(self, deployment: Deployment) -> Route:
         """The route as one of its deployments is called: its endpoint, key, model and headers."""
