@@ -2,19 +2,26 @@
 
 Tool-call fragments are joined by index, with a new id opening a new call even
 when the upstream reuses index 0 for every call (PC19); truncated arguments are
-repaired (PC20); usage is taken from whichever chunk carried it (PC21).
+repaired (PC20); usage is taken from whichever chunk carried it (PC21). Tool calls a model
+wrote as `<tool_code>` text (Gemini does) become tool calls, the blocks kept out of the text (PC32).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from llm_service.core.errors import ToolArgumentsInvalid
 from llm_service.core.types import Chunk, ReasoningDelta, TextDelta, ThinkingBlock, ToolCall, Usage
 
+log = logging.getLogger(__name__)
+
 REPAIR_MAX_TRIM_CHARS = 256
+TOOL_CODE_OPEN = "<tool_code>"
+TOOL_CODE_CLOSE = "</tool_code>"
 
 
 def _close_fragment(fragment: str) -> str:
@@ -82,6 +89,80 @@ def parse_tool_arguments(raw: str, tool_name: str) -> str:
     return json.dumps(repaired, ensure_ascii=False)
 
 
+def synthetic_call_id(name: str, arguments: Any) -> str:
+    """The id of a tool call written as text: `synth_` and 12 hex digits of md5(name:arguments, keys sorted) (PC32)."""
+    return "synth_" + hashlib.md5(f"{name}:{json.dumps(arguments, sort_keys=True)}".encode()).hexdigest()[:12]
+
+
+class ToolCodeFilter:
+    """Takes `<tool_code>{"name": {args}}</tool_code>` blocks out of streamed text as tool calls (PC32).
+
+    Text is passed on as it comes, except what may be the start of a block (a trailing
+    `<tool_…`) or an open block, which is held until it is closed (or the answer ends);
+    whitespace right after a block is dropped with it.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[ToolCall] = []
+        self._held = ""
+        self._after_block = False
+
+    def text(self, piece: str) -> str:
+        """The part of the new text to send now."""
+        if not self._held and not self._after_block and "<" not in piece:
+            return piece
+        rest, self._held = self._held + piece, ""
+        out: list[str] = []
+        while rest:
+            if self._after_block:
+                rest = rest.lstrip()
+                if not rest:
+                    break
+                self._after_block = False
+            start = rest.find(TOOL_CODE_OPEN)
+            if start < 0:
+                keep = _open_tag_prefix(rest)
+                out.append(rest[: len(rest) - keep])
+                self._held = rest[len(rest) - keep :]
+                break
+            out.append(rest[:start])
+            end = rest.find(TOOL_CODE_CLOSE, start + len(TOOL_CODE_OPEN))
+            if end < 0:
+                self._held = rest[start:]
+                break
+            self._read_block(rest[start + len(TOOL_CODE_OPEN) : end])
+            self._after_block = True
+            rest = rest[end + len(TOOL_CODE_CLOSE) :]
+        return "".join(out)
+
+    def flush(self) -> str:
+        """The text held at the answer's end (an unclosed block is text)."""
+        held, self._held = self._held, ""
+        return held
+
+    def _read_block(self, raw: str) -> None:
+        body = raw.strip()
+        try:
+            payload = json.loads(body)
+        except json.JSONDecodeError:
+            log.warning("a <tool_code> block that is not JSON was dropped", extra={"block": body[:200]})
+            return
+        if not isinstance(payload, dict):
+            log.warning("a <tool_code> block that is not a JSON object was dropped", extra={"block": body[:200]})
+            return
+        for name, arguments in payload.items():
+            args = arguments if isinstance(arguments, dict) else {}
+            self.calls.append(ToolCall(synthetic_call_id(name, arguments), name, json.dumps(args, ensure_ascii=False)))
+
+
+def _open_tag_prefix(text: str) -> int:
+    """How many characters at the end of text may begin `<tool_code>`."""
+    for size in range(min(len(TOOL_CODE_OPEN) - 1, len(text)), 0, -1):
+        if text.endswith(TOOL_CODE_OPEN[:size]):
+            return size
+    return 0
+
+
 @dataclass
 class _Slot:
     id: str = ""
@@ -118,6 +199,7 @@ class StreamAssembler:
         self.model = ""
         self.thinking: list[ThinkingBlock] = []
         self.refusal_parts: list[str] = []
+        self._tool_code = ToolCodeFilter()
 
     def feed(self, chunk: Chunk) -> list[TextDelta | ReasoningDelta]:
         """Take one chunk; return the events to send now."""
@@ -125,9 +207,9 @@ class StreamAssembler:
         if chunk.reasoning:
             self.reasoning_parts.append(chunk.reasoning)
             out.append(ReasoningDelta(chunk.reasoning))
-        if chunk.text:
-            self.text_parts.append(chunk.text)
-            out.append(TextDelta(chunk.text))
+        if chunk.text and (text := self._tool_code.text(chunk.text)):
+            self.text_parts.append(text)
+            out.append(TextDelta(text))
         for frag in chunk.tool_fragments:
             self._add_fragment(frag.index, frag.id, frag.name, frag.arguments)
         if chunk.thinking_blocks:
@@ -136,6 +218,9 @@ class StreamAssembler:
             self.refusal_parts.append(chunk.refusal)
         if chunk.finish_reason:
             self.finish_reason = chunk.finish_reason
+            if held := self._tool_code.flush():
+                self.text_parts.append(held)
+                out.append(TextDelta(held))
         if chunk.usage is not None:
             self.usage = chunk.usage
         if chunk.model:
@@ -185,13 +270,13 @@ class StreamAssembler:
 
     @property
     def has_tool_calls(self) -> bool:
-        """Whether any tool-call fragment arrived."""
+        """Whether any tool-call fragment arrived (calls written as text are not counted)."""
         return bool(self._slots)
 
     @property
     def has_content(self) -> bool:
         """Text, tool calls or a refusal: an answer with none is an empty response (PC14) or empty stream (PC15)."""
-        return bool(self.text_parts) or self.has_tool_calls or self.refused
+        return bool(self.text_parts) or self.has_tool_calls or bool(self._tool_code.calls) or self.refused
 
     @property
     def refusal(self) -> str:
@@ -204,14 +289,16 @@ class StreamAssembler:
         return bool(self.refusal_parts) or self.finish_reason in ("refusal", "content_filter")
 
     def tool_calls(self) -> list[ToolCall]:
-        """The assembled calls in order, arguments parsed or repaired (raises ToolArgumentsInvalid)."""
+        """The assembled calls in order, arguments parsed or repaired (raises ToolArgumentsInvalid), then
+        the calls written as text (PC32)."""
         calls = []
         for _, slot in sorted(self._slots.items()):
             calls.append(ToolCall(slot.id, slot.name, parse_tool_arguments("".join(slot.arguments), slot.name)))
-        return calls
+        return calls + self._tool_code.calls
 
     def final_finish_reason(self) -> str:
-        """The raw finish reason, pause_turn and a stop after tool calls normalised (PC25); a refusal is content_filter."""
+        """The raw finish reason, pause_turn and a stop after tool calls normalised (PC25); a refusal is content_filter.
+        Calls written as text leave it as the provider sent it (PC32)."""
         if self.refusal_parts and not self.text_parts and not self.has_tool_calls:
             return "content_filter"
         return normalise_finish_reason(self.finish_reason, self.has_tool_calls)
