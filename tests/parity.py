@@ -53,6 +53,10 @@ ITEMS = {
     "PC29": "key pools: a 429 rests its key as asked and the retry takes another at once; all resting waits",
     "PC30": "short Retry-After jittered, backoff jittered, clamped after the jitter; backpressure 1-2 s",
     "PC31": "empty whole answers capped at 3 apart from rate limits; empty stream dumped once; after a 429 waits as asked",
+    "PC32": "Gemini <tool_code> text becomes tool calls with synth_ ids; the blocks leave the text",
+    "PC33": "cache_control on the last message too; an uncached dynamic suffix of the system prompt",
+    "PC34": "cost: the provider's own figure, then LiteLLM's price, then the route's price",
+    "PC35": "an answer complete before LiteLLM rejects Kimi's finish reason is delivered, not retried",
 }
 
 
