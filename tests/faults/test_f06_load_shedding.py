@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -11,8 +13,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fake_upstream import FakeUpstream, Script
-from llm_client import LLMClient, ResourceExhausted, channel_options, pb
+from llm_client import LLMClient, ResourceExhausted, channel_options
 from tests.support.messages import user_msg
+from tests.support.paths import ROOT
 from tests.support.servers import ServerProcess, custom_server
 
 LIMIT = 4
@@ -58,18 +61,21 @@ def test_f06_excess_calls_are_shed_fast_admitted_ones_succeed_health_stays_servi
 
 
 BURST = 50
+RUNS = 5
+GO_CLIENT = ROOT / "build/go/bin/llm-interop"
+# A shed call is one admission check and a status with its details: at most this many times the
+# server's cost of a health check, both measured side by side by the same Go client.
+SHED_TO_HEALTH_RATIO_BOUND = 3.0
 
 
-def test_f06_a_burst_of_50_over_limit_callers_is_shed_fast(fake: FakeUpstream, tmp_path: Path) -> None:
-    """50 callers over the limit at the same instant, against a server in its own process: every one
-    is refused with SERVER_OVERLOADED; the median and worst rejection times are printed (this
-    machine is shared, so the figure is reported, not asserted beyond a loose sanity bound)."""
-    import asyncio
-
-    from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-
+def test_f06_a_burst_of_50_over_limit_callers_is_shed_as_fast_as_a_health_check(fake: FakeUpstream, tmp_path: Path) -> None:
+    """50 callers over the limit at the same instant, against a server in its own process, timed by
+    the Go client (a Python client's own cost of 50 simultaneous calls was most of the figure):
+    every one is refused with SERVER_OVERLOADED, and the median rejection is within a ratio of 50
+    simultaneous health checks from the same client. The figures are printed; no time is asserted."""
+    assert GO_CLIENT.is_file(), "run `make go-client` (make test builds it with Debian's Go packages)"
     routes = {"openai": {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}}}
-    fake.script(Script(text=" ".join(["word"] * 40), chunk_delay_s=0.1, times=LIMIT))
+    fake.script(Script(text=" ".join(["word"] * 30), chunk_delay_s=0.1, times=LIMIT))  # held 3 s: the Go run takes 1
     server = ServerProcess({"routes": routes, "limits": {"max_concurrent_rpcs": LIMIT}}, tmp_path)
     try:
         holders = [LLMClient(server.target, options=channel_options(retries=False)) for _ in range(LIMIT)]
@@ -77,46 +83,30 @@ def test_f06_a_burst_of_50_over_limit_callers_is_shed_fast(fake: FakeUpstream, t
         for t in held:
             t.start()
         fake.wait_for(lambda rs: len(rs) == LIMIT, timeout_s=10)
-
-        async def burst(health_check: bool = False) -> list[tuple[float, grpc.StatusCode | None]]:
-            channels = [grpc.aio.insecure_channel(server.target) for _ in range(BURST)]
-            for ch in channels:
-                await ch.channel_ready()
-            request = pb.CompleteRequest(model="openai", messages=[user_msg()])
-
-            async def one(ch: grpc.aio.Channel) -> tuple[float, grpc.StatusCode | None]:
-                started = time.perf_counter()
-                try:
-                    if health_check:  # the floor: gRPC's own cost of 50 simultaneous calls, same harness
-                        await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=30)
-                    else:
-                        await pb_grpc.LLMServiceStub(ch).Complete(request, timeout=30)
-                    code = None
-                except grpc.aio.AioRpcError as err:
-                    code = err.code()
-                return time.perf_counter() - started, code
-
-            try:
-                return await asyncio.gather(*(one(ch) for ch in channels))
-            finally:
-                for ch in channels:
-                    await ch.close()
-
-        floors = [statistics.median(t for t, _ in asyncio.run(burst(health_check=True))) for _ in range(3)]
-        shed_runs = [asyncio.run(burst()) for _ in range(3)]
-        results = [r for run in shed_runs for r in run]
+        run = subprocess.run(
+            [str(GO_CLIENT), "burst", server.target, "openai", str(BURST), str(RUNS)], capture_output=True, text=True, timeout=60
+        )
         for t in held:
             t.join(30)
         for c in holders:
             c.close()
     finally:
         server.stop()
-    latencies = sorted(t for t, _ in results)
-    assert all(code == grpc.StatusCode.RESOURCE_EXHAUSTED for _, code in results)
-    p50, worst = statistics.median(latencies) * 1000, latencies[-1] * 1000
-    floor = statistics.median(floors) * 1000
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    shed_calls = BURST * (RUNS + 1)  # and the first burst, timed apart
+    assert out["codes"] == {"ResourceExhausted": shed_calls} and out["reasons"] == {"SERVER_OVERLOADED": shed_calls}
+    assert len(fake.requests()) == LIMIT, "shed calls never reached the upstream"
+    shed = [statistics.median(ms) for ms in out["shed_ms"]]
+    health = [statistics.median(ms) for ms in out["health_ms"]]
+    worst = max(max(ms) for ms in out["shed_ms"])
+    ratio = statistics.median(shed) / statistics.median(health)
     print(
-        f"burst of {BURST} over-limit callers (3 runs): rejected in median {p50:.1f} ms, worst {worst:.1f} ms; "
-        f"{BURST} health checks in the same harness: median {floor:.1f} ms (ratio {p50 / floor:.2f})"
+        f"burst of {BURST} over-limit callers from the Go client ({RUNS} runs): rejected in median "
+        f"{statistics.median(shed):.2f} ms (runs {', '.join(f'{m:.2f}' for m in shed)}), worst {worst:.1f} ms; "
+        f"{BURST} health checks at once: median {statistics.median(health):.2f} ms "
+        f"(runs {', '.join(f'{m:.2f}' for m in health)}); ratio {ratio:.2f}; the server's first bursts, "
+        f"untimed in the ratio: shed {statistics.median(out['cold_shed_ms']):.1f} ms, "
+        f"health {statistics.median(out['cold_health_ms']):.1f} ms"
     )
-    assert worst < 1000, "rejected at once, not queued behind the admitted streams"
+    assert ratio < SHED_TO_HEALTH_RATIO_BOUND, (shed, health)
