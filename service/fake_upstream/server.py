@@ -209,6 +209,7 @@ class FakeUpstream:
                 await self._stall(resp, script)
             await resp.write(event)
             rec.chunks_sent += 1
+            self._notify()  # a test may be waiting for the n-th chunk
             if script.chunk_delay_s:
                 await asyncio.sleep(script.chunk_delay_s)
         await resp.write_eof()
