@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -23,11 +24,13 @@ from llm_service.config import Config, Route
 from llm_service.core import errors, types
 from llm_service.core.provider import Provider
 from llm_service.core.retry import Deadline
+from llm_service.interceptors import PARSE_OFF_LOOP_BYTES
 from llm_service.metrics import Metrics
 from llm_service.status import MappedStatus, caller_ended_code, to_status
 
 log = logging.getLogger("llm_service.rpc")
 ROUTE_NAME_SHOWN_MAX_CHARS = 64
+OFF_LOOP_BYTES = PARSE_OFF_LOOP_BYTES  # requests this large are decoded, converted and planned off the loop
 
 
 class _RpcRecord:
@@ -116,6 +119,16 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
                 task.cancel()
         return len(self._streams)
 
+    async def _call(self, request: pb.CompleteRequest | pb.StreamRequest) -> types.CallRequest:
+        """The request as the core takes it; a large one converted in a worker thread, so the
+        event loop keeps serving every other call meanwhile (and the core plans it off the loop too)."""
+        if request.ByteSize() <= OFF_LOOP_BYTES:
+            return convert.call_from_proto(request, self.config.server.max_metadata_entries, self.config.limits)
+        call = await asyncio.to_thread(
+            convert.call_from_proto, request, self.config.server.max_metadata_entries, self.config.limits
+        )
+        return dataclasses.replace(call, large=True)
+
     def _routed(self, rec: _RpcRecord, name: str) -> Route:
         """The route the call names, checked for this caller; from here on the record names it."""
         route = self._route(name)
@@ -162,7 +175,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         """Answer in one response."""
         with self._rpc("Complete", request, context) as rec:
             route = self._routed(rec, request.model)
-            call = convert.call_from_proto(request, self.config.server.max_metadata_entries, self.config.limits)
+            call = await self._call(request)
             completion = await self.provider.complete(route, call, Deadline(context.time_remaining()))
             rec.finished(completion.finish)
             return convert.completion_to_proto(completion)
@@ -177,7 +190,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         try:
             with self._rpc("Stream", request, context) as rec:
                 route = self._routed(rec, request.model)
-                call = convert.call_from_proto(request, self.config.server.max_metadata_entries, self.config.limits)
+                call = await self._call(request)
                 upstream = self.provider.stream(route, call, Deadline(context.time_remaining()))
                 events = 0
                 while True:

@@ -116,7 +116,7 @@ class Engine:
         while True:
             target = state.route if pool is None else await pool.next(tried, state.deadline, state.attempts)
             if plan is None or plan.route is not target or plan.tool_compat != compat:
-                plan = self._planner.plan(target, call, streamed=live, tool_compat_mode=compat)
+                plan = await self._plan(target, call, live, compat)
             tried.add(target.deployment)
             asm = StreamAssembler()
             sent = False
@@ -165,6 +165,12 @@ class Engine:
                 for event in completion.events():
                     yield event
             return
+
+    async def _plan(self, route: Route, call: CallRequest, live: bool, compat: bool) -> Plan:
+        """The plan; a large call's (its request built and encoded) in a worker thread, off the loop."""
+        if call.large:
+            return await asyncio.to_thread(self._planner.plan, route, call, streamed=live, tool_compat_mode=compat)
+        return self._planner.plan(route, call, streamed=live, tool_compat_mode=compat)
 
     async def _whole_attempt(self, plan: Plan, state: _Call, asm: StreamAssembler) -> None:
         probe = self._attempt_started(plan, state)

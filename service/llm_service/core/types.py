@@ -32,6 +32,7 @@ class CallRequest:
     json_mode: bool = False
     response_format: dict[str, Any] | None = None
     max_retries: int | None = None
+    large: bool = False  # the request is large enough that building its upstream request leaves the event loop
 
 
 @dataclass(frozen=True)
