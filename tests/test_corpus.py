@@ -646,8 +646,8 @@ def test_recording_comes_out_as_its_bytes_say(
     body = rec.body
     verdicts: dict[str, list[str]] = {}
     for chunking, size in CHUNKINGS.items():
-        if size == -1 and rec.kind == "whole":
-            continue  # one JSON document has no events
+        if rec.kind == "whole" and size in (-1, 5):
+            continue  # one JSON document has no events, and is read whole: one cut form is enough
         fake.reset()
         fake.script(
             Script(
