@@ -86,7 +86,7 @@ class Metrics:
         self.fallbacks = Counter("llm_fallbacks", "Calls moved to a fallback route.", ["route", "to"], registry=r)
         self.breaker = Gauge(
             "llm_circuit_breaker_state",
-            "0 closed, 1 open, 2 half-open; per deployment on a route with several (deployment \"\" otherwise).",
+            '0 closed, 1 open, 2 half-open; per deployment on a route with several (deployment "" otherwise).',
             ["route", "deployment"],
             multiprocess_mode="max",
             registry=r,
