@@ -23,6 +23,7 @@ def _run(*args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str
     return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True, timeout=300, **kwargs)  # type: ignore[call-overload,no-any-return]
 
 
+@pytest.mark.parametrize("server", ["fast-path"], indirect=True)  # the client's install: one server is enough
 def test_the_client_installs_alone_and_its_cli_streams_from_a_running_server(
     tmp_path: Path, server: ServerThread, fake: FakeUpstream
 ) -> None:
