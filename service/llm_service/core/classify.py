@@ -317,10 +317,16 @@ def upstream_error(exc: BaseException, req: UpstreamRequest, route: str) -> erro
         return err
     if type(err) is errors.LLMError:
         log.error("unexpected upstream failure", exc_info=exc, extra={"route": route, **describe(exc)})
-    headers = response_headers(exc)
+    return with_upstream_hints(err, req, str(exc), response_headers(exc))
+
+
+def with_upstream_hints(err: errors.LLMError, req: UpstreamRequest, text: str, headers: Mapping[str, str]) -> errors.LLMError:
+    """err with what the engine reads of the upstream's answer besides its class: the retry-after
+    headers (lower-cased names), whether OpenRouter refused native tools, and whether it said
+    "backpressure". Both transports annotate their failures here."""
     err.upstream_headers = {name: headers[name] for name in _RETRY_HEADERS if name in headers}
-    err.native_tools_rejected = req.is_openrouter and "tools" in req.kwargs and rejects_native_tools(str(exc))
-    err.backpressure = "backpressure" in str(exc).lower()
+    err.native_tools_rejected = req.is_openrouter and "tools" in req.kwargs and rejects_native_tools(text)
+    err.backpressure = "backpressure" in text.lower()
     return err
 
 

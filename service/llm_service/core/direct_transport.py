@@ -18,7 +18,7 @@ import aiohttp
 
 from llm_service.core import errors
 from llm_service.core.assembly import StreamAssembler
-from llm_service.core.classify import CONNECTION_FAILED, answered
+from llm_service.core.classify import CONNECTION_FAILED, answered, with_upstream_hints
 from llm_service.core.direct_decode import (
     AnthropicStream,
     UpstreamStreamError,
@@ -32,7 +32,6 @@ from llm_service.core.direct_request import HttpCall, direct_provider, prepare
 from llm_service.core.request import UpstreamRequest
 from llm_service.core.retry import Deadline
 from llm_service.core.settings import Route
-from llm_service.core.tool_compat import rejects_native_tools
 from llm_service.core.types import Chunk, Usage
 
 log = logging.getLogger(__name__)
@@ -50,9 +49,6 @@ class _Answered(Exception):
         self.status = status
         self.body = body
         self.headers = headers
-
-
-_RETRY_HEADERS = ("retry-after-ms", "retry-after")
 
 
 def _timed_out() -> errors.LLMError:
@@ -132,12 +128,7 @@ class DirectRequest:
 
     def answered(self, status: int, body: str, headers: Mapping[str, str] | None = None) -> errors.LLMError:
         """An error the upstream answered, with its retry-after headers and whether it refused tools."""
-        err = answered(status, body, self.req.secrets)
-        if headers:
-            err.upstream_headers = {name: headers[name] for name in _RETRY_HEADERS if name in headers}
-        err.native_tools_rejected = self.req.is_openrouter and "tools" in self.req.kwargs and rejects_native_tools(body)
-        err.backpressure = "backpressure" in body.lower()
-        return err
+        return with_upstream_hints(answered(status, body, self.req.secrets), self.req, body, headers or {})
 
 
 class HttpClient:
