@@ -75,7 +75,7 @@ $(VENV)/.bench: $(VENV)/.deps requirements-bench.lock
 bench-deps: $(VENV)/.bench
 
 # Debian packages, only for the commands that are missing (scripts/system-deps.sh has the
-# table): prometheus and promtool for the metrics checks; protoc and the Go and Java plugins
+# table): prometheus and promtool for the metrics checks; redis-server for the shared quotas; protoc and the Go and Java plugins
 # for `make stubs`. A command the machine already has, from any package, is used as it is.
 system-deps:
 	@scripts/system-deps.sh

@@ -10,6 +10,7 @@ set -euo pipefail
 TABLE='
 prometheus          prometheus
 promtool            prometheus
+redis-server        redis-server
 protoc              protobuf-compiler
 protoc-gen-go       protoc-gen-go
 protoc-gen-go-grpc  protoc-gen-go-grpc
