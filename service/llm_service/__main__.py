@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from llm_service import logs
 from llm_service.config import DEFAULT_CONFIG_PATH, MAX_WORKERS, Config, ConfigError, load_config
+from llm_service.tracing import TracingError, TracingSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"llm_service: invalid configuration: {exc}", file=sys.stderr)
         return 2
+    try:
+        tracing = TracingSettings.from_environ(os.environ)
+    except TracingError as exc:
+        print(f"llm_service: invalid tracing environment: {exc}", file=sys.stderr)
+        return 2
     if args.check_config:
         print(f"{args.config}: OK ({len(config.routes)} routes)")
         return 0
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         config = replace(config, server=replace(config.server, workers=args.workers))
     if args.worker is not None:
-        return _work(config, args.worker)
+        return _work(config, args.worker, tracing)
     logs.configure(config.server.log_level)
     if config.server.workers > 1:
         from llm_service.workers import Supervisor, WorkersError, check
@@ -79,25 +85,25 @@ def main(argv: list[str] | None = None) -> int:
         except CannotListen as exc:
             print(f"llm_service: {exc}", file=sys.stderr)
             return 1
-    return _serve(config, reuse_port=False)
+    return _serve(config, reuse_port=False, tracing=tracing)
 
 
-def _work(config: Config, index: int) -> int:
+def _work(config: Config, index: int, tracing: TracingSettings | None) -> int:
     """One of the supervisor's workers: the whole server on the shared port, no /metrics, no fake upstream."""
     from llm_service.workers import die_with_supervisor
 
     die_with_supervisor()
     logs.configure(config.server.log_level, fields={"worker": index})
     server = replace(config.server, metrics_listen="", workers=1)
-    return _serve(replace(config, server=server, fake_upstream=""), reuse_port=True)
+    return _serve(replace(config, server=server, fake_upstream=""), reuse_port=True, tracing=tracing)
 
 
-def _serve(config: Config, reuse_port: bool) -> int:
+def _serve(config: Config, reuse_port: bool, tracing: TracingSettings | None) -> int:
     from llm_service.metrics import CannotListen
     from llm_service.server import serve_until_signalled
 
     try:
-        asyncio.run(serve_until_signalled(config, reuse_port=reuse_port))
+        asyncio.run(serve_until_signalled(config, reuse_port=reuse_port, tracing=tracing))
     except CannotListen as exc:
         print(f"llm_service: {exc}", file=sys.stderr)
         return 1

@@ -177,12 +177,13 @@ class Metrics:
         """A route's circuit breaker changed state."""
         self.breaker.labels(route.name, route.deployment).set(state.value)
 
-    def finished(self, rpc: str, route: Route | None, code: str, seconds: float) -> None:
-        """An RPC ended with this gRPC code name. route is None when the caller named no known route."""
+    def finished(self, rpc: str, route: Route | None, code: str, seconds: float, exemplar: dict[str, str] | None = None) -> None:
+        """An RPC ended with this gRPC code name. route is None when the caller named no known route.
+        exemplar: the trace it belongs to (OpenMetrics exposition only; none in multiprocess mode)."""
         if route is None:
             return
         self.requests.labels(rpc, route.name, route.provider, code).inc()
-        self.duration.labels(rpc, route.name, route.provider).observe(seconds)
+        self.duration.labels(rpc, route.name, route.provider).observe(seconds, exemplar)
 
     def used(self, route: Route, usage: types.Usage, cost_usd: float) -> None:
         """Tokens and cost of one answered upstream attempt (the provider core's on_usage hook)."""
@@ -219,9 +220,9 @@ class Metrics:
             child = self._stream_event_children[key] = self.stream_events.labels(route.name, EVENT_TYPES[type(event)])
         child.inc()
 
-    def first_token(self, route: Route, seconds: float) -> None:
-        """Time to the first content event of a stream."""
-        self.ttft.labels(route.name, route.provider).observe(seconds)
+    def first_token(self, route: Route, seconds: float, exemplar: dict[str, str] | None = None) -> None:
+        """Time to the first content event of a stream (exemplar: as for `finished`)."""
+        self.ttft.labels(route.name, route.provider).observe(seconds, exemplar)
 
     # --- exposition ----------------------------------------------------------------------------
 

@@ -16,12 +16,15 @@ from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from llm_service.auth import AuthGuard, TokenStore, read_pem
 from llm_service.config import Config
 from llm_service.core import litellm_setup
+from llm_service.core.observer import Observers
 from llm_service.core.provider import Provider
 from llm_service.health import Health
 from llm_service.interceptors import AdmissionGuard, GuardInterceptor, MetricsGuard, RequestBudget
 from llm_service.metrics import CannotListen, Metrics
 from llm_service.reflection import REFLECTION_SERVICES, serve_reflection
 from llm_service.servicer import LLMServicer
+from llm_service.tracing import Tracing, TracingSettings
+from llm_service.tracing import start as start_tracing
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LLMService"].full_name
@@ -41,6 +44,7 @@ class RunningServer:
     provider: Provider
     servicer: LLMServicer
     metrics_port: int = 0
+    tracing: Tracing | None = None
 
     async def drain(self, grace_s: float | None = None) -> None:
         """Fail health, refuse new RPCs, let in-flight ones finish within the grace period."""
@@ -60,6 +64,8 @@ class RunningServer:
         self.admission.trimmer.cancel()
         await self.provider.aclose()
         await asyncio.to_thread(self.metrics.close)
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # the spans still batched are exported first
         log.info("stopped")
 
 
@@ -85,11 +91,14 @@ def _add_port(server: grpc.aio.Server, address: str, config: Config) -> int:
     return int(server.add_secure_port(address, credentials))
 
 
-async def start(config: Config, listen: str | None = None, reuse_port: bool = False) -> RunningServer:
+async def start(
+    config: Config, listen: str | None = None, reuse_port: bool = False, tracing: TracingSettings | None = None
+) -> RunningServer:
     """Start serving on listen (default: the configured address); returns once listening.
 
     reuse_port: bind with SO_REUSEPORT, as the supervisor's workers do to share one port
     (otherwise off, so a second server on a port already in use fails instead of sharing it).
+    tracing: what the OTEL_* environment asks (None: no tracing); each process exports its own spans.
     """
     report = litellm_setup.install()
     metrics = Metrics(report.litellm_version)
@@ -115,8 +124,9 @@ async def start(config: Config, listen: str | None = None, reuse_port: bool = Fa
             ("grpc.so_reuseport", int(reuse_port)),
         ],
     )
-    provider = Provider(config.core(), observer=metrics)
-    servicer = LLMServicer(config, provider, metrics)
+    tracer = start_tracing(tracing)
+    provider = Provider(config.core(), observer=Observers(metrics, *([tracer] if tracer is not None else [])))
+    servicer = LLMServicer(config, provider, metrics, tracer)
     pb_grpc.add_LLMServiceServicer_to_server(servicer, server)
     health = Health()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -127,11 +137,17 @@ async def start(config: Config, listen: str | None = None, reuse_port: bool = Fa
     except RuntimeError:  # grpc's "Failed to bind"
         port = 0
     if port == 0:
+        if tracer is not None:
+            tracer.shutdown()
         raise CannotListen(f"cannot listen on {address}: the port is in use or the address is not local")
+    if tracer is not None:
+        tracer.server_address = (address.rsplit(":", 1)[0].strip("[]"), port)
     try:
         metrics_port = metrics.serve(config.server.metrics_listen) if config.server.metrics_listen else 0
     except CannotListen:
         await server.stop(None)  # bound but not started: give the port back before exiting
+        if tracer is not None:
+            tracer.shutdown()
         raise
     await server.start()
     for name in ("", SERVICE_NAME):
@@ -146,10 +162,12 @@ async def start(config: Config, listen: str | None = None, reuse_port: bool = Fa
             "pid": os.getpid(),
         },
     )
-    return RunningServer(server, health, port, config, metrics, admission, provider, servicer, metrics_port)
+    return RunningServer(server, health, port, config, metrics, admission, provider, servicer, metrics_port, tracer)
 
 
-async def serve_until_signalled(config: Config, listen: str | None = None, reuse_port: bool = False) -> None:
+async def serve_until_signalled(
+    config: Config, listen: str | None = None, reuse_port: bool = False, tracing: TracingSettings | None = None
+) -> None:
     """Serve until SIGTERM or SIGINT, then drain and return."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -163,7 +181,7 @@ async def serve_until_signalled(config: Config, listen: str | None = None, reuse
         fake = FakeUpstream(host, int(port))
         await fake.start()
         log.info("fake upstream started", extra={"address": fake.base_url})
-    running = await start(config, listen, reuse_port)
+    running = await start(config, listen, reuse_port, tracing)
     await stop.wait()
     await running.drain()
     if fake is not None:

@@ -27,6 +27,7 @@ from llm_service.core.retry import Deadline
 from llm_service.interceptors import PARSE_OFF_LOOP_BYTES
 from llm_service.metrics import Metrics
 from llm_service.status import MappedStatus, caller_ended_code, to_status
+from llm_service.tracing import Tracing
 
 log = logging.getLogger("llm_service.rpc")
 ROUTE_NAME_SHOWN_MAX_CHARS = 64
@@ -43,6 +44,7 @@ class _RpcRecord:
         self.route: Route | None = None
         self.failure: MappedStatus | None = None
         self.fields: dict[str, Any] = {"rpc": rpc, "code": "OK", "route": ""}
+        self.exemplar: dict[str, str] | None = None  # the trace a latency sample links to, when it is sampled
         caller = CALLER.get()
         if caller is not None:
             self.fields["caller_name"] = caller.name
@@ -55,6 +57,11 @@ class _RpcRecord:
         """The call names a configured route: from here on, route-labelled metrics may be touched."""
         self.route = route
         self.fields["route"] = route.name
+
+    def traced(self, trace_id: str, span_id: str, sampled: bool) -> None:
+        """The RPC has a span: its log line names it, and its latency samples link to a sampled trace."""
+        self.fields.update(trace_id=trace_id, span_id=span_id)
+        self.exemplar = {"trace_id": trace_id} if sampled else None
 
     def finished(self, finish: types.Finish | None) -> None:
         if finish is not None:
@@ -80,7 +87,7 @@ class _RpcRecord:
     def emit(self) -> None:
         seconds = time.monotonic() - self.started
         self.metrics.inflight.labels(self.rpc).dec()
-        self.metrics.finished(self.rpc, self.route, self.fields["code"], seconds)
+        self.metrics.finished(self.rpc, self.route, self.fields["code"], seconds, self.exemplar)
         self.fields["latency_ms"] = round(seconds * 1000, 1)
         log.info("rpc", extra=self.fields)
 
@@ -99,10 +106,11 @@ class _OpenStream:
 class LLMServicer(pb_grpc.LLMServiceServicer):
     """Serves llm.v1.LLMService."""
 
-    def __init__(self, config: Config, provider: Provider, metrics: Metrics) -> None:
+    def __init__(self, config: Config, provider: Provider, metrics: Metrics, tracing: Tracing | None = None) -> None:
         self.config = config
         self.provider = provider
         self.metrics = metrics
+        self.tracing = tracing
         self._streams: dict[asyncio.Task[Any], _OpenStream] = {}  # the open Stream calls
         self._ending_streams = False
 
@@ -160,6 +168,10 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         """Every RPC's frame: its record, its failure mapped once (the body's exception is kept on
         the record as `failure` and not raised: the RPC ends with it), its one log line and metrics."""
         rec = _RpcRecord(rpc, request, self.metrics)
+        tracing = self.tracing
+        trace = tracing.rpc_started(rpc, context) if tracing is not None else None
+        if trace is not None:
+            rec.traced(*trace.ids())
         try:
             yield rec
         except Exception as exc:
@@ -169,6 +181,9 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
             rec.fields["code"] = caller_ended_code(context)
             raise
         finally:
+            if tracing is not None and trace is not None:
+                f = rec.fields
+                tracing.rpc_ended(trace, f["code"], f["route"], f.get("reason", ""), f.get("caller_name", ""))
             rec.emit()
 
     async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.CompleteResponse:
@@ -209,7 +224,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
                     finally:
                         open_stream.awaiting_provider = False
                     if events == 0 and not isinstance(event, types.Finish):
-                        self.metrics.first_token(route, time.monotonic() - rec.started)
+                        self.metrics.first_token(route, time.monotonic() - rec.started, rec.exemplar)
                     events += 1
                     self.metrics.streamed(route, event)
                     if isinstance(event, types.Finish):

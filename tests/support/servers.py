@@ -33,6 +33,7 @@ from fake_upstream import FakeUpstream
 from llm_client import LLMClient, channel_options
 from llm_service.config import Config, parse_config
 from llm_service.server import RunningServer, start
+from llm_service.tracing import TracingSettings
 from tests.support.paths import ROOT
 
 SENTINEL_KEY = "sk-test-SENTINEL-provider-key-0123456789"  # the provider key every test route holds
@@ -119,7 +120,7 @@ def on_path(config: Config, path: ServerPath) -> Config:
 class ServerThread:
     """A real grpc.aio server running on its own event loop in a daemon thread."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, tracing: TracingSettings | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.running: RunningServer | None = None
         ready = threading.Event()
@@ -127,7 +128,7 @@ class ServerThread:
 
         async def boot() -> None:
             try:
-                self.running = await start(config, "127.0.0.1:0")
+                self.running = await start(config, "127.0.0.1:0", tracing=tracing)
             except BaseException as exc:  # reported to the test thread
                 errors.append(exc)
             ready.set()
@@ -156,13 +157,13 @@ class ServerThread:
 
 @contextmanager
 def custom_server(
-    fake: FakeUpstream, *, path: ServerPath = "fast-path", **overrides: Any
+    fake: FakeUpstream, *, path: ServerPath = "fast-path", tracing: TracingSettings | None = None, **overrides: Any
 ) -> Iterator[tuple[ServerThread, LLMClient]]:
     """A server of its own with `service_config` overrides, on this path, and a client for it.
 
-    The client has channel retries off, so attempt counts are exact.
+    The client has channel retries off, so attempt counts are exact. tracing: as the OTEL_* environment asks.
     """
-    srv = ServerThread(on_path(service_config(fake.base_url, **overrides), path))
+    srv = ServerThread(on_path(service_config(fake.base_url, **overrides), path), tracing)
     try:
         with LLMClient(srv.target, options=channel_options(retries=False)) as c:
             yield srv, c

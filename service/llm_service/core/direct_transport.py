@@ -32,6 +32,7 @@ from llm_service.core.direct_request import HttpCall, direct_provider, prepare
 from llm_service.core.request import UpstreamRequest
 from llm_service.core.retry import Deadline
 from llm_service.core.settings import Route
+from llm_service.core.trace_context import with_trace_headers
 from llm_service.core.types import Chunk, Usage
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,8 @@ class HttpClient:
         """POST the request; an error status raises _Answered with the body's first bytes."""
         timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s)
         try:
-            response = await self._client().post(call.url, data=call.body, headers=call.headers, timeout=timeout)
+            headers = with_trace_headers(call.headers)
+            response = await self._client().post(call.url, data=call.body, headers=headers, timeout=timeout)
         except TimeoutError:
             raise _timed_out() from None
         except aiohttp.ClientError as exc:

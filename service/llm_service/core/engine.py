@@ -176,14 +176,18 @@ class Engine:
         probe = self._attempt_started(plan, state)
         started = time.monotonic()
         answered_s: float | None = None
+        failure: BaseException | None = None
         try:
             answer = await plan.prepared.complete(state.deadline)
             answered_s = time.monotonic() - started
+            asm.feed(answer)
+            self._answered(plan, state, asm)
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
             state.upstream_s += time.monotonic() - started
-            self._attempt_ended(plan, state, probe, started, answered_s)
-        asm.feed(answer)
-        self._answered(plan, state, asm)
+            self._attempt_ended(plan, state, probe, started, answered_s, failure)
 
     async def _streamed_attempt(self, plan: Plan, state: _Call, asm: StreamAssembler) -> AsyncIterator[Event]:
         """One streamed attempt; its upstream stream is closed however the attempt ends."""
@@ -192,6 +196,7 @@ class Engine:
         first_s: float | None = None
         upstream: UpstreamStream | None = None
         first_token_s = plan.route.first_token_timeout_s
+        failure: BaseException | None = None
         try:
             async with asyncio.timeout(first_token_s) as first_token:  # off once the first chunk is in
                 upstream = await plan.prepared.stream(state.deadline)
@@ -213,31 +218,44 @@ class Engine:
             if asm.usage is None:
                 asm.usage = upstream.fallback_usage(asm, finished=True)
             self._answered(plan, state, asm)
-        except TimeoutError:
+        except TimeoutError as exc:
+            failure = exc
             if first_token_s is None or not first_token.expired():
                 raise
-            raise errors.FirstTokenTimeout(
+            failure = errors.FirstTokenTimeout(
                 f"the upstream sent nothing within {first_token_s:g} s (the route's first_token_timeout_s)"
-            ) from None
-        except (asyncio.CancelledError, GeneratorExit):
+            )
+            raise failure from None
+        except (asyncio.CancelledError, GeneratorExit) as exc:
+            failure = exc
             self._bill_cancelled(plan, state, asm, upstream)
+            raise
+        except BaseException as exc:
+            failure = exc
             raise
         finally:
             if upstream is None:
                 state.upstream_s += time.monotonic() - started
             else:
                 await upstream.aclose()
-            self._attempt_ended(plan, state, probe, started, first_s)
+            self._attempt_ended(plan, state, probe, started, first_s, failure)
 
     def _attempt_started(self, plan: Plan, state: _Call) -> bool:
         """Admit an attempt (or raise CircuitOpen) and count it; True when it is the breaker's probe."""
-        probe = self.health.admit(plan.route)
+        try:
+            probe = self.health.admit(plan.route)
+        except errors.CircuitOpen as refused:
+            self._observer.breaker_refused(plan.route, refused.retry_after_s)
+            raise
         state.attempts += 1
         if plan.route.deployment:
             self._pools[state.route.name].started(plan.route.deployment)
+        self._observer.attempt_started(plan, state.attempts)
         return probe
 
-    def _attempt_ended(self, plan: Plan, state: _Call, probe: bool, started: float, first_s: float | None) -> None:
+    def _attempt_ended(
+        self, plan: Plan, state: _Call, probe: bool, started: float, first_s: float | None, failure: BaseException | None
+    ) -> None:
         """However an attempt ended: a half-open probe it held is given back (after an answer or a failure
         the breaker has moved on already; this covers the caller's deadline and cancellation)."""
         if probe:
@@ -245,6 +263,7 @@ class Engine:
         if plan.route.deployment:
             self._pools[state.route.name].ended(plan.route.deployment, first_s)
             self._observer.deployment_attempted(state.route, plan.route.deployment, time.monotonic() - started)
+        self._observer.attempt_ended(plan, failure, first_s if plan.streamed else None)
 
     def _answered(self, plan: Plan, state: _Call, asm: StreamAssembler) -> None:
         """An attempt got an answer: the route is up, and what the upstream billed is reported, empty
@@ -254,6 +273,7 @@ class Engine:
         asm.cost_usd = cost_usd(plan.request.model, usage, plan.route.price_usd_per_mtok)
         if not usage.is_empty():
             self._observer.used(state.route, usage, asm.cost_usd)
+        self._observer.attempt_answered(plan, asm)
 
     def _bill_cancelled(self, plan: Plan, state: _Call, asm: StreamAssembler, upstream: UpstreamStream | None) -> None:
         """What a cancelled stream had already cost, where the upstream said so (Anthropic sends input first)."""
@@ -315,6 +335,7 @@ class Engine:
             "retrying",
             extra={"route": state.route.name, "reason": reason.value, "delay_s": round(delay_s, 3), "attempt": state.attempts},
         )
+        self._observer.waiting(state.route, reason, delay_s)
         await asyncio.sleep(delay_s)
         return True
 

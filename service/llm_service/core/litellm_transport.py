@@ -30,6 +30,7 @@ from llm_service.core.direct_request import direct_provider
 from llm_service.core.request import UpstreamRequest
 from llm_service.core.retry import Deadline
 from llm_service.core.settings import Route
+from llm_service.core.trace_context import UPSTREAM_TRACE_HEADERS, with_trace_headers
 from llm_service.core.types import Chunk, Usage
 
 log = logging.getLogger(__name__)
@@ -59,11 +60,17 @@ class LiteLLMRequest:
         self.route = route
         self.req = req
 
+    def _kwargs(self) -> dict[str, Any]:
+        """The request's arguments, the attempt's trace context among its headers when it forwards one."""
+        if UPSTREAM_TRACE_HEADERS.get() is None:
+            return self.req.kwargs
+        return {**self.req.kwargs, "extra_headers": with_trace_headers(dict(self.req.kwargs.get("extra_headers") or {}))}
+
     async def complete(self, deadline: Deadline) -> Chunk:
         """The whole answer."""
         try:
             async with asyncio.timeout(deadline.remaining()):
-                return decode_response(await litellm.acompletion(**self.req.kwargs))
+                return decode_response(await litellm.acompletion(**self._kwargs()))
         except TimeoutError:
             raise deadline.passed() from None
         except errors.LLMError:
@@ -75,7 +82,7 @@ class LiteLLMRequest:
         """The stream LiteLLM opened."""
         try:
             async with asyncio.timeout(deadline.remaining()):
-                response = await litellm.acompletion(**self.req.kwargs)
+                response = await litellm.acompletion(**self._kwargs())
         except TimeoutError:
             raise deadline.passed() from None
         except Exception as exc:

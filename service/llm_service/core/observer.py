@@ -3,12 +3,17 @@ whatever else watches calls, such as tracing)."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llm_service.core.resilience import BreakerState
 from llm_service.core.retry import RetryReason
 from llm_service.core.settings import Route
 from llm_service.core.types import Usage
+
+if TYPE_CHECKING:
+    from llm_service.core.assembly import StreamAssembler
+    from llm_service.core.plan import Plan
 
 
 class Observer(Protocol):
@@ -31,3 +36,55 @@ class Observer(Protocol):
     def deployment_attempted(self, route: Route, deployment: str, upstream_s: float) -> None:
         """One upstream attempt on a deployment of a route with several, and how long it waited on it."""
         ...
+
+    # What tracing watches: each upstream attempt from start to end, and what happens between them.
+
+    def attempt_started(self, plan: Plan, attempt: int) -> None:
+        """An upstream attempt (the call's attempt-th) was admitted and is about to be sent."""
+        ...
+
+    def attempt_answered(self, plan: Plan, asm: StreamAssembler) -> None:
+        """The attempt got its whole answer: usage, model and finish reason are in asm."""
+        ...
+
+    def attempt_ended(self, plan: Plan, failure: BaseException | None, first_chunk_s: float | None) -> None:
+        """However the attempt ended: failure is what it raised (an LLMError, or the caller's
+        cancellation); first_chunk_s when a streamed attempt received a first chunk."""
+        ...
+
+    def waiting(self, route: Route, reason: RetryReason, delay_s: float) -> None:
+        """The engine waits delay_s before its next attempt, for reason."""
+        ...
+
+    def breaker_refused(self, route: Route, retry_after_s: float | None) -> None:
+        """An attempt was refused by the route's (or deployment's) open circuit breaker."""
+        ...
+
+
+class Observers:
+    """Several observers as one: each hook runs on every observer that has it, in order.
+
+    An observer may leave out hooks it does not care about. A hook only one observer has is
+    that observer's own bound method, so with one observer nothing is added to a call."""
+
+    def __init__(self, *observers: object) -> None:
+        self._observers = observers
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        hooks = [hook for o in self._observers if (hook := getattr(o, name, None)) is not None]
+        if not hooks:
+            fanned: Callable[..., None] = _nothing
+        elif len(hooks) == 1:
+            fanned = hooks[0]
+        else:
+
+            def fanned(*args: Any) -> None:
+                for hook in hooks:
+                    hook(*args)
+
+        setattr(self, name, fanned)  # looked up once per hook, not once per call
+        return fanned
+
+
+def _nothing(*args: Any) -> None:
+    return None

@@ -175,6 +175,11 @@ class Route:
     # A streamed attempt with no first chunk within it is abandoned and retried elsewhere (None: no limit).
     first_token_timeout_s: float | None = setting(None, POSITIVE_SECONDS)
     price_usd_per_mtok: Price | None = None  # the last resort for the cost of an answer (PC34)
+    # Tracing opt-ins, off by default: record prompts and answers on the attempt spans (the GenAI
+    # semantic conventions' opt-in content attributes), and send the attempt's W3C traceparent
+    # upstream (for a self-hosted vLLM or Ollama that traces too; public providers need not see it).
+    trace_content: bool = setting(False, Check("true or false"))
+    forward_traceparent: bool = setting(False, Check("true or false"))
 
     def of(self, deployment: Deployment) -> Route:
         """The route as one of its deployments is called: its endpoint, key, model and headers."""

@@ -1,0 +1,216 @@
+"""OpenTelemetry tracing, proved at a real OTLP receiver: a server exporting to it over gRPC (and
+one over HTTP) is called with a caller's traceparent, and what it exported is read back."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from fake_upstream import FakeUpstream, Script, Usage
+from llm_client import LLMClient, channel_options
+from llm_client._proto.llm.v1 import llm_service_pb2 as pb
+from llm_service.auth import hash_token
+from llm_service.tracing import TracingError, TracingSettings
+from tests.support.messages import user_msg
+from tests.support.otlp import OtlpGrpcReceiver, OtlpHttpReceiver, ReceivedSpan
+from tests.support.servers import PATHS, SENTINEL_KEY, ServerPath, ServerThread, on_path, service_config
+
+TOKEN = "llmtok-traced-caller-token-0123456789abcdef"
+PROMPT = "PROMPT-SENTINEL tell me about tracing"
+ANSWER = "ANSWER-SENTINEL spans all the way down"
+SERVER_SPAN = "llm.v1.LLMService/{}"
+BATCH_DELAY_MS = "20"  # the traced server exports what ended at most this long ago: tests wait on the receiver
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpGrpcReceiver]:
+    r = OtlpGrpcReceiver()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module", params=PATHS)
+def traced(fake: FakeUpstream, receiver: OtlpGrpcReceiver, tmp_path_factory: pytest.TempPathFactory, request: Any) -> Iterator[ServerThread]:
+    """A server exporting to the receiver over OTLP/gRPC, every call sampled, callers with a token."""
+    path: ServerPath = request.param
+    tokens = tmp_path_factory.mktemp("tokens") / "tokens.yaml"
+    tokens.write_text(yaml.safe_dump({"tokens": [{"name": "tracer", "sha256": hash_token(TOKEN)}]}))
+    openai = {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}}
+    anthropic = {"model": "anthropic/claude-test", "api_base": fake.base_url, "key": {"env": "TEST_PROVIDER_KEY"}}
+    routes = {
+        "forwarding": {**openai, "forward_traceparent": True},
+        "forwarding-anthropic": {**anthropic, "forward_traceparent": True},
+        "content": {**openai, "trace_content": True},
+    }
+    settings = TracingSettings.from_environ(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_TRACES_SAMPLER": "always_on", "OTEL_BSP_SCHEDULE_DELAY": BATCH_DELAY_MS}
+    )
+    srv = ServerThread(on_path(service_config(fake.base_url, routes=routes, auth={"tokens_file": str(tokens)}), path), settings)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(traced: ServerThread) -> Iterator[LLMClient]:
+    with LLMClient(traced.target, token=TOKEN, options=channel_options(retries=False)) as c:
+        yield c
+
+
+def _caller() -> tuple[str, str, list[tuple[str, str]]]:
+    """A caller's trace id, span id, and the metadata that carries them (with a tracestate and baggage)."""
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    return trace_id, span_id, [("traceparent", f"00-{trace_id}-{span_id}-01"), ("tracestate", "caller=1"), ("baggage", "team=a")]
+
+
+def _exported(receiver: OtlpGrpcReceiver, trace_id: str, rpc: str) -> list[ReceivedSpan]:
+    """The trace's spans, once its server span was exported (its batch goes within BATCH_DELAY_MS)."""
+
+    def ended(spans: list[ReceivedSpan]) -> bool:
+        return any(s.trace_id == trace_id and s.name == SERVER_SPAN.format(rpc) for s in spans)
+
+    return [s for s in receiver.wait_for(ended) if s.trace_id == trace_id]
+
+
+def _server_and_attempts(spans: list[ReceivedSpan], rpc: str) -> tuple[ReceivedSpan, list[ReceivedSpan]]:
+    server = next(s for s in spans if s.name == SERVER_SPAN.format(rpc))
+    attempts = sorted((s for s in spans if s.parent_id == server.span_id), key=lambda s: s.raw.start_time_unix_nano)
+    return server, attempts
+
+
+def test_a_call_continues_the_callers_trace_with_an_attempt_span_per_upstream_request(
+    traced: ServerThread, receiver: OtlpGrpcReceiver, client: LLMClient, fake: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.script(
+        Script(status=429, headers={"retry-after-ms": "37"}),
+        Script(text=ANSWER, usage=Usage(input=21, output=8), finish_reason="stop"),
+    )
+    trace_id, caller_span, metadata = _caller()
+    with caplog.at_level(logging.INFO, logger="llm_service.rpc"):
+        client.stub.Complete(pb.CompleteRequest(model="openai", messages=[user_msg(PROMPT)]), metadata=metadata, timeout=10)
+    spans = _exported(receiver, trace_id, "Complete")
+    server, attempts = _server_and_attempts(spans, "Complete")
+
+    # The server span: a child of the caller's span, with the gRPC server span's attributes.
+    assert server.parent_id == caller_span and server.raw.kind == server.raw.SPAN_KIND_SERVER
+    a = server.attributes
+    assert (a["rpc.system"], a["rpc.service"], a["rpc.method"], a["rpc.grpc.status_code"]) == (
+        "grpc",
+        "llm.v1.LLMService",
+        "Complete",
+        0,
+    )
+    assert a["server.port"] == traced.port and a["network.peer.address"] == "127.0.0.1" and a["network.peer.port"] > 0
+    assert (a["llm_service.route"], a["llm_service.caller"]) == ("openai", "tracer")
+    assert server.raw.status.code == server.raw.status.STATUS_CODE_UNSET
+
+    # One attempt span per upstream request: the 429, then the answer, with what the fake reported.
+    assert len(attempts) == len(fake.requests()) == 2
+    limited, answered = (s.attributes for s in attempts)
+    assert [s.name for s in attempts] == ["chat test-model"] * 2 and all(s.raw.kind == s.raw.SPAN_KIND_CLIENT for s in attempts)
+    assert (limited["error.type"], limited["http.response.status_code"], limited["llm_service.attempt"]) == (
+        "UPSTREAM_RATE_LIMITED",
+        429,
+        1,
+    )
+    assert attempts[0].raw.status.code == attempts[0].raw.status.STATUS_CODE_ERROR
+    reported = fake.requests()[1].extra["usage"]
+    assert answered == answered | {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "test-model",
+        "gen_ai.response.model": "test-model",
+        "gen_ai.usage.input_tokens": reported["input"],
+        "gen_ai.usage.output_tokens": reported["output"],
+        "gen_ai.response.finish_reasons": ("stop",),
+        "http.response.status_code": 200,
+        "llm_service.route": "openai",
+        "llm_service.attempt": 2,
+    }
+    assert "error.type" not in answered
+    # The wait between them: a retry event on the server span, with the delay the upstream asked for.
+    assert server.events("retry") == [{"reason": "rate_limit", "delay_s": 0.037, "route": "openai"}]
+    assert attempts[0].raw.end_time_unix_nano <= attempts[1].raw.start_time_unix_nano
+
+    # The RPC's log line names the trace and the server span.
+    line = next(r for r in caplog.records if r.getMessage() == "rpc" and getattr(r, "trace_id", "") == trace_id)
+    assert line.span_id == server.span_id  # type: ignore[attr-defined]
+
+    # Nothing recorded holds the prompt, the answer, the provider key or the client's token.
+    recorded = repr([(s.attributes, [e.attributes for e in s.raw.events], s.resource) for s in spans])
+    for secret in (PROMPT, ANSWER, "PROMPT-SENTINEL", "ANSWER-SENTINEL", SENTINEL_KEY, TOKEN):
+        assert secret not in recorded
+
+    # The latency histogram links to the trace: an exemplar in the OpenMetrics exposition.
+    assert traced.running is not None
+    scrape = urllib.request.Request(
+        f"http://127.0.0.1:{traced.running.metrics_port}/metrics", headers={"Accept": "application/openmetrics-text"}
+    )
+    with urllib.request.urlopen(scrape, timeout=5) as resp:
+        families = list(text_string_to_metric_families(resp.read().decode()))
+    exemplars = [
+        s.exemplar.labels["trace_id"]
+        for f in families
+        if f.name == "llm_request_duration_seconds"
+        for s in f.samples
+        if s.exemplar is not None
+    ]
+    assert trace_id in exemplars
+
+
+def test_a_call_without_a_traceparent_starts_a_new_trace(
+    traced: ServerThread, receiver: OtlpGrpcReceiver, client: LLMClient, fake: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="llm_service.rpc"):
+        client.count_tokens("openai", [user_msg()])
+    line = next(r for r in reversed(caplog.records) if r.getMessage() == "rpc" and getattr(r, "rpc", "") == "CountTokens")
+    server, attempts = _server_and_attempts(_exported(receiver, line.trace_id, "CountTokens"), "CountTokens")  # type: ignore[attr-defined]
+    assert server.parent_id == "" and server.span_id == line.span_id and attempts == []  # type: ignore[attr-defined]
+
+
+def test_a_cancelled_streams_spans_end_with_their_status_at_once(
+    traced: ServerThread, receiver: OtlpGrpcReceiver, client: LLMClient, fake: FakeUpstream
+) -> None:
+    fake.script(Script(text="word " * 200, chunk_delay_s=0.05))
+    trace_id, _, metadata = _caller()
+    call = client.stub.Stream(pb.StreamRequest(model="openai", messages=[user_msg()]), metadata=metadata, timeout=10)
+    next(call)  # the stream is under way
+    cancelled_ns = time.time_ns()
+    call.cancel()
+    server, attempts = _server_and_attempts(_exported(receiver, trace_id, "Stream"), "Stream")
+    assert server.attributes["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
+    assert server.raw.end_time_unix_nano - cancelled_ns < 100_000_000
+    (attempt,) = attempts
+    assert attempt.attributes["error.type"] == "cancelled" and attempt.raw.status.code == attempt.raw.status.STATUS_CODE_ERROR
+    assert attempt.raw.end_time_unix_nano - cancelled_ns < 100_000_000
+    # Its first chunk came: an event at that moment, its delay an attribute.
+    (first,) = attempt.events("first_token")
+    assert first["gen_ai.response.time_to_first_chunk"] == attempt.attributes["gen_ai.response.time_to_first_chunk"] > 0
+
+
+@pytest.mark.parametrize("route", ["forwarding", "forwarding-anthropic"])
+def test_the_upstream_request_carries_the_attempts_traceparent_only_where_the_route_says(
+    route: str, traced: ServerThread, receiver: OtlpGrpcReceiver, client: LLMClient, fake: FakeUpstream
+) -> None:
+    """On both transports (the traced server runs once per path), OpenAI's wire and Anthropic's."""
+    trace_id, _, metadata = _caller()
+    client.stub.Complete(pb.CompleteRequest(model=route, messages=[user_msg()]), metadata=metadata, timeout=10)
+    client.stub.Complete(pb.CompleteRequest(model="openai", messages=[user_msg()]), metadata=metadata, timeout=10)
+    forwarded, plain = ({k.lower(): v for k, v in r.headers.items()} for r in fake.requests())
+    _, attempts = _server_and_attempts(
+        [s for s in _exported(receiver, trace_id, "Complete") if s.attributes.get("llm_service.route") != "openai"],
+        "Complete",
+    )
+    (attempt,) = attempts
+    assert forwarded["traceparent"] == f"00-{trace_id}-{attempt.span_id}-01"
+    assert forwarded["tracestate"] == "caller=1" and "baggage" not in forwarded
+    assert not {"traceparent", "tracestate", "baggage"} & set(plain)
