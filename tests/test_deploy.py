@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from llm_service.config import load_config
+from llm_service.tracing import TracingSettings
 from tests.support.paths import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -76,7 +77,7 @@ def test_network_policy_never_allows_the_metadata_address_or_private_ranges(buil
     for block in blocks:
         assert {"169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} <= set(block["except"])
     ports = {p["port"] for rule in policy["egress"] for p in rule.get("ports", [])}
-    assert ports == {53, 443}
+    assert ports == {53, 443, 4317, 4318}  # DNS, HTTPS, and OTLP (to the collector only: see the tracing test)
 
 
 def test_the_prometheus_rule_carries_the_alert_rules(built: dict[str, dict[str, Any]]) -> None:
@@ -204,6 +205,20 @@ def test_network_policy_lets_through_what_the_service_needs(built: dict[str, dic
     assert allowed(built, pod, KUBE_DNS, "Egress", 53, "UDP"), "DNS over UDP to kube-dns"
     assert allowed(built, pod, KUBE_DNS, "Egress", 53, "TCP"), "DNS over TCP to kube-dns"
     assert allowed(built, pod, Endpoint(ip="104.18.6.192"), "Egress", 443), "HTTPS to a provider"
+
+
+COLLECTOR = _pod("monitoring", **{"app.kubernetes.io/name": "opentelemetry-collector"})
+
+
+def test_tracing_is_ready_for_the_collector_and_off_until_an_overlay_turns_it_on(built: dict[str, dict[str, Any]]) -> None:
+    [container] = _deployment(built)["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert TracingSettings.from_environ(env) is None
+    on = TracingSettings.from_environ({**env, "OTEL_SDK_DISABLED": "false"})
+    assert on is not None and (on.protocol, on.endpoint) == ("grpc", "http://otel-collector.monitoring.svc.cluster.local:4317")
+    pod = _service_pod(built)
+    assert allowed(built, pod, COLLECTOR, "Egress", 4317) and allowed(built, pod, COLLECTOR, "Egress", 4318)
+    assert not allowed(built, pod, _pod("monitoring", app="other"), "Egress", 4317), "OTLP only to the collector"
 
 
 def test_network_policy_refuses_what_the_service_must_not_see(built: dict[str, dict[str, Any]]) -> None:

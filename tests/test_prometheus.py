@@ -20,7 +20,9 @@ import pytest
 import yaml
 
 from fake_upstream import FakeUpstream, Script, Usage
+from llm_service.tracing import TracingSettings
 from tests.support.messages import user_msg
+from tests.support.otlp import OtlpGrpcReceiver
 from tests.support.paths import ROOT
 from tests.support.servers import ServerThread, custom_server, free_port
 
@@ -48,6 +50,7 @@ class Prometheus:
                 f"--storage.tsdb.path={workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--log.level=warn",
+                "--enable-feature=exemplar-storage",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -98,14 +101,34 @@ class Prometheus:
 
 
 @pytest.fixture
-def monitored(fake: FakeUpstream, tmp_path: Path) -> Iterator[tuple[ServerThread, Any, Prometheus]]:
-    with custom_server(fake) as (srv, client):
+def receiver() -> Iterator[OtlpGrpcReceiver]:
+    r = OtlpGrpcReceiver()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def monitored(fake: FakeUpstream, tmp_path: Path, receiver: OtlpGrpcReceiver) -> Iterator[tuple[ServerThread, Any, Prometheus]]:
+    """The server traces every call (its latency histograms then carry exemplars, which the scrape must take)."""
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_TRACES_SAMPLER": "always_on",
+        "OTEL_BSP_SCHEDULE_DELAY": "20",
+    }
+    tracing = TracingSettings.from_environ(environ)
+    with custom_server(fake, tracing=tracing) as (srv, client):
         assert srv.running is not None
         prom = Prometheus(f"127.0.0.1:{srv.running.metrics_port}", tmp_path)
         try:
             yield srv, client, prom
         finally:
             prom.stop()
+
+
+def _exemplar_trace_ids(prom: Prometheus) -> set[str]:
+    now = time.time()
+    answer = prom.api("query_exemplars", query="llm_request_duration_seconds_bucket", start=str(now - 600), end=str(now + 60))
+    return {e["labels"]["trace_id"] for series in answer["data"] for e in series["exemplars"]}
 
 
 def _alert_exprs() -> dict[str, str]:
@@ -120,7 +143,7 @@ def _dashboard_exprs() -> list[str]:
 
 
 def test_prometheus_sees_the_upstreams_tokens_and_retries(
-    monitored: tuple[ServerThread, Any, Prometheus], fake: FakeUpstream
+    monitored: tuple[ServerThread, Any, Prometheus], fake: FakeUpstream, receiver: OtlpGrpcReceiver
 ) -> None:
     _, client, prom = monitored
     prom.wait_for_value('up{job="llm-service"}', 1)  # scraped once before any traffic: counters start at 0
@@ -162,6 +185,10 @@ def test_prometheus_sees_the_upstreams_tokens_and_retries(
         ),
         "the alert rules to be evaluated",
     )
+    # The latency histogram's exemplars reached Prometheus, each naming the trace of one of these calls.
+    prom._wait(lambda: bool(_exemplar_trace_ids(prom)), "exemplars on llm_request_duration_seconds")
+    linked = _exemplar_trace_ids(prom)
+    receiver.wait_for(lambda spans: linked <= {s.trace_id for s in spans if s.name.startswith("llm.v1.LLMService/")})
     # The auth failure makes its alert pending (it fires after its `for`).
     prom._wait(
         lambda: any(a["labels"]["alertname"] == "LLMServiceUpstreamAuthFailures" for a in prom.api("alerts")["data"]["alerts"]),

@@ -3,12 +3,12 @@ one over HTTP) is called with a caller's traceparent, and what it exported is re
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -40,7 +40,9 @@ def receiver() -> Iterator[OtlpGrpcReceiver]:
 
 
 @pytest.fixture(scope="module", params=PATHS)
-def traced(fake: FakeUpstream, receiver: OtlpGrpcReceiver, tmp_path_factory: pytest.TempPathFactory, request: Any) -> Iterator[ServerThread]:
+def traced(
+    fake: FakeUpstream, receiver: OtlpGrpcReceiver, tmp_path_factory: pytest.TempPathFactory, request: Any
+) -> Iterator[ServerThread]:
     """A server exporting to the receiver over OTLP/gRPC, every call sampled, callers with a token."""
     path: ServerPath = request.param
     tokens = tmp_path_factory.mktemp("tokens") / "tokens.yaml"
@@ -51,11 +53,23 @@ def traced(fake: FakeUpstream, receiver: OtlpGrpcReceiver, tmp_path_factory: pyt
         "forwarding": {**openai, "forward_traceparent": True},
         "forwarding-anthropic": {**anthropic, "forward_traceparent": True},
         "content": {**openai, "trace_content": True},
+        # Refused at once, its breaker open after two failures: every call falls back to openai.
+        "fragile": {"model": "openai/test-model", "api_base": "http://127.0.0.1:9/v1", "max_retries": 0, "fallbacks": ["openai"]},
     }
     settings = TracingSettings.from_environ(
-        {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_TRACES_SAMPLER": "always_on", "OTEL_BSP_SCHEDULE_DELAY": BATCH_DELAY_MS}
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_TRACES_SAMPLER": "always_on",
+            "OTEL_BSP_SCHEDULE_DELAY": BATCH_DELAY_MS,
+        }
     )
-    srv = ServerThread(on_path(service_config(fake.base_url, routes=routes, auth={"tokens_file": str(tokens)}), path), settings)
+    srv = ServerThread(
+        on_path(
+            service_config(fake.base_url, routes=routes, auth={"tokens_file": str(tokens)}, resilience={"breaker_failures": 2}),
+            path,
+        ),
+        settings,
+    )
     yield srv
     srv.stop()
 
@@ -214,3 +228,117 @@ def test_the_upstream_request_carries_the_attempts_traceparent_only_where_the_ro
     assert forwarded["traceparent"] == f"00-{trace_id}-{attempt.span_id}-01"
     assert forwarded["tracestate"] == "caller=1" and "baggage" not in forwarded
     assert not {"traceparent", "tracestate", "baggage"} & set(plain)
+
+
+def test_fallbacks_and_breaker_refusals_are_events_on_the_server_span(
+    traced: ServerThread, receiver: OtlpGrpcReceiver, client: LLMClient, fake: FakeUpstream
+) -> None:
+    servers = []
+    for _ in range(3):
+        trace_id, _, metadata = _caller()
+        client.stub.Complete(pb.CompleteRequest(model="fragile", messages=[user_msg()]), metadata=metadata, timeout=10)
+        servers.append(_server_and_attempts(_exported(receiver, trace_id, "Complete"), "Complete"))
+    for server, attempts in servers:
+        assert server.events("fallback") == [{"from_route": "fragile", "to_route": "openai"}]
+        assert attempts[-1].attributes["llm_service.route"] == "openai" and "error.type" not in attempts[-1].attributes
+    # Two attempts refused by the upstream opened the breaker; the third call's attempt it refused.
+    assert [[a.attributes.get("error.type") for a in attempts[:-1]] for _, attempts in servers] == [
+        ["UPSTREAM_UNAVAILABLE"],
+        ["UPSTREAM_UNAVAILABLE"],
+        [],
+    ]
+    assert [len(server.events("breaker_refused")) for server, _ in servers] == [0, 0, 1]
+    (refused,) = servers[2][0].events("breaker_refused")
+    assert refused["route"] == "fragile" and 0 < refused["retry_after_s"] <= 30
+
+
+def test_prompts_and_answers_are_recorded_only_on_a_route_that_opts_in(
+    traced: ServerThread, receiver: OtlpGrpcReceiver, client: LLMClient, fake: FakeUpstream
+) -> None:
+    fake.script(Script(text=ANSWER))
+    trace_id, _, metadata = _caller()
+    request = pb.CompleteRequest(model="content", messages=[user_msg(PROMPT)], system="SYSTEM-SENTINEL")
+    client.stub.Complete(request, metadata=metadata, timeout=10)
+    server, (attempt,) = _server_and_attempts(_exported(receiver, trace_id, "Complete"), "Complete")
+    a = attempt.attributes
+    assert json.loads(a["gen_ai.input.messages"]) == [{"role": "user", "parts": [{"type": "text", "content": PROMPT}]}]
+    assert json.loads(a["gen_ai.system_instructions"]) == [{"type": "text", "content": "SYSTEM-SENTINEL"}]
+    assert json.loads(a["gen_ai.output.messages"]) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": ANSWER}], "finish_reason": "stop"}
+    ]
+    assert PROMPT not in repr(server.attributes) and SENTINEL_KEY not in repr(a)
+
+
+def test_spans_go_over_otlp_http_and_the_last_ones_leave_when_the_server_stops(fake: FakeUpstream) -> None:
+    """The batch delay is left at the SDK's 5 s: the spans arrive because the drain flushed them."""
+    receiver = OtlpHttpReceiver()
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "llm-gateway-test",
+    }
+    srv = ServerThread(service_config(fake.base_url), TracingSettings.from_environ(environ))
+    try:
+        trace_id, caller_span, metadata = _caller()
+        with LLMClient(srv.target, options=channel_options(retries=False)) as c:
+            c.stub.Complete(pb.CompleteRequest(model="anthropic", messages=[user_msg()]), metadata=metadata, timeout=10)
+    finally:
+        srv.stop()
+    spans = [s for s in receiver.spans() if s.trace_id == trace_id]
+    receiver.stop()
+    server, (attempt,) = _server_and_attempts(spans, "Complete")
+    assert server.parent_id == caller_span and server.resource["service.name"] == "llm-gateway-test"
+    assert (attempt.name, attempt.attributes["gen_ai.provider.name"]) == ("chat claude-test", "anthropic")
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, None),
+        ({"OTEL_SERVICE_NAME": "x", "OTEL_TRACES_SAMPLER": "always_on"}, None),  # nothing names where spans go
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_SDK_DISABLED": "true"}, None),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_TRACES_EXPORTER": "none"}, None),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, ("grpc", "http://c:4317", "parentbased_always_on", 1.0)),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, ("grpc", "http://localhost:4317", "parentbased_always_on", 1.0)),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+            ("http/protobuf", "http://c:4318/v1/traces", "parentbased_always_on", 1.0),
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c/t", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"},
+            ("http/protobuf", "http://c/t", "parentbased_always_on", 1.0),
+        ),
+        (
+            {
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": "0.25",
+            },
+            ("grpc", "http://localhost:4317", "parentbased_traceidratio", 0.25),
+        ),
+    ],
+)
+def test_tracing_is_configured_by_the_standard_otel_variables_and_off_without_them(
+    environ: dict[str, str], expected: tuple[str, str, str, float] | None
+) -> None:
+    settings = TracingSettings.from_environ(environ)
+    got = None if settings is None else (settings.protocol, settings.endpoint, settings.sampler, settings.sampler_ratio)
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER"),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"},
+            "OTEL_TRACES_SAMPLER_ARG",
+        ),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_BSP_SCHEDULE_DELAY": "soon"}, "OTEL_BSP_SCHEDULE_DELAY"),
+    ],
+)
+def test_a_bad_otel_variable_is_refused_naming_it(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(TracingError, match=f"^{named}: expected"):
+        TracingSettings.from_environ(environ)

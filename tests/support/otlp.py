@@ -73,7 +73,7 @@ class _Store:
         """Every span received so far."""
         with self._changed:
             requests = list(self._requests)
-        out = []
+        out: list[ReceivedSpan] = []
         for request in requests:
             for rs in request.resource_spans:
                 resource = {a.key: value_of(a.value) for a in rs.resource.attributes}

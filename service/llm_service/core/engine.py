@@ -21,7 +21,7 @@ from llm_service.core import errors
 from llm_service.core.assembly import StreamAssembler
 from llm_service.core.deployments import DeploymentPool
 from llm_service.core.dumps import FailedRequestDumps
-from llm_service.core.observer import Observer
+from llm_service.core.observer import Observer, Observers, Watcher
 from llm_service.core.plan import Plan, Planner
 from llm_service.core.policy import policy_of
 from llm_service.core.pricing import cost_usd
@@ -64,7 +64,7 @@ class Engine:
         self._cap = settings.max_retries_cap
         self._planner = planner
         self.health = health
-        self._observer = observer
+        self._observer: Watcher = Observers(observer)  # hooks the observer has not are nothing
         self._dumps = dumps
         self._pools = {r.name: DeploymentPool(r, observer.deployment_changed) for r in settings.routes.values() if r.deployments}
 

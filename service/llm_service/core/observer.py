@@ -37,7 +37,10 @@ class Observer(Protocol):
         """One upstream attempt on a deployment of a route with several, and how long it waited on it."""
         ...
 
-    # What tracing watches: each upstream attempt from start to end, and what happens between them.
+
+class AttemptObserver(Protocol):
+    """What tracing watches: each upstream attempt from start to end, and what happens between them.
+    An observer may have none of these hooks, or some (the engine calls them through `Observers`)."""
 
     def attempt_started(self, plan: Plan, attempt: int) -> None:
         """An upstream attempt (the call's attempt-th) was admitted and is about to be sent."""
@@ -59,6 +62,10 @@ class Observer(Protocol):
     def breaker_refused(self, route: Route, retry_after_s: float | None) -> None:
         """An attempt was refused by the route's (or deployment's) open circuit breaker."""
         ...
+
+
+class Watcher(Observer, AttemptObserver, Protocol):
+    """Every hook the engine calls."""
 
 
 class Observers:
