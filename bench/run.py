@@ -2,10 +2,12 @@
 
 Starts the pre-built upstream (bench/upstream.py) on one core and measures, on the
 other core: raw HTTP (the floor), litellm.acompletion in-process, the service on
-LiteLLM's path, the service on its fast path, and a bare grpc.aio server relaying
-canned messages (the ceiling). Each figure is the median of --runs runs. Unary, burst
-streams and paced streams (200 chunks), at each concurrency. Then start-up time, idle
-RSS and memory with 1,000 open streams on the fast path. Writes bench/results/bench.json
+LiteLLM's path, the service on its fast path, the fast path again with tracing on (every
+call sampled, exported over OTLP/gRPC to a local receiver that counts and drops the spans),
+and a bare grpc.aio server relaying canned messages (the ceiling). Each figure is the
+median of --runs runs. Unary, burst streams and paced streams (200 chunks), at each
+concurrency. Then start-up time, idle RSS and memory with 1,000 open streams on the fast
+path. Writes bench/results/bench.json
 and bench/results/bench.png; includes LiteLLM Proxy's figures when `make bench-peer`
 left bench/results/peer.json.
 
@@ -35,17 +37,22 @@ from tests.support.servers import free_port, service_env
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MEASURED_CPU, OTHER_CPU = "0", "1"
-PATHS = ("http", "litellm", "service-litellm", "service-fast", "ceiling")
+PATHS = ("http", "litellm", "service-litellm", "service-fast", "service-traced", "ceiling")
 LABELS = {
     "http": "raw HTTP + JSON/SSE parse (floor)",
     "litellm": "litellm.acompletion in-process",
     "service-litellm": "service, LiteLLM path",
     "service-fast": "service, fast path",
+    "service-traced": "service, fast path, traced 100% (OTLP)",
     "ceiling": "bare grpc.aio, canned messages (ceiling)",
     "proxy": "LiteLLM Proxy, 1 worker (peer)",
 }
 FIGURES = ("calls_per_s", "p50_ms", "p99_ms", "ttft_p50_ms", "cpu_us_per_call", "cpu_us_per_chunk", "rss_mb")
 HOLD_STREAMS = 1000
+# Two spans per call (the RPC's and its one attempt's), nothing per chunk: tracing every call may
+# cost a unary call a fraction of its CPU, a streamed chunk next to nothing.
+TRACED_CALL_RATIO = 1.5
+TRACED_CHUNK_RATIO = 1.1
 
 
 def env() -> dict[str, str]:
@@ -99,10 +106,37 @@ def first_completion(port: int, started: float) -> float:
                 time.sleep(0.01)
 
 
+class SpanSink:
+    """An OTLP/gRPC trace receiver in this process that counts the spans it gets and keeps none."""
+
+    def __init__(self) -> None:
+        from concurrent import futures
+
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as collector
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as collector_grpc
+
+        sink = self
+        self.spans = 0
+
+        class Counting(collector_grpc.TraceServiceServicer):  # type: ignore[misc]
+            def Export(self, request: Any, context: Any) -> Any:
+                sink.spans += sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+                return collector.ExportTraceServiceResponse()
+
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        collector_grpc.add_TraceServiceServicer_to_server(Counting(), self._server)
+        self.endpoint = f"http://127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop(None)
+
+
 class Server:
     """A measured gRPC server process pinned to the measured core."""
 
-    def __init__(self, label: str, workdir: Path, upstream: str) -> None:
+    def __init__(self, label: str, workdir: Path, upstream: str, traced_to: str = "") -> None:
         self.label = label
         self.port = free_port()
         self.log = open(RESULTS / f"server-{label}.log", "w")  # closed in stop()
@@ -110,10 +144,12 @@ class Server:
             argv = pinned(MEASURED_CPU, "-m", "bench.ceiling", "--port", str(self.port))
         else:
             config = workdir / f"{label}.yaml"
-            config.write_text(yaml.safe_dump(service_config(upstream, self.port, fast=label == "service-fast")))
+            fast = label in ("service-fast", "service-traced")
+            config.write_text(yaml.safe_dump(service_config(upstream, self.port, fast=fast)))
             argv = pinned(MEASURED_CPU, "-m", "llm_service", "--config", str(config))
+        tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": traced_to, "OTEL_TRACES_SAMPLER": "always_on"} if traced_to else {}
         started = time.monotonic()
-        self.proc = subprocess.Popen(argv, env=env(), stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.proc = subprocess.Popen(argv, env=env() | tracing, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.startup_s = first_completion(self.port, started)
         time.sleep(0.5)
         self.idle_rss_mb = rss_mb(self.proc.pid)
@@ -192,6 +228,8 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
     litellm_chunk = fig("litellm", "paced", "cpu_us_per_chunk")
     floor_chunk = (fig("http", "paced", "cpu_us_per_chunk") or 0) + (fig("ceiling", "paced", "cpu_us_per_chunk") or 0)
     fast_call, litellm_call = fig("service-fast", "unary", "cpu_us_per_call"), fig("litellm", "unary", "cpu_us_per_call")
+    traced_call = fig("service-traced", "unary", "cpu_us_per_call")
+    traced_chunk = fig("service-traced", "paced", "cpu_us_per_chunk")
     unary_rate, peer_unary_rate = fig("service-fast", "unary", "calls_per_s"), fig("proxy", "unary", "calls_per_s")
     stream_rate, peer_stream_rate = fig("service-fast", "burst", "calls_per_s"), fig("proxy", "burst", "calls_per_s")
     added_p50 = _minus(fig("service-fast", "unary", "p50_ms", 1), fig("http", "unary", "p50_ms", 1))
@@ -206,6 +244,8 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
             2.0,
         ),
         ("unary: service CPU per call ÷ litellm.acompletion's", ratio(fast_call, litellm_call), "≤", 1 / 3),
+        ("tracing on (100% sampled) ÷ off: CPU per call, unary", ratio(traced_call, fast_call), "≤", TRACED_CALL_RATIO),
+        ("tracing on (100% sampled) ÷ off: CPU per chunk, paced", ratio(traced_chunk, fast_chunk), "≤", TRACED_CHUNK_RATIO),
         ("unary calls/s ÷ LiteLLM Proxy's", ratio(unary_rate, peer_unary_rate), "≥", 5.0),
         ("200-chunk streams/s ÷ LiteLLM Proxy's (burst)", ratio(stream_rate, peer_stream_rate), "≥", 7.0),
         ("added p50 latency at c=1, unary (ms)", added_p50, "≤", 1.0),
@@ -285,6 +325,7 @@ def main() -> None:
     upstream = subprocess.Popen(pinned(OTHER_CPU, "-m", "bench.upstream", "--port", str(upstream_port)), env=env(), cwd=ROOT)
     rows: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
+    sink = SpanSink() if "service-traced" in args.paths.split(",") else None
     try:
         wait_port(upstream_port)
         with tempfile.TemporaryDirectory() as tmp:
@@ -292,7 +333,8 @@ def main() -> None:
                 if label in ("http", "litellm"):
                     rows += load(args, label, "--path", label, "--upstream", upstream_url, cpu=MEASURED_CPU)
                     continue
-                server = Server(label, Path(tmp), upstream_url)
+                traced_to = sink.endpoint if sink is not None and label == "service-traced" else ""
+                server = Server(label, Path(tmp), upstream_url, traced_to)
                 try:
                     target = f"127.0.0.1:{server.port}"
                     rows += load(args, label, "--target", target, "--pid", str(server.proc.pid), cpu=OTHER_CPU)
@@ -303,6 +345,9 @@ def main() -> None:
                 finally:
                     server.stop()
     finally:
+        if sink is not None:
+            extra["spans_received"] = sink.spans
+            sink.stop()
         upstream.terminate()
         try:
             upstream.wait(10)
@@ -322,6 +367,8 @@ def main() -> None:
         before, opened, after = h["rss_before_mb"], h["rss_open_mb"], h["rss_after_mb"]
         print(f"\n1,000 open streams: RSS {before:.0f} MB before, {opened:.0f} MB open, {after:.0f} MB after they closed")
     print(f"start-up to first completion and idle RSS: {json.dumps(extra.get('startup', {}))}")
+    if "spans_received" in extra:
+        print(f"spans the traced server exported to the local receiver: {extra['spans_received']:,}")
     out = {
         "method": {"runs": args.runs, "seconds_per_run": args.seconds, "measured_cpu": MEASURED_CPU, "nproc": os.cpu_count()},
         "cells": [{"path": p, "mode": m, "concurrency": c_, **cell} for (p, m, c_), cell in sorted(cells.items())],
