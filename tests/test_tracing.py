@@ -3,6 +3,7 @@ one over HTTP) is called with a caller's traceparent, and what it exported is re
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import secrets
@@ -23,6 +24,7 @@ from llm_service.auth import hash_token
 from llm_service.tracing import TracingError, TracingSettings
 from tests.support.messages import user_msg
 from tests.support.otlp import OtlpGrpcReceiver, OtlpHttpReceiver, ReceivedSpan
+from tests.support.paths import ROOT
 from tests.support.servers import PATHS, SENTINEL_KEY, ServerPath, ServerThread, on_path, service_config
 
 TOKEN = "llmtok-traced-caller-token-0123456789abcdef"
@@ -342,3 +344,18 @@ def test_tracing_is_configured_by_the_standard_otel_variables_and_off_without_th
 def test_a_bad_otel_variable_is_refused_naming_it(environ: dict[str, str], named: str) -> None:
     with pytest.raises(TracingError, match=f"^{named}: expected"):
         TracingSettings.from_environ(environ)
+
+
+def test_without_tracing_the_server_never_imports_opentelemetry() -> None:
+    """Start-up pays nothing for tracing when it is off: no module of the server imports
+    OpenTelemetry at its top level (tracing.py imports the SDK only when tracing starts)."""
+    importers = []
+    for path in sorted((ROOT / "service/llm_service").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n.split(".")[0] == "opentelemetry" for n in names):
+                importers.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert importers == []
+    assert TracingSettings.from_environ({}) is None

@@ -78,6 +78,8 @@ class Observers:
         self._observers = observers
 
     def __getattr__(self, name: str) -> Callable[..., None]:
+        if name.startswith("_"):  # not a hook (copy and pickle probe for these)
+            raise AttributeError(name)
         hooks = [hook for o in self._observers if (hook := getattr(o, name, None)) is not None]
         if not hooks:
             fanned: Callable[..., None] = _nothing
