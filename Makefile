@@ -126,10 +126,13 @@ lint: venv system-deps $(NPM_STAMP) proto-check versions
 typecheck: venv
 	$(BIN)/mypy
 
-# Every test, then the parity check: each provider-core item (PC01-PC28) has a passing test.
+# Every test, then the parity check: each provider-core item (PC01-PC35) has a passing test.
+# Two pytest processes, each taking whole files (a module's servers start once, in one process):
+# the suite spends much of its time waiting on deadlines, retry waits and server start-ups.
+TEST_WORKERS ?= 2
 test: venv system-deps kubectl $(NODE_CLIENT_STAMP) $(GO_CLIENT) lint
 	@mkdir -p $(RESULTS)
-	$(BIN)/pytest --junitxml=$(RESULTS)/junit.xml
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --junitxml=$(RESULTS)/junit.xml
 	@$(PY) tests/parity.py --junit $(RESULTS)/junit.xml >/dev/null && echo "parity: every PC item has passing tests (make parity shows the table)"
 
 # pytest alone, for daily work: no lint, no system setup. ARGS goes to pytest.
