@@ -39,7 +39,7 @@ help:
 	@echo "make stubs  Go, Java and TypeScript stubs under build/stubs"
 	@echo "make soak   a few minutes of steady mixed load; RSS and sockets plotted to bench/results/"
 	@echo "make bench  every path side by side: the table, the ratios against the targets, bench/results/"
-	@echo "make bench-peer  LiteLLM Proxy (its own venv) under the same load; make bench then shows it beside the service"
+	@echo "make bench-peer  LiteLLM Proxy (its own venv) and the Portkey gateway (npm lock) under the same load; make bench then shows them beside the service"
 	@echo "make proto  regenerate the Python code from protos/"
 
 # The virtual environment, installed only from the hash-checked lock.
@@ -162,7 +162,13 @@ $(PEER_VENV)/.deps: requirements-peer.lock
 	$(PEER_VENV)/bin/pip install --quiet --require-hashes --no-deps -r requirements-peer.lock
 	touch $@
 
-bench-peer: venv bench-deps $(PEER_VENV)/.deps
+# The Portkey AI gateway (Node), a second peer, exactly as locked.
+PORTKEY_STAMP := bench/portkey/node_modules/.installed
+$(PORTKEY_STAMP): bench/portkey/package.json bench/portkey/package-lock.json
+	cd bench/portkey && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+bench-peer: venv bench-deps $(PEER_VENV)/.deps $(PORTKEY_STAMP)
 	$(PY) -m bench.peer --runs $(BENCH_RUNS) --seconds $(BENCH_SECONDS)
 
 # kubectl (with kustomize v5) for the manifests: the machine's own when it has one (CI images ship
@@ -203,7 +209,7 @@ release-contract: $(NPM_STAMP)
 	cd protos && node_modules/.bin/buf build -o $(CONTRACT_IMAGE)
 
 clean:
-	rm -rf $(VENV) $(DEPLOY_VENV) $(PEER_VENV) protos/node_modules .pytest_cache .mypy_cache .ruff_cache build
+	rm -rf $(VENV) $(DEPLOY_VENV) $(PEER_VENV) protos/node_modules bench/portkey/node_modules .pytest_cache .mypy_cache .ruff_cache build
 
 # Recompile the hash-checked locks from requirements*.in (needs uv in the venv or on PATH).
 lock:

@@ -108,6 +108,8 @@ def http_path(upstream: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
     url = f"{upstream}/v1/chat/completions"
     # The upstream ignores the key; LiteLLM Proxy (make bench-peer) checks its master key.
     headers = {"Authorization": f"Bearer {os.environ.get('BENCH_BEARER', 'bench')}", "Content-Type": "application/json"}
+    # A peer gateway may need headers of its own (the Portkey gateway: which provider, which host).
+    headers.update(json.loads(os.environ.get("BENCH_HEADERS", "{}")))
 
     async def call(mode: str) -> float:
         started = time.monotonic()
