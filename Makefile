@@ -154,6 +154,7 @@ soak: venv bench-deps
 BENCH_RUNS ?= 3
 BENCH_SECONDS ?= 2
 bench: venv bench-deps
+	@scripts/system-deps.sh bench
 	$(PY) -m bench.run --runs $(BENCH_RUNS) --seconds $(BENCH_SECONDS)
 
 # LiteLLM Proxy (the peer) in a venv of its own, from its hash-checked lock; writes bench/results/peer.json.

@@ -129,6 +129,7 @@ def http_path(upstream: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
                 chunk = json.loads(line[5:])
                 if not first and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                     first = time.monotonic() - started
+        assert first, f"the stream brought no text (HTTP {resp.status})"  # a failed stream is a failure, not a fast call
         return first
 
     return call, session.close

@@ -44,7 +44,10 @@ LABELS = {
     "ceiling": "bare grpc.aio, canned messages (ceiling)",
     "proxy": "LiteLLM Proxy, 1 worker (peer)",
     "portkey": "Portkey AI gateway, 1 Node process (peer)",
+    "service-fast-h2load": "service, fast path (h2load client)",
+    "ceiling-h2load": "bare grpc.aio, canned messages (h2load client)",
 }
+H2LOAD_PATHS = ("service-fast", "ceiling")  # their unary rows again, from h2load
 FIGURES = ("calls_per_s", "p50_ms", "p99_ms", "ttft_p50_ms", "cpu_us_per_call", "cpu_us_per_chunk", "rss_mb")
 HOLD_STREAMS = 1000
 
@@ -128,8 +131,8 @@ class Server:
         self.log.close()
 
 
-def load(args: argparse.Namespace, label: str, *extra: str, cpu: str) -> list[dict[str, Any]]:
-    argv = pinned(cpu, "-m", "bench.load", "--label", label, "--runs", str(args.runs), "--seconds", str(args.seconds),
+def load(args: argparse.Namespace, label: str, *extra: str, cpu: str, module: str = "bench.load") -> list[dict[str, Any]]:
+    argv = pinned(cpu, "-m", module, "--label", label, "--runs", str(args.runs), "--seconds", str(args.seconds),
                   "--concurrency", args.concurrency, *extra)  # fmt: skip
     print(f"  measuring {LABELS[label]} …", file=sys.stderr, flush=True)
     out = subprocess.run(argv, env=env(), cwd=ROOT, capture_output=True, text=True, check=False)
@@ -302,6 +305,9 @@ def main() -> None:
                 try:
                     target = f"127.0.0.1:{server.port}"
                     rows += load(args, label, "--target", target, "--pid", str(server.proc.pid), cpu=OTHER_CPU)
+                    if label in H2LOAD_PATHS:
+                        rows += load(args, f"{label}-h2load", "--target", target, "--pid", str(server.proc.pid),
+                                     cpu=OTHER_CPU, module="bench.h2load")  # fmt: skip
                     if label == "service-fast":
                         extra["startup_s"], extra["idle_rss_mb"] = server.startup_s, server.idle_rss_mb
                         extra["hold"] = hold_memory(server)
