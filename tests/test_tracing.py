@@ -213,6 +213,22 @@ def test_a_cancelled_streams_spans_end_with_their_status_at_once(
     assert first["gen_ai.response.time_to_first_chunk"] == attempt.attributes["gen_ai.response.time_to_first_chunk"] > 0
 
 
+def test_a_stream_past_its_deadline_ends_its_spans_with_the_deadlines_status(
+    traced: ServerThread, receiver: OtlpGrpcReceiver, client: LLMClient, fake: FakeUpstream
+) -> None:
+    fake.script(Script(text="word " * 200, chunk_delay_s=0.05))
+    trace_id, _, metadata = _caller()
+    call = client.stub.Stream(pb.StreamRequest(model="openai", messages=[user_msg()]), metadata=metadata, timeout=0.3)
+    with pytest.raises(grpc.RpcError) as info:
+        list(call)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    server, (attempt,) = _server_and_attempts(_exported(receiver, trace_id, "Stream"), "Stream")
+    assert server.attributes["rpc.grpc.status_code"] == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert (server.raw.status.code, server.attributes["error.type"]) == (server.raw.status.STATUS_CODE_ERROR, "DEADLINE_EXCEEDED")
+    assert attempt.raw.status.code == attempt.raw.status.STATUS_CODE_ERROR and attempt.attributes["error.type"]
+    assert attempt.raw.end_time_unix_nano <= server.raw.end_time_unix_nano
+
+
 @pytest.mark.parametrize("route", ["forwarding", "forwarding-anthropic"])
 def test_the_upstream_request_carries_the_attempts_traceparent_only_where_the_route_says(
     route: str, traced: ServerThread, receiver: OtlpGrpcReceiver, client: LLMClient, fake: FakeUpstream
