@@ -4,6 +4,7 @@ one over HTTP) is called with a caller's traceparent, and what it exported is re
 from __future__ import annotations
 
 import ast
+import io
 import json
 import logging
 import secrets
@@ -21,6 +22,7 @@ from fake_upstream import FakeUpstream, Script, Usage
 from llm_client import LLMClient, channel_options
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
 from llm_service.auth import hash_token
+from llm_service.logs import JsonFormatter
 from llm_service.tracing import TracingError, TracingSettings
 from tests.support.messages import user_msg
 from tests.support.otlp import OtlpGrpcReceiver, OtlpHttpReceiver, ReceivedSpan
@@ -111,8 +113,16 @@ def test_a_call_continues_the_callers_trace_with_an_attempt_span_per_upstream_re
         Script(text=ANSWER, usage=Usage(input=21, output=8), finish_reason="stop"),
     )
     trace_id, caller_span, metadata = _caller()
-    with caplog.at_level(logging.INFO, logger="llm_service.rpc"):
-        client.stub.Complete(pb.CompleteRequest(model="openai", messages=[user_msg(PROMPT)]), metadata=metadata, timeout=10)
+    lines = io.StringIO()
+    engine_log = logging.StreamHandler(lines)
+    engine_log.setFormatter(JsonFormatter())
+    logging.getLogger("llm_service.core.engine").addHandler(engine_log)
+    try:
+        with caplog.at_level(logging.INFO, logger="llm_service"):
+            request = pb.CompleteRequest(model="openai", messages=[user_msg(PROMPT)])
+            client.stub.Complete(request, metadata=metadata, timeout=10)
+    finally:
+        logging.getLogger("llm_service.core.engine").removeHandler(engine_log)
     spans = _exported(receiver, trace_id, "Complete")
     server, attempts = _server_and_attempts(spans, "Complete")
 
@@ -160,6 +170,9 @@ def test_a_call_continues_the_callers_trace_with_an_attempt_span_per_upstream_re
     # The RPC's log line names the trace and the server span.
     line = next(r for r in caplog.records if r.getMessage() == "rpc" and getattr(r, "trace_id", "") == trace_id)
     assert line.span_id == server.span_id  # type: ignore[attr-defined]
+    # So does every line logged while serving it (the retry's, here).
+    (retrying,) = [json.loads(x) for x in lines.getvalue().splitlines() if json.loads(x)["msg"] == "retrying"]
+    assert (retrying["trace_id"], retrying["span_id"]) == (trace_id, server.span_id)
 
     # Nothing recorded holds the prompt, the answer, the provider key or the client's token.
     recorded = repr([(s.attributes, [e.attributes for e in s.raw.events], s.resource) for s in spans])

@@ -10,10 +10,14 @@ import json
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from llm_service.core import secrets
 
+TRACE_IDS: ContextVar[dict[str, str] | None] = ContextVar("log_trace_ids", default=None)
+"""The trace_id and span_id of the RPC being served (set when tracing is on): every line logged
+while serving it carries them."""
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
 
@@ -35,6 +39,9 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 out[key] = value
+        if (ids := TRACE_IDS.get()) is not None:
+            for key, value in ids.items():
+                out.setdefault(key, value)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return secrets.redact(json.dumps(out, default=str, ensure_ascii=False))

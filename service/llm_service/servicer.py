@@ -18,7 +18,7 @@ import grpc
 
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from llm_service import convert
+from llm_service import convert, logs
 from llm_service.auth import CALLER
 from llm_service.config import Config, Route
 from llm_service.core import errors, types
@@ -61,6 +61,7 @@ class _RpcRecord:
     def traced(self, trace_id: str, span_id: str, sampled: bool) -> None:
         """The RPC has a span: its log line names it, and its latency samples link to a sampled trace."""
         self.fields.update(trace_id=trace_id, span_id=span_id)
+        logs.TRACE_IDS.set({"trace_id": trace_id, "span_id": span_id})
         self.exemplar = {"trace_id": trace_id} if sampled else None
 
     def finished(self, finish: types.Finish | None) -> None:
