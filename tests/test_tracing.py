@@ -206,12 +206,18 @@ def test_a_call_without_a_traceparent_starts_a_new_trace(
     assert server.parent_id == "" and server.span_id == line.span_id and attempts == []  # type: ignore[attr-defined]
 
 
+def _slow_stream(client: LLMClient, fake: FakeUpstream, timeout_s: float) -> tuple[str, Any]:
+    """A traced Stream call whose answer takes 10 s, and its trace id."""
+    fake.script(Script(text="word " * 200, chunk_delay_s=0.05))
+    trace_id, _, metadata = _caller()
+    request = pb.StreamRequest(model="openai", messages=[user_msg()])
+    return trace_id, client.stub.Stream(request, metadata=metadata, timeout=timeout_s)
+
+
 def test_a_cancelled_streams_spans_end_with_their_status_at_once(
     traced: ServerThread, receiver: OtlpGrpcReceiver, client: LLMClient, fake: FakeUpstream
 ) -> None:
-    fake.script(Script(text="word " * 200, chunk_delay_s=0.05))
-    trace_id, _, metadata = _caller()
-    call = client.stub.Stream(pb.StreamRequest(model="openai", messages=[user_msg()]), metadata=metadata, timeout=10)
+    trace_id, call = _slow_stream(client, fake, timeout_s=10)
     next(call)  # the stream is under way
     cancelled_ns = time.time_ns()
     call.cancel()
@@ -229,9 +235,7 @@ def test_a_cancelled_streams_spans_end_with_their_status_at_once(
 def test_a_stream_past_its_deadline_ends_its_spans_with_the_deadlines_status(
     traced: ServerThread, receiver: OtlpGrpcReceiver, client: LLMClient, fake: FakeUpstream
 ) -> None:
-    fake.script(Script(text="word " * 200, chunk_delay_s=0.05))
-    trace_id, _, metadata = _caller()
-    call = client.stub.Stream(pb.StreamRequest(model="openai", messages=[user_msg()]), metadata=metadata, timeout=0.3)
+    trace_id, call = _slow_stream(client, fake, timeout_s=0.3)
     with pytest.raises(grpc.RpcError) as info:
         list(call)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
