@@ -102,10 +102,12 @@ class OtlpGrpcReceiver(_Store, collector_grpc.TraceServiceServicer):
         self._server.start()
 
     def Export(self, request: collector.ExportTraceServiceRequest, context: Any) -> collector.ExportTraceServiceResponse:
+        """Store what an exporter sent."""
         self.add(request)
         return collector.ExportTraceServiceResponse()
 
     def stop(self) -> None:
+        """Stop listening."""
         self._server.stop(None)
 
 
@@ -138,5 +140,6 @@ class OtlpHttpReceiver(_Store):
         threading.Thread(target=self._http.serve_forever, daemon=True, name="otlp-http").start()
 
     def stop(self) -> None:
+        """Stop listening."""
         self._http.shutdown()
         self._http.server_close()
