@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -190,7 +191,12 @@ class Tracing:
 
         self.settings = settings
         resource = Resource.create(
-            {"service.name": settings.service_name, "service.version": __version__, "service.instance.id": str(uuid.uuid4())}
+            {
+                "service.name": settings.service_name,
+                "service.version": __version__,
+                "service.instance.id": str(uuid.uuid4()),  # one per process: each worker exports its own spans
+                "process.pid": os.getpid(),
+            }
         )
         self.provider: TracerProvider = TracerProvider(resource=resource, sampler=_sampler(settings))
         self.provider.add_span_processor(BatchSpanProcessor(_exporter(settings), schedule_delay_millis=settings.batch_delay_ms))
