@@ -35,7 +35,7 @@ from tests.support.servers import free_port, service_env
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MEASURED_CPU, OTHER_CPU = "0", "1"
-PATHS = ("http", "litellm", "service-litellm", "service-fast", "ceiling")
+PATHS = ("http", "litellm", "service-litellm", "service-fast", "service-fast-uncoalesced", "ceiling")
 LABELS = {
     "http": "raw HTTP + JSON/SSE parse (floor)",
     "litellm": "litellm.acompletion in-process",
@@ -44,6 +44,7 @@ LABELS = {
     "ceiling": "bare grpc.aio, canned messages (ceiling)",
     "proxy": "LiteLLM Proxy, 1 worker (peer)",
     "portkey": "Portkey AI gateway, 1 Node process (peer)",
+    "service-fast-uncoalesced": "service, fast path, stream_coalescing off",
     "service-fast-h2load": "service, fast path (h2load client)",
     "ceiling-h2load": "bare grpc.aio, canned messages (h2load client)",
 }
@@ -114,7 +115,11 @@ class Server:
             argv = pinned(MEASURED_CPU, "-m", "bench.ceiling", "--port", str(self.port))
         else:
             config = workdir / f"{label}.yaml"
-            config.write_text(yaml.safe_dump(service_config(upstream, self.port, fast=label == "service-fast")))
+            config.write_text(yaml.safe_dump(service_config(upstream, self.port, fast=label.startswith("service-fast"))))
+            if label == "service-fast-uncoalesced":
+                settings = yaml.safe_load(config.read_text())
+                settings["server"]["stream_coalescing"] = False
+                config.write_text(yaml.safe_dump(settings))
             argv = pinned(MEASURED_CPU, "-m", "llm_service", "--config", str(config))
         started = time.monotonic()
         self.proc = subprocess.Popen(argv, env=env(), stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -202,7 +207,25 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
     added_p50 = _minus(fig("service-fast", "unary", "p50_ms", 1), fig("http", "unary", "p50_ms", 1))
     added_ttft = _minus(fig("service-fast", "paced", "ttft_p50_ms", 1), fig("http", "paced", "ttft_p50_ms", 1))
     hold = extra.get("hold", {})
+
+    # Issue 24 (second round): unary against the floor, from h2load's rows where there are some.
+    def unary_cpu(path: str) -> float | None:
+        return fig(f"{path}-h2load", "unary", "cpu_us_per_call") or fig(path, "unary", "cpu_us_per_call")
+
+    floor_call = _plus(unary_cpu("ceiling"), fig("http", "unary", "cpu_us_per_call"))
+    unary_vs_floor = ratio(unary_cpu("service-fast"), floor_call)
+    ttft_over_http = _minus(fig("service-fast", "paced", "ttft_p50_ms", 1), fig("http", "paced", "ttft_p50_ms", 1))
+    ttft_over_ceiling = _minus(fig("service-fast", "paced", "ttft_p50_ms", 1), fig("ceiling", "paced", "ttft_p50_ms", 1))
+    coalesced = ratio(
+        fig("service-fast", "burst", "cpu_us_per_chunk", 256), fig("service-fast-uncoalesced", "burst", "cpu_us_per_chunk", 256)
+    )
+    ttft_cost = _minus(fig("service-fast", "paced", "ttft_p50_ms", 1), fig("service-fast-uncoalesced", "paced", "ttft_p50_ms", 1))
     rows = [
+        ("second round: unary CPU per call ÷ (bare gRPC unary + raw HTTP call)", unary_vs_floor, "≤", 1.5),
+        ("second round: added time to first token at c=1 over raw HTTP (ms)", ttft_over_http, "≤", 0.5),
+        ("second round: added time to first token at c=1 over bare grpc.aio (ms)", ttft_over_ceiling, "≤", 0.2),
+        ("c=256 burst: CPU per chunk ÷ the same without coalescing", coalesced, "≤", 0.5),
+        ("c=1 paced: time to first token with coalescing − without (ms)", ttft_cost, "≤", 0.1),
         ("paced stream: service CPU per chunk ÷ litellm.acompletion's", ratio(fast_chunk, litellm_chunk), "≤", 0.2),
         (
             "paced stream: service CPU per chunk ÷ floor (HTTP parse + bare gRPC send)",
@@ -229,6 +252,10 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
         met = None if value is None else (value <= bound if op == "≤" else value >= bound)
         out.append({"target": name, "value": value, "bound": f"{op} {bound:.3g}", "met": met})
     return out
+
+
+def _plus(a: float | None, b: float | None) -> float | None:
+    return a + b if a is not None and b is not None else None
 
 
 def _minus(a: float | None, b: float | None) -> float | None:
@@ -304,7 +331,8 @@ def main() -> None:
                 server = Server(label, Path(tmp), upstream_url)
                 try:
                     target = f"127.0.0.1:{server.port}"
-                    rows += load(args, label, "--target", target, "--pid", str(server.proc.pid), cpu=OTHER_CPU)
+                    modes = ["--modes", "burst,paced"] if label == "service-fast-uncoalesced" else []
+                    rows += load(args, label, "--target", target, "--pid", str(server.proc.pid), *modes, cpu=OTHER_CPU)
                     if label in H2LOAD_PATHS:
                         rows += load(args, f"{label}-h2load", "--target", target, "--pid", str(server.proc.pid),
                                      cpu=OTHER_CPU, module="bench.h2load")  # fmt: skip

@@ -88,6 +88,8 @@ class ServerConfig:
     max_connection_age_grace_s: float = setting(660.0, POSITIVE_SECONDS)
     # Worker processes sharing the port (SO_REUSEPORT); above 1, a supervisor runs them (workers.py).
     workers: int = setting(1, Check(f"an integer from 1 to {MAX_WORKERS}", lambda v: 1 <= v <= MAX_WORKERS))
+    # A stream whose writes fall behind the provider sends the backlog's text as one delta (relay.py).
+    stream_coalescing: bool = setting(True, Check("true or false"))
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from llm_service.core.provider import Provider
 from llm_service.core.retry import Deadline
 from llm_service.interceptors import PARSE_OFF_LOOP_BYTES
 from llm_service.metrics import Metrics
+from llm_service.relay import Relay
 from llm_service.status import MappedStatus, caller_ended_code, to_status
 
 log = logging.getLogger("llm_service.rpc")
@@ -191,30 +192,34 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
             with self._rpc("Stream", request, context) as rec:
                 route = self._routed(rec, request.model)
                 call = await self._call(request)
-                upstream = self.provider.stream(route, call, Deadline(context.time_remaining()))
+                stream = self.provider.stream(route, call, Deadline(context.time_remaining()))
+                upstream = Relay(stream, coalesce=self.config.server.stream_coalescing)
                 events = 0
-                while True:
-                    if self._ending_streams:  # the drain's grace ran out while this stream was writing
-                        await upstream.aclose()
-                        raise _grace_ran_out()
-                    open_stream.awaiting_provider = True
-                    try:
-                        event = await anext(upstream)
-                    except StopAsyncIteration:
-                        break
-                    except asyncio.CancelledError:
-                        if not (self._ending_streams and task is not None and task.uncancel() == 0):
-                            raise
-                        raise _grace_ran_out() from None  # end_streams cancelled the wait on the provider
-                    finally:
-                        open_stream.awaiting_provider = False
-                    if events == 0 and not isinstance(event, types.Finish):
-                        self.metrics.first_token(route, time.monotonic() - rec.started)
-                    events += 1
-                    self.metrics.streamed(route, event)
-                    if isinstance(event, types.Finish):
-                        rec.finished(event)
-                    yield convert.event_to_proto(event)
+                try:
+                    while True:
+                        open_stream.awaiting_provider = True
+                        try:
+                            batch = await upstream.next_batch()
+                        except StopAsyncIteration:
+                            break
+                        except asyncio.CancelledError:
+                            if not (self._ending_streams and task is not None and task.uncancel() == 0):
+                                raise
+                            raise _grace_ran_out() from None  # end_streams cancelled the wait on the provider
+                        finally:
+                            open_stream.awaiting_provider = False
+                        for event in batch:
+                            if events == 0 and not isinstance(event, types.Finish):
+                                self.metrics.first_token(route, time.monotonic() - rec.started)
+                            events += 1
+                            self.metrics.streamed(route, event)
+                            if isinstance(event, types.Finish):
+                                rec.finished(event)
+                            yield convert.event_to_proto(event)
+                            if self._ending_streams:  # the drain's grace ran out while this stream was writing
+                                raise _grace_ran_out()
+                finally:
+                    await upstream.aclose()
                 rec.fields["events"] = events
         finally:
             if task is not None:

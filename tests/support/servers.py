@@ -52,7 +52,9 @@ def service_config(fake_url: str, **overrides: Any) -> Config:
     (so `routes={"openai": {...}}` replaces the openai route and keeps the others).
     """
     raw: dict[str, Any] = {
-        "server": {"listen": "127.0.0.1:0", "drain_grace_s": 5, "metrics_listen": "127.0.0.1:0"},
+        # Streams keep one message per upstream event whatever the machine's load, so tests can
+        # compare events one by one; tests/test_relay.py turns coalescing on.
+        "server": {"listen": "127.0.0.1:0", "drain_grace_s": 5, "metrics_listen": "127.0.0.1:0", "stream_coalescing": False},
         "retry": {
             "backoff_base_s": 0.01,
             "max_delay_s": 2.0,
