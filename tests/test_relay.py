@@ -39,7 +39,7 @@ def test_runs_of_text_and_of_reasoning_join_and_everything_else_keeps_its_place(
 
 
 @on_both_paths
-def test_a_burst_faster_than_the_writes_goes_out_in_fewer_messages_with_all_its_text(fake: FakeUpstream, path: ServerPath) -> None:
+def test_a_burst_faster_than_the_writes_goes_out_in_fewer_messages(fake: FakeUpstream, path: ServerPath) -> None:
     """Issue 24: 600 chunks sent at once reach the caller as fewer deltas, each only new text,
     joined to exactly the answer, then text_end and finish as always."""
     words = [f"w{i} " for i in range(600)]
