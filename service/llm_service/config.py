@@ -28,6 +28,7 @@ from llm_service.core.settings import (
     FileSecret,
     KeySource,
     Price,
+    ReasoningDefaults,
     ResilienceConfig,
     RetryConfig,
     Route,
@@ -157,7 +158,15 @@ class Config:
         )
 
 
-_KINDS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "int | None": int, "float | None": float}
+_KINDS: dict[str, type] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "int | None": int,
+    "float | None": float,
+    "bool | None": bool,
+}
 
 
 class _Reader:
@@ -321,6 +330,7 @@ def _parse_route(r: _Reader, name: str, environ: Mapping[str, str]) -> Route:
         fallbacks=tuple(fallbacks),
         deployments=_deployments(r, environ),
         price_usd_per_mtok=_price(r),
+        reasoning=_reasoning(r),
     )
     r.done()
     return route
@@ -335,6 +345,14 @@ def _price(r: _Reader) -> Price | None:
     price: Price = p.settings(Price)
     p.done()
     return price
+
+
+def _reasoning(r: _Reader) -> ReasoningDefaults:
+    """A route's reasoning defaults (`reasoning: {effort, budget_tokens, supported}`); none when absent."""
+    section = r.sub("reasoning")
+    defaults: ReasoningDefaults = section.settings(ReasoningDefaults)
+    section.done()
+    return defaults
 
 
 def _endpoint(r: _Reader, environ: Mapping[str, str]) -> tuple[str, KeySource | None, Secret | None, tuple[tuple[str, str], ...]]:

@@ -21,6 +21,13 @@ SCHEMA_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 METADATA_MAX_CHARS = 256
 
 _ROLES = {pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant", pb.ROLE_TOOL: "tool", pb.ROLE_SYSTEM: "system"}
+_EFFORTS = {
+    pb.REASONING_EFFORT_NONE: "none",
+    pb.REASONING_EFFORT_MINIMAL: "minimal",
+    pb.REASONING_EFFORT_LOW: "low",
+    pb.REASONING_EFFORT_MEDIUM: "medium",
+    pb.REASONING_EFFORT_HIGH: "high",
+}
 _TOOL_MODES = {pb.TOOL_CHOICE_MODE_AUTO: "auto", pb.TOOL_CHOICE_MODE_NONE: "none", pb.TOOL_CHOICE_MODE_REQUIRED: "required"}
 _FINISH = {
     "stop": pb.FINISH_REASON_STOP,
@@ -148,6 +155,8 @@ def messages_from_proto(messages: Any, limits: LimitsConfig, field_prefix: str =
                 )
                 open_calls.add(tc.id)
             entry["tool_calls"] = calls
+        if msg.thinking_blocks:
+            entry["thinking_blocks"] = _thinking_in(msg, field, limits)
         if role == "tool":
             if not msg.tool_call_id:
                 raise InvalidRequest(f"{field}.tool_call_id", "is required for a tool message")
@@ -161,6 +170,40 @@ def messages_from_proto(messages: Any, limits: LimitsConfig, field_prefix: str =
             raise InvalidRequest(f"{field}.parts", f"a {role} message needs content")
         out.append(entry)
     return out
+
+
+def _thinking_in(msg: pb.Message, field: str, limits: LimitsConfig) -> list[dict[str, Any]]:
+    """An assistant turn's thinking blocks in LiteLLM's format, each marked with its provider (the
+    request builder keeps or drops them per route, then removes the mark)."""
+    if msg.role != pb.ROLE_ASSISTANT:
+        raise InvalidRequest(f"{field}.thinking_blocks", "only assistant messages carry thinking blocks")
+    if len(msg.thinking_blocks) > limits.max_parts:
+        raise InvalidRequest(f"{field}.thinking_blocks", f"at most {limits.max_parts} blocks (limits.max_parts)")
+    blocks: list[dict[str, Any]] = []
+    for j, b in enumerate(msg.thinking_blocks):
+        if b.redacted_data and (b.thinking or b.signature):
+            raise InvalidRequest(f"{field}.thinking_blocks[{j}]", "a redacted block has redacted_data only")
+        if b.redacted_data:
+            blocks.append({"type": "redacted_thinking", "data": b.redacted_data, "provider": b.provider})
+        elif b.signature:
+            blocks.append({"type": "thinking", "thinking": b.thinking, "signature": b.signature, "provider": b.provider})
+        else:
+            raise InvalidRequest(f"{field}.thinking_blocks[{j}].signature", "is required (send blocks back as they came)")
+    return blocks
+
+
+def reasoning_from_proto(req: Request) -> types.ReasoningAsk:
+    """The reasoning a request asks for; checked against the route when the request is built."""
+    if not req.HasField("reasoning"):
+        return types.ReasoningAsk()
+    r = req.reasoning
+    effort = _EFFORTS.get(r.effort, "")
+    if r.effort and not effort:
+        raise InvalidRequest("reasoning.effort", "unknown effort")
+    budget = r.budget_tokens if r.HasField("budget_tokens") else None
+    if budget is not None and budget <= 0:
+        raise InvalidRequest("reasoning.budget_tokens", "must be positive")
+    return types.ReasoningAsk(effort, budget)
 
 
 def tools_from_proto(tools: Any, limits: LimitsConfig) -> tuple[types.ToolSpec, ...]:
@@ -252,6 +295,7 @@ def call_from_proto(req: Request, max_metadata_entries: int, limits: LimitsConfi
         json_mode=req.json_mode,
         response_format=response_format,
         max_retries=req.max_retries if req.HasField("max_retries") else None,
+        reasoning=reasoning_from_proto(req),
     )
 
 
@@ -297,7 +341,10 @@ def tool_call_to_proto(tc: types.ToolCall) -> pb.ToolCall:
 
 
 def _thinking(blocks: tuple[types.ThinkingBlock, ...]) -> list[pb.ThinkingBlock]:
-    return [pb.ThinkingBlock(thinking=b.thinking, signature=b.signature, redacted_data=b.redacted_data) for b in blocks]
+    return [
+        pb.ThinkingBlock(thinking=b.thinking, signature=b.signature, redacted_data=b.redacted_data, provider=b.provider)
+        for b in blocks
+    ]
 
 
 def finish_to_proto(f: types.Finish) -> pb.Finish:

@@ -16,9 +16,9 @@ decided here and nowhere else:
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from llm_service.core import errors, tool_compat
+from llm_service.core import errors, thinking, tool_compat
 from llm_service.core.assembly import StreamAssembler
 from llm_service.core.direct_request import direct_provider
 from llm_service.core.request import UpstreamRequest, build_request
@@ -57,7 +57,7 @@ class Plan:
             cost_usd=asm.cost_usd,
             provider_model=asm.model or self.request.model,
             gateway=gateway,
-            thinking_blocks=tuple(asm.thinking),
+            thinking_blocks=tuple(replace(b, provider=thinking.origin(self.route.model)) for b in asm.thinking),
             refusal=asm.refusal,
         )
         if self.tool_compat:

@@ -15,7 +15,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from llm_service.core import secrets
+from llm_service.core import secrets, thinking
+from llm_service.core.reasoning import reasoning_kwargs
 from llm_service.core.settings import ClaudeCodeConfig, Route
 from llm_service.core.types import CallRequest, ToolSpec
 
@@ -160,8 +161,10 @@ def build_messages(
     oauth: bool,
     codex: bool,
     cc: ClaudeCodeConfig,
+    route: Route | None = None,
 ) -> list[dict[str, Any]]:
-    """The message list sent upstream: billing block, system, conversation.
+    """The message list sent upstream: billing block, system, conversation (assistant turns with the
+    thinking blocks this route takes back).
 
     Cache-capable models get at most two cache breakpoints: the system prompt (without its
     dynamic suffix) and the last message of the conversation (PC07, PC33).
@@ -178,7 +181,8 @@ def build_messages(
         out.append({"role": "system", "content": claude_billing_block(call.messages, cc)})
     if system or suffix:
         out.append(system_message(system, suffix, cached))
-    out.extend(m for m in call.messages if not is_empty_assistant(m))
+    route_model, route_name = (route.model, route.name) if route is not None else (model, "")
+    out.extend(thinking.for_route(m, route_model, model, route_name) for m in call.messages if not is_empty_assistant(m))
     if cached and out and out[-1].get("role") != "system":
         out[-1] = {**out[-1], "cache_control": {"type": "ephemeral"}}
     if codex and not any(m.get("role") == "system" for m in out):
@@ -229,7 +233,7 @@ def build_request(
     tools = call.tools if tools_override is None else tools_override
     kwargs: dict[str, Any] = {
         "model": model,
-        "messages": build_messages(call, system=system, model=model, oauth=oauth, codex=codex, cc=cc),
+        "messages": build_messages(call, system=system, model=model, oauth=oauth, codex=codex, cc=cc, route=route),
         "max_tokens": call.max_tokens if call.max_tokens is not None else route.max_tokens,
         "api_key": key or NO_KEY_PLACEHOLDER,
         "timeout": timeout_s,
@@ -258,6 +262,7 @@ def build_request(
         kwargs["seed"] = call.seed
     if call.response_format is not None:
         kwargs["response_format"] = call.response_format
+    kwargs.update(reasoning_kwargs(route, call.reasoning, model, kwargs["max_tokens"]))
     if codex:
         kwargs.pop("max_tokens", None)
         kwargs.pop("stream_options", None)

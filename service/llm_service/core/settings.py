@@ -146,6 +146,20 @@ class Price:
     cache_creation: float | None = setting(None, USD_RATE)
 
 
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class ReasoningDefaults:
+    """A route's reasoning: what a call that asks nothing itself gets (effort, thinking budget), and
+    whether the model reasons when LiteLLM's model map does not know it (`supported`; None: ask
+    the map). A caller's own request.reasoning replaces both defaults."""
+
+    effort: str = setting("", Check('"none", "minimal", "low", "medium" or "high"', lambda v: v in REASONING_EFFORTS))
+    budget_tokens: int | None = setting(None, POSITIVE_INT)
+    supported: bool | None = setting(None, Check("true or false"))
+
+
 @dataclass(frozen=True)
 class Route:
     """One route: a name callers use, and how the server reaches the provider for it."""
@@ -175,6 +189,7 @@ class Route:
     # A streamed attempt with no first chunk within it is abandoned and retried elsewhere (None: no limit).
     first_token_timeout_s: float | None = setting(None, POSITIVE_SECONDS)
     price_usd_per_mtok: Price | None = None  # the last resort for the cost of an answer (PC34)
+    reasoning: ReasoningDefaults = field(default_factory=ReasoningDefaults)
 
     def of(self, deployment: Deployment) -> Route:
         """The route as one of its deployments is called: its endpoint, key, model and headers."""

@@ -16,6 +16,15 @@ class ToolSpec:
 
 
 @dataclass(frozen=True)
+class ReasoningAsk:
+    """What a caller asked of a reasoning model: an effort ("none", "minimal", "low", "medium",
+    "high"; "" for the route's default) and a thinking budget in tokens (None: the route's default)."""
+
+    effort: str = ""
+    budget_tokens: int | None = None
+
+
+@dataclass(frozen=True)
 class CallRequest:
     """A call, provider-neutral. messages are OpenAI chat-format dicts (what LiteLLM takes)."""
 
@@ -32,6 +41,7 @@ class CallRequest:
     json_mode: bool = False
     response_format: dict[str, Any] | None = None
     max_retries: int | None = None
+    reasoning: ReasoningAsk = ReasoningAsk()
     large: bool = False  # the request is large enough that building its upstream request leaves the event loop
 
 
@@ -68,6 +78,7 @@ class ThinkingBlock:
     thinking: str = ""
     signature: str = ""
     redacted_data: str = ""
+    provider: str = ""  # who signed it (the route's thinking origin), set when the answer is finished
 
 
 @dataclass
