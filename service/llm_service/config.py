@@ -106,6 +106,8 @@ class LimitsConfig:
     max_tool_calls: int = setting(256, POSITIVE_INT)  # tool calls in one assistant message
     max_stop_sequences: int = setting(16, COUNT)
     max_inflight_request_bytes: int = setting(64 * 1024 * 1024, BYTES)  # requests over 256 KiB held at once, per process
+    max_document_bytes: int = setting(10 * 1024 * 1024, BYTES)  # one document's bytes
+    max_documents: int = setting(20, COUNT)  # documents in one request
 
 
 @dataclass(frozen=True)

@@ -109,15 +109,38 @@ def _content(msg: pb.Message, i: int, limits: LimitsConfig) -> str | list[dict[s
                 raise InvalidRequest(f"{field}.inline_image.data", "must not be empty")
             data = base64.b64encode(part.inline_image.data).decode()
             parts.append({"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}})
+        elif kind == "document":
+            parts.append(_document(part.document, f"{field}.document", limits))
         else:
-            raise InvalidRequest(field, "exactly one of text, image_url or inline_image must be set")
+            raise InvalidRequest(field, "exactly one of text, image_url, inline_image or document must be set")
         if kind != "text" and msg.role != pb.ROLE_USER:
-            raise InvalidRequest(field, "images are accepted in user messages only")
+            raise InvalidRequest(field, "images and documents are accepted in user messages only")
     if not parts:
         return None
     if all(p["type"] == "text" for p in parts):
         return "".join(p["text"] for p in parts)
     return parts
+
+
+def _document(doc: pb.Document, field: str, limits: LimitsConfig) -> dict[str, Any]:
+    """A document as LiteLLM's file content part, which it maps per provider (Anthropic document
+    blocks, OpenAI file parts, Gemini inline data); a URL as the part's file_id."""
+    source = doc.WhichOneof("source")
+    if source == "url":
+        if not doc.url.startswith("https://"):
+            raise InvalidRequest(f"{field}.url", "must be an https URL")
+        return {"type": "file", "file": {"file_id": doc.url}}
+    if source != "data" or not doc.data:
+        raise InvalidRequest(field, "exactly one of data or url must be set, and data must not be empty")
+    if len(doc.data) > limits.max_document_bytes:
+        raise InvalidRequest(f"{field}.data", f"at most {limits.max_document_bytes} bytes (limits.max_document_bytes)")
+    if not re.fullmatch(r"(application|text)/[A-Za-z0-9.+-]+", doc.mime_type):
+        raise InvalidRequest(f"{field}.mime_type", "must be a document MIME type such as application/pdf")
+    data = base64.b64encode(doc.data).decode()
+    return {
+        "type": "file",
+        "file": {"file_data": f"data:{doc.mime_type};base64,{data}", "filename": doc.filename or "document"},
+    }
 
 
 def messages_from_proto(messages: Any, limits: LimitsConfig, field_prefix: str = "messages") -> list[dict[str, Any]]:
@@ -128,8 +151,14 @@ def messages_from_proto(messages: Any, limits: LimitsConfig, field_prefix: str =
         raise InvalidRequest(field_prefix, "at least one message is required")
     out: list[dict[str, Any]] = []
     open_calls: set[str] = set()
+    documents = 0
     for i, msg in enumerate(messages):
         field = f"{field_prefix}[{i}]"
+        documents += sum(1 for part in msg.parts if part.WhichOneof("part") == "document")
+        if documents > limits.max_documents:
+            raise InvalidRequest(
+                f"{field}.parts", f"at most {limits.max_documents} documents in one request (limits.max_documents)"
+            )
         role = _ROLES.get(msg.role)
         if role is None:
             raise InvalidRequest(f"{field}.role", "must be ROLE_USER, ROLE_ASSISTANT, ROLE_TOOL or ROLE_SYSTEM")

@@ -190,6 +190,8 @@ class Route:
     first_token_timeout_s: float | None = setting(None, POSITIVE_SECONDS)
     price_usd_per_mtok: Price | None = None  # the last resort for the cost of an answer (PC34)
     reasoning: ReasoningDefaults = field(default_factory=ReasoningDefaults)
+    # Whether the model reads documents (PDFs), where LiteLLM's model map does not say (None: ask it).
+    documents: bool | None = setting(None, Check("true or false"))
 
     def of(self, deployment: Deployment) -> Route:
         """The route as one of its deployments is called: its endpoint, key, model and headers."""

@@ -83,6 +83,14 @@ def user(text: str) -> pb.Message:
     return pb.Message(role=pb.ROLE_USER, parts=[pb.ContentPart(text=text)])
 
 
+def document(source: bytes | str, mime_type: str = "application/pdf", filename: str = "") -> pb.ContentPart:
+    """A document part for a user message: its bytes (with their MIME type), or an https URL the
+    provider fetches itself (`pb.Message(role=pb.ROLE_USER, parts=[pb.ContentPart(text=...), document(pdf)])`)."""
+    if isinstance(source, str):
+        return pb.ContentPart(document=pb.Document(url=source, filename=filename))
+    return pb.ContentPart(document=pb.Document(data=source, mime_type=mime_type, filename=filename))
+
+
 def system(text: str) -> pb.Message:
     """A system message with text."""
     return pb.Message(role=pb.ROLE_SYSTEM, parts=[pb.ContentPart(text=text)])

@@ -298,6 +298,49 @@ class InlineImage(_message.Message):
 Global___InlineImage: _TypeAlias = InlineImage  # noqa: Y015
 
 @_typing.final
+class Document(_message.Message):
+    """Document is a file the model reads, such as a PDF: as bytes, or by URL.
+    Sent as Anthropic document blocks, OpenAI file parts and Gemini inline
+    data. Routes whose model reads no documents answer INVALID_ARGUMENT.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The file's bytes; at most limits.max_document_bytes."""
+    url: _builtins.str
+    """An https: URL the provider fetches itself (Anthropic only: the server
+    never fetches caller URLs).
+    """
+    mime_type: _builtins.str
+    """Its MIME type, for example "application/pdf". Required with data."""
+    filename: _builtins.str
+    """A file name for providers that show one (OpenAI's file parts).
+    Optional: "document" when unset.
+    """
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        url: _builtins.str = ...,
+        mime_type: _builtins.str = ...,
+        filename: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "source", b"source", "url", b"url"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "filename", b"filename", "mime_type", b"mime_type", "source", b"source", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["data", "url"]  # noqa: Y015
+    _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
+
+Global___Document: _TypeAlias = Document  # noqa: Y015
+
+@_typing.final
 class ContentPart(_message.Message):
     """ContentPart is one piece of a message's content."""
 
@@ -306,6 +349,7 @@ class ContentPart(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     IMAGE_URL_FIELD_NUMBER: _builtins.int
     INLINE_IMAGE_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """Plain text."""
     @_builtins.property
@@ -316,18 +360,25 @@ class ContentPart(_message.Message):
     def inline_image(self) -> Global___InlineImage:
         """An image given as bytes, for providers that accept images."""
 
+    @_builtins.property
+    def document(self) -> Global___Document:
+        """A document (a PDF), for providers that read documents; user messages
+        only.
+        """
+
     def __init__(
         self,
         *,
         text: _builtins.str = ...,
         image_url: Global___ImageUrl | None = ...,
         inline_image: Global___InlineImage | None = ...,
+        document: Global___Document | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image_url", b"image_url", "inline_image", b"inline_image", "part", b"part", "text", b"text"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "image_url", b"image_url", "inline_image", b"inline_image", "part", b"part", "text", b"text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_url", b"image_url", "inline_image", b"inline_image", "part", b"part", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "image_url", b"image_url", "inline_image", b"inline_image", "part", b"part", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["text", "image_url", "inline_image"]  # noqa: Y015
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["text", "image_url", "inline_image", "document"]  # noqa: Y015
     _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
@@ -598,6 +649,38 @@ class ThinkingBlock(_message.Message):
 Global___ThinkingBlock: _TypeAlias = ThinkingBlock  # noqa: Y015
 
 @_typing.final
+class Citation(_message.Message):
+    """Citation is a source a provider-run tool (web search, web fetch) found
+    and the answer's text cites.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    CITED_TEXT_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """The source's URL."""
+    title: _builtins.str
+    """The source's title, where the provider gives one."""
+    cited_text: _builtins.str
+    """The text cited from the source, where the provider gives it (Anthropic)."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        title: _builtins.str = ...,
+        cited_text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cited_text", b"cited_text", "title", b"title", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Citation: _TypeAlias = Citation  # noqa: Y015
+
+@_typing.final
 class GatewayInfo(_message.Message):
     """GatewayInfo is what the gateway did to serve the call."""
 
@@ -795,6 +878,7 @@ class CompleteResponse(_message.Message):
     GATEWAY_FIELD_NUMBER: _builtins.int
     THINKING_BLOCKS_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
+    CITATIONS_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The answer's text, as the provider sent it: a <think>...</think> inside
     it stays text.
@@ -843,6 +927,13 @@ class CompleteResponse(_message.Message):
     def thinking_blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThinkingBlock]:
         """Signed thinking blocks, to be sent back in the next turn."""
 
+    @_builtins.property
+    def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]:
+        """Sources the answer cites, in order, from tools the provider ran itself
+        (a route's provider_tools: Anthropic's web search citations, OpenAI's
+        url_citation annotations). Empty otherwise.
+        """
+
     def __init__(
         self,
         *,
@@ -857,10 +948,11 @@ class CompleteResponse(_message.Message):
         gateway: Global___GatewayInfo | None = ...,
         thinking_blocks: _abc.Iterable[Global___ThinkingBlock] | None = ...,
         refusal: _builtins.str = ...,
+        citations: _abc.Iterable[Global___Citation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["gateway", b"gateway", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "gateway", b"gateway", "provider_finish_reason", b"provider_finish_reason", "provider_model", b"provider_model", "reasoning", b"reasoning", "refusal", b"refusal", "text", b"text", "thinking_blocks", b"thinking_blocks", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "gateway", b"gateway", "provider_finish_reason", b"provider_finish_reason", "provider_model", b"provider_model", "reasoning", b"reasoning", "refusal", b"refusal", "text", b"text", "thinking_blocks", b"thinking_blocks", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1086,6 +1178,7 @@ class Finish(_message.Message):
     GATEWAY_FIELD_NUMBER: _builtins.int
     THINKING_BLOCKS_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
+    CITATIONS_FIELD_NUMBER: _builtins.int
     finish_reason: Global___FinishReason.ValueType
     """Why the model stopped, normalised."""
     provider_finish_reason: _builtins.str
@@ -1116,6 +1209,10 @@ class Finish(_message.Message):
     def thinking_blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThinkingBlock]:
         """Signed thinking blocks, to be sent back in the next turn."""
 
+    @_builtins.property
+    def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]:
+        """Sources the answer cites, as in CompleteResponse.citations."""
+
     def __init__(
         self,
         *,
@@ -1127,10 +1224,11 @@ class Finish(_message.Message):
         gateway: Global___GatewayInfo | None = ...,
         thinking_blocks: _abc.Iterable[Global___ThinkingBlock] | None = ...,
         refusal: _builtins.str = ...,
+        citations: _abc.Iterable[Global___Citation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["gateway", b"gateway", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "gateway", b"gateway", "provider_finish_reason", b"provider_finish_reason", "provider_model", b"provider_model", "refusal", b"refusal", "thinking_blocks", b"thinking_blocks", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "gateway", b"gateway", "provider_finish_reason", b"provider_finish_reason", "provider_model", b"provider_model", "refusal", b"refusal", "thinking_blocks", b"thinking_blocks", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
