@@ -8,6 +8,7 @@ CLAUDE_CODE_ENTRYPOINT), from a mapping passed in, so tests give a clean one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,10 +17,13 @@ from typing import Any
 
 import yaml
 
+from llm_service.core import provider_tools
+from llm_service.core.request import resolve_model
 from llm_service.core.settings import (
     COUNT,
     POSITIVE_INT,
     POSITIVE_SECONDS,
+    PROVIDER_TOOL_NAMES,
     SECONDS,
     Check,
     ClaudeCodeConfig,
@@ -28,6 +32,7 @@ from llm_service.core.settings import (
     FileSecret,
     KeySource,
     Price,
+    ProviderTool,
     ReasoningDefaults,
     ResilienceConfig,
     RetryConfig,
@@ -333,6 +338,7 @@ def _parse_route(r: _Reader, name: str, environ: Mapping[str, str]) -> Route:
         deployments=_deployments(r, environ),
         price_usd_per_mtok=_price(r),
         reasoning=_reasoning(r),
+        provider_tools=_provider_tools(r, model.strip()),
     )
     r.done()
     return route
@@ -347,6 +353,24 @@ def _price(r: _Reader) -> Price | None:
     price: Price = p.settings(Price)
     p.done()
     return price
+
+
+def _provider_tools(r: _Reader, model: str) -> tuple[ProviderTool, ...]:
+    """A route's provider-run tools: `provider_tools: [{name: web_search, max_uses: 3}, ...]`, each a
+    name the route's provider has and, beside it, the options the provider takes as they are."""
+    items = r.get("provider_tools", list, [], "a list of provider tools ({name: web_search, ...options})")
+    tools: list[ProviderTool] = []
+    for i, item in enumerate(items):
+        where = f"{r.key('provider_tools')}[{i}]"
+        t = _Reader(r.source, item, where)
+        expected = " or ".join(PROVIDER_TOOL_NAMES)
+        name = t.get("name", str, "", expected, lambda v: v in PROVIDER_TOOL_NAMES)
+        if not name:
+            t.fail("name", expected, None)
+        if provider_tools.unsupported(resolve_model(model), name):
+            t.fail("name", "a tool this route's provider runs (Anthropic: all three; OpenAI: web_search)", name)
+        tools.append(ProviderTool(name, json.dumps({k: v for k, v in t.data.items() if k != "name"}, sort_keys=True)))
+    return tuple(tools)
 
 
 def _reasoning(r: _Reader) -> ReasoningDefaults:

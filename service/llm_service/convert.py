@@ -376,6 +376,10 @@ def _thinking(blocks: tuple[types.ThinkingBlock, ...]) -> list[pb.ThinkingBlock]
     ]
 
 
+def _citations(citations: tuple[types.Citation, ...]) -> list[pb.Citation]:
+    return [pb.Citation(url=c.url, title=c.title, cited_text=c.cited_text) for c in citations]
+
+
 def finish_to_proto(f: types.Finish) -> pb.Finish:
     """The finish event as protobuf."""
     return pb.Finish(
@@ -387,6 +391,7 @@ def finish_to_proto(f: types.Finish) -> pb.Finish:
         gateway=gateway_to_proto(f.gateway),
         thinking_blocks=_thinking(f.thinking_blocks),
         refusal=f.refusal,
+        citations=_citations(f.citations),
     )
 
 
@@ -405,6 +410,7 @@ def completion_to_proto(c: types.Completion) -> pb.CompleteResponse:
         gateway=gateway_to_proto(f.gateway),
         thinking_blocks=_thinking(f.thinking_blocks),
         refusal=f.refusal,
+        citations=_citations(f.citations),
     )
 
 

@@ -60,6 +60,7 @@ class Plan:
             gateway=gateway,
             thinking_blocks=tuple(replace(b, provider=thinking.origin(self.route.model)) for b in asm.thinking),
             refusal=asm.refusal,
+            citations=tuple(asm.citations),
         )
         if self.tool_compat:
             return tool_compat.read_back(Completion(asm.text, asm.reasoning, (), finish), self.call.tools)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_service.core import secrets, thinking
+from llm_service.core.provider_tools import provider_tool_kwargs
 from llm_service.core.reasoning import reasoning_kwargs
 from llm_service.core.settings import ClaudeCodeConfig, Route
 from llm_service.core.types import CallRequest, ToolSpec
@@ -231,6 +232,10 @@ def build_request(
         headers["Authorization"] = f"Bearer {key}"
     system = call.system if system_override is None else system_override
     tools = call.tools if tools_override is None else tools_override
+    hosted = provider_tool_kwargs(route, model)
+    if "beta" in hosted:
+        betas = [b for b in headers.get("anthropic-beta", "").split(",") if b]
+        headers["anthropic-beta"] = ",".join([*betas, hosted.pop("beta")])
     kwargs: dict[str, Any] = {
         "model": model,
         "messages": build_messages(call, system=system, model=model, oauth=oauth, codex=codex, cc=cc, route=route),
@@ -252,6 +257,11 @@ def build_request(
         kwargs["tools"] = [tool_to_openai(t) for t in tools]
         if call.tool_choice is not None:
             kwargs["tool_choice"] = call.tool_choice
+    if hosted:  # the route's provider tools, after the caller's own
+        kwargs["tools"] = [*kwargs.get("tools", []), *hosted.pop("tools", [])]
+        kwargs.update(hosted)
+        if not kwargs["tools"]:
+            del kwargs["tools"]
     if call.temperature is not None:
         kwargs["temperature"] = call.temperature
     if call.top_p is not None:

@@ -146,6 +146,18 @@ class Price:
     cache_creation: float | None = setting(None, USD_RATE)
 
 
+PROVIDER_TOOL_NAMES = ("web_search", "web_fetch", "code_execution")
+
+
+@dataclass(frozen=True)
+class ProviderTool:
+    """A tool the provider runs itself, enabled on a route: its name and its options as the
+    provider takes them (JSON text, for example Anthropic's web search `{"max_uses": 3}`)."""
+
+    name: str
+    options_json: str = "{}"
+
+
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
 
 
@@ -190,6 +202,7 @@ class Route:
     first_token_timeout_s: float | None = setting(None, POSITIVE_SECONDS)
     price_usd_per_mtok: Price | None = None  # the last resort for the cost of an answer (PC34)
     reasoning: ReasoningDefaults = field(default_factory=ReasoningDefaults)
+    provider_tools: tuple[ProviderTool, ...] = ()  # tools the provider runs itself on every call of the route
     # Whether the model reads documents (PDFs), where LiteLLM's model map does not say (None: ask it).
     documents: bool | None = setting(None, Check("true or false"))
 

@@ -81,6 +81,15 @@ class ThinkingBlock:
     provider: str = ""  # who signed it (the route's thinking origin), set when the answer is finished
 
 
+@dataclass(frozen=True)
+class Citation:
+    """A source the answer cites, found by a tool the provider ran (web search, web fetch)."""
+
+    url: str
+    title: str = ""
+    cited_text: str = ""
+
+
 @dataclass
 class Chunk:
     """What one upstream chunk (or a whole non-streamed response) carried, provider-neutral."""
@@ -93,6 +102,7 @@ class Chunk:
     usage: Usage | None = None
     model: str = ""
     refusal: str = ""  # the model declined: OpenAI's delta/message `refusal` text
+    citations: list[Citation] = field(default_factory=list)
 
 
 # --- events the core emits ---------------------------------------------------------------------
@@ -147,6 +157,7 @@ class Finish:
     gateway: GatewayInfo
     thinking_blocks: tuple[ThinkingBlock, ...] = ()
     refusal: str = ""  # the model's refusal; finish_reason is then "content_filter"
+    citations: tuple[Citation, ...] = ()  # sources a provider-run tool found, in the order cited
 
 
 Event = TextDelta | ReasoningDelta | ToolCall | TextEnd | Finish
