@@ -94,7 +94,7 @@ def test_recorded_anthropic_web_search_answers_give_text_and_citations(tclient: 
     assert result.tool_calls == [], "the provider's web search is never the caller's tool call"
     expected = _anthropic_citations(whole["content"])
     assert len(expected) >= 5
-    assert [(c.url, c.title, c.cited_text) for c in result.raw.citations] == expected
+    assert [(c.url, c.title, c.cited_text) for c in result.citations] == expected
 
     body, events = _recorded_stream("anthropic-stream-web-search.sse")
     fake.reset()
@@ -123,7 +123,7 @@ def test_recorded_openai_format_url_citations_become_citations(tclient: LLMClien
     result = tclient.complete("openrouter", [user_msg()], timeout=10)
     annotations = whole["choices"][0]["message"]["annotations"]
     assert len(annotations) >= 2 and result.text == whole["choices"][0]["message"]["content"]
-    assert [(c.url, c.title, c.cited_text) for c in result.raw.citations] == _url_citations(annotations)
+    assert [(c.url, c.title, c.cited_text) for c in result.citations] == _url_citations(annotations)
 
     body = (CORPUS / "openai-chat/openrouter-stream-web-search-annotations.sse").read_text()
     chunks = [json.loads(line[5:]) for line in body.splitlines() if line.startswith("data:") and line[5:].strip() != "[DONE]"]

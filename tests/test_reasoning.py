@@ -121,6 +121,7 @@ def test_route_defaults_apply_and_a_declared_model_reasons(rc: LLMClient, fake: 
         ("sonnet", pb.Reasoning(budget_tokens=8192), "reasoning.budget_tokens"),  # not below max_tokens (4096)
         ("sonnet", pb.Reasoning(effort=pb.REASONING_EFFORT_NONE, budget_tokens=2048), "reasoning.budget_tokens"),
         ("sonnet", pb.Reasoning(budget_tokens=0), "reasoning.budget_tokens"),
+        ("sonnet", "high", "reasoning.effort"),  # LiteLLM's budget for high (4096) is not below max_tokens (4096)
     ],
 )
 def test_what_a_route_cannot_do_is_refused_naming_the_field(

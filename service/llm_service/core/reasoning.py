@@ -67,6 +67,13 @@ def reasoning_kwargs(route: Route, call: ReasoningAsk, model: str, max_tokens: i
         _check_budget(ask.budget_tokens, provider, max_tokens, own)
         kwargs["thinking"] = {"type": "enabled", "budget_tokens": ask.budget_tokens}
     elif "reasoning_effort" in params:
+        budget = _effort_budget(ask.effort, bare, provider)
+        if budget is not None and budget >= max_tokens:
+            raise InvalidRequest(
+                "reasoning.effort",
+                f"{ask.effort} thinks with up to {budget} tokens on this route, which needs max_tokens above that "
+                f"(it is {max_tokens}){own}: raise max_tokens or set reasoning.budget_tokens",
+            )
         kwargs["reasoning_effort"] = ask.effort
     else:
         raise InvalidRequest(
@@ -88,6 +95,16 @@ def _low_end(route: Route, ask: ReasoningAsk, bare: str, provider: str, own: str
         "reasoning.effort",
         f"route '{route.name}' ({route.model}) has no REASONING_EFFORT_{ask.effort.upper()}{own}: use low, medium or high",
     )
+
+
+def _effort_budget(effort: str, bare: str, provider: str) -> int | None:
+    """The thinking budget LiteLLM maps an effort to for an Anthropic model (None elsewhere, and for
+    adaptive thinking, which has no budget)."""
+    if provider != "anthropic":
+        return None
+    mapped = litellm.AnthropicConfig.map_reasoning_effort(effort, bare, provider)
+    budget = mapped.get("budget_tokens") if mapped else None
+    return budget if isinstance(budget, int) else None
 
 
 def _check_budget(budget: int, provider: str, max_tokens: int, own: str) -> None:

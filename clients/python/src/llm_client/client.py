@@ -130,6 +130,7 @@ class Completion:
     refusal: str = ""  # the model declined (finish_reason is then FINISH_REASON_CONTENT_FILTER)
     deployment: str = ""  # the route's deployment that answered, for a route with several
     thinking_blocks: tuple[pb.ThinkingBlock, ...] = ()  # signed reasoning, to send back with this turn
+    citations: tuple[pb.Citation, ...] = ()  # sources a provider-run tool (web search) found and the text cites
 
     def as_message(self) -> pb.Message:
         """This answer as the assistant turn of the next request: text, tool calls and thinking blocks."""
@@ -152,6 +153,7 @@ class Completion:
             refusal=r.refusal,
             deployment=r.gateway.deployment,
             thinking_blocks=tuple(r.thinking_blocks),
+            citations=tuple(r.citations),
         )
 
 
