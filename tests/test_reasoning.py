@@ -252,3 +252,73 @@ def test_reasoning_tokens_as_each_provider_reports_them(rc: LLMClient, rserver: 
             before, "llm_tokens_total", route=route, kind="reasoning"
         )
         assert grown == tokens, route
+
+
+INTERLEAVED = [  # Anthropic's interleaved thinking: a thinking block before each of two tool calls
+    {"type": "thinking", "thinking": "First the weather.", "signature": SIG_A},
+    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+    {"type": "thinking", "thinking": "Then the time.", "signature": SIG_B},
+    {"type": "tool_use", "id": "toolu_2", "name": "get_time", "input": {"tz": "Europe/Paris"}},
+]
+
+
+def _interleaved_whole() -> str:
+    return json.dumps(
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4-5",
+            "content": INTERLEAVED,
+            "stop_reason": "tool_use",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 30, "output_tokens": 40},
+        }
+    )
+
+
+def _interleaved_stream() -> tuple[str, ...]:
+    def event(name: str, **data: Any) -> str:
+        return f"event: {name}\ndata: {json.dumps({'type': name, **data})}"
+
+    start = json.loads(_interleaved_whole()) | {"content": [], "stop_reason": None}
+    events = [event("message_start", message=start)]
+    for i, block in enumerate(INTERLEAVED):
+        if block["type"] == "thinking":
+            events.append(event("content_block_start", index=i, content_block={"type": "thinking", "thinking": ""}))
+            events.append(event("content_block_delta", index=i, delta={"type": "thinking_delta", "thinking": block["thinking"]}))
+            events.append(
+                event("content_block_delta", index=i, delta={"type": "signature_delta", "signature": block["signature"]})
+            )
+        else:
+            events.append(event("content_block_start", index=i, content_block={**block, "input": {}}))
+            delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+            events.append(event("content_block_delta", index=i, delta=delta))
+        events.append(event("content_block_stop", index=i))
+    events.append(event("message_delta", delta={"stop_reason": "tool_use", "stop_sequence": None}, usage={"output_tokens": 40}))
+    events.append(event("message_stop"))
+    return tuple(events)
+
+
+def test_interleaved_thinking_keeps_its_order(rc: LLMClient, fake: FakeUpstream) -> None:
+    question = user_msg("Weather and time in Paris?")
+    fake.script(Script(body_raw=_interleaved_whole()), Script(sse_raw=_interleaved_stream()), Script(text="Sunny at noon."))
+    whole = rc.complete("sonnet", [question], tools=[WEATHER, TIME], reasoning=THINKING, timeout=10)
+    events = list(rc.stream("sonnet", [question], tools=[WEATHER, TIME], reasoning=THINKING, timeout=10))
+    expected = [(b["thinking"], b["signature"]) for b in INTERLEAVED if b["type"] == "thinking"]
+    finish = events[-1].finish
+    assert finish is not None
+    for blocks in (whole.thinking_blocks, finish.thinking_blocks):
+        assert [(b.thinking, b.signature) for b in blocks] == expected
+    turn = assistant_from_events(events)
+    assert turn == whole.as_message(), "the whole answer and the stream give the same turn"
+    rc.complete(
+        "sonnet",
+        [question, turn, tool_result("toolu_1", "sunny"), tool_result("toolu_2", "12:00")],
+        tools=[WEATHER, TIME],
+        reasoning=THINKING,
+        timeout=10,
+    )
+    sent = fake.requests()[-1].body["messages"][1]["content"]
+    assert [b for b in sent if b["type"] == "thinking"] == [b for b in INTERLEAVED if b["type"] == "thinking"]
+    assert [b["type"] for b in sent] == ["thinking", "thinking", "tool_use", "tool_use"], "in order, before the calls"
