@@ -134,6 +134,18 @@ def test_what_a_route_cannot_do_is_refused_naming_the_field(
     assert fake.requests() == [], "nothing was sent upstream"
 
 
+@pytest.mark.parametrize(
+    ("option", "value"), [("temperature", 0.2), ("top_p", 0.5), ("tool_choice", "required"), ("tool_choice", "get_weather")]
+)
+def test_what_anthropic_refuses_beside_thinking_is_refused(rc: LLMClient, fake: FakeUpstream, option: str, value: Any) -> None:
+    with pytest.raises(LLMServiceError) as info:
+        rc.complete("sonnet", [user_msg()], tools=[WEATHER], reasoning="low", timeout=10, **{option: value})
+    assert [f for f, _ in info.value.field_violations] == [option]
+    assert fake.requests() == []
+    rc.complete("sonnet", [user_msg()], tools=[WEATHER], reasoning="low", temperature=1.0, top_p=0.95, tool_choice="auto")
+    assert _only(fake)["thinking"]["type"] == "enabled"
+
+
 def test_route_reasoning_settings_are_checked() -> None:
     def route(reasoning: Any) -> dict[str, Any]:
         return {"routes": {"r": {"model": "openai/o3-mini", "reasoning": reasoning}}}

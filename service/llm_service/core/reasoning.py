@@ -23,10 +23,11 @@ from litellm.utils import supports_factory
 
 from llm_service.core.errors import InvalidRequest
 from llm_service.core.settings import Route
-from llm_service.core.types import ReasoningAsk
+from llm_service.core.types import CallRequest, ReasoningAsk
 
 REASONING_PARAMS = frozenset({"reasoning_effort", "thinking"})
 ANTHROPIC_MIN_BUDGET_TOKENS = 1024  # Anthropic refuses a smaller thinking budget
+ANTHROPIC_MIN_TOP_P = 0.95  # and, with thinking on, a smaller top_p
 # Providers whose models think only when asked: "none" there means sending no reasoning parameter.
 OFF_UNLESS_ASKED = frozenset({"anthropic"})
 
@@ -38,9 +39,10 @@ def asked(route: Route, call: ReasoningAsk) -> ReasoningAsk:
     return ReasoningAsk(route.reasoning.effort, route.reasoning.budget_tokens)
 
 
-def reasoning_kwargs(route: Route, call: ReasoningAsk, model: str, max_tokens: int) -> dict[str, Any]:
+def reasoning_kwargs(route: Route, request: CallRequest, model: str, max_tokens: int) -> dict[str, Any]:
     """LiteLLM's keyword arguments for the reasoning asked on route (model as LiteLLM is given it);
     {} when none is asked. Raises InvalidRequest naming the field the model cannot do."""
+    call = request.reasoning
     ask = asked(route, call)
     if not ask.effort and ask.budget_tokens is None:
         return {}
@@ -79,7 +81,20 @@ def reasoning_kwargs(route: Route, call: ReasoningAsk, model: str, max_tokens: i
         raise InvalidRequest(
             "reasoning.effort", f"route '{route.name}' ({route.model}) takes no reasoning effort{own}: set budget_tokens instead"
         )
+    if kwargs and provider == "anthropic":
+        _refuse_what_thinking_forbids(request)
     return kwargs
+
+
+def _refuse_what_thinking_forbids(request: CallRequest) -> None:
+    """Anthropic refuses thinking beside a temperature other than 1, a top_p under 0.95 and a
+    tool_choice that forces a tool call."""
+    if request.temperature is not None and request.temperature != 1:
+        raise InvalidRequest("temperature", "must be unset or 1 with reasoning on this route's provider")
+    if request.top_p is not None and request.top_p < ANTHROPIC_MIN_TOP_P:
+        raise InvalidRequest("top_p", f"must be unset or at least {ANTHROPIC_MIN_TOP_P} with reasoning on this route's provider")
+    if request.tool_choice is not None and request.tool_choice not in ("auto", "none"):
+        raise InvalidRequest("tool_choice", "must be unset, auto or none with reasoning on this route's provider")
 
 
 def _low_end(route: Route, ask: ReasoningAsk, bare: str, provider: str, own: str) -> dict[str, Any]:

@@ -272,7 +272,7 @@ def build_request(
         kwargs["seed"] = call.seed
     if call.response_format is not None:
         kwargs["response_format"] = call.response_format
-    kwargs.update(reasoning_kwargs(route, call.reasoning, model, kwargs["max_tokens"]))
+    kwargs.update(reasoning_kwargs(route, call, model, kwargs["max_tokens"]))
     if codex:
         kwargs.pop("max_tokens", None)
         kwargs.pop("stream_options", None)
