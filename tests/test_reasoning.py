@@ -155,6 +155,10 @@ def test_route_reasoning_settings_are_checked() -> None:
         parse_config(route({"effort": "extreme"}), "<t>", {})
     with pytest.raises(Exception, match=r"routes\.r\.reasoning\.supported: expected true or false"):
         parse_config(route({"supported": "yes"}), "<t>", {})
+    with pytest.raises(
+        Exception, match=r"routes\.r\.reasoning: expected defaults this route's model takes .*takes no thinking budget"
+    ):
+        parse_config(route({"budget_tokens": 2048}), "<t>", {})  # o3-mini takes an effort, not a budget
 
 
 # --- thinking that round-trips -------------------------------------------------------------------

@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 
 from llm_service.core import provider_tools
+from llm_service.core.errors import InvalidRequest
+from llm_service.core.reasoning import reasoning_kwargs
 from llm_service.core.request import resolve_model
 from llm_service.core.settings import (
     COUNT,
@@ -40,6 +42,7 @@ from llm_service.core.settings import (
     Secret,
     setting,
 )
+from llm_service.core.types import CallRequest
 
 __all__ = [
     "ClaudeCodeConfig",
@@ -341,7 +344,16 @@ def _parse_route(r: _Reader, name: str, environ: Mapping[str, str]) -> Route:
         provider_tools=_provider_tools(r, model.strip()),
     )
     r.done()
+    _check_reasoning_defaults(r, route)
     return route
+
+
+def _check_reasoning_defaults(r: _Reader, route: Route) -> None:
+    """A route's default reasoning must be one its model takes: else every call would be refused."""
+    try:
+        reasoning_kwargs(route, CallRequest(messages=[]), resolve_model(route.model), route.max_tokens)
+    except InvalidRequest as exc:
+        r.fail("reasoning", f"defaults this route's model takes ({exc.description})", r.data.get("reasoning"))
 
 
 def _price(r: _Reader) -> Price | None:
