@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -338,3 +339,20 @@ def test_interleaved_thinking_keeps_its_order(rc: LLMClient, fake: FakeUpstream)
     sent = fake.requests()[-1].body["messages"][1]["content"]
     assert [b for b in sent if b["type"] == "thinking"] == [b for b in INTERLEAVED if b["type"] == "thinking"]
     assert [b["type"] for b in sent] == ["thinking", "thinking", "tool_use", "tool_use"], "in order, before the calls"
+
+
+def test_a_gemini_thought_signature_round_trips_in_the_tool_call_id(rc: LLMClient, fake: FakeUpstream) -> None:
+    """Gemini signs its function calls (`thoughtSignature`); LiteLLM carries the signature in the tool
+    call's id, so a caller that sends the call back unchanged sends the signature back with it."""
+    recorded = (Path(__file__).resolve().parent / "corpus/gemini/gemini-stream-tool-call-thought-signature.sse").read_text()
+    first = json.loads(recorded.splitlines()[0][5:])["candidates"][0]["content"]["parts"][0]
+    fake.script(Script(body_raw=recorded, raw_content_type="text/event-stream"), Script(text="It is France."))
+    country = pb.Tool(name="get_country", parameters_json='{"type": "object", "properties": {}}')
+    events = list(rc.stream("gemini-think", [user_msg("Which country?")], tools=[country], timeout=10))
+    turn = assistant_from_events(events)
+    assert [c.name for c in turn.tool_calls] == ["get_country"]
+    rc.complete("gemini-think", [user_msg("Which country?"), turn, tool_result(turn.tool_calls[0].id, "France")], tools=[country])
+    sent = fake.requests()[-1].body["contents"]
+    model_turn = next(c for c in sent if c.get("role") == "model")
+    call_part = next(p for p in model_turn["parts"] if "function_call" in p or "functionCall" in p)
+    assert call_part.get("thoughtSignature", call_part.get("thought_signature")) == first["thoughtSignature"]
