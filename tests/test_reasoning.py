@@ -356,3 +356,9 @@ def test_a_gemini_thought_signature_round_trips_in_the_tool_call_id(rc: LLMClien
     model_turn = next(c for c in sent if c.get("role") == "model")
     call_part = next(p for p in model_turn["parts"] if "function_call" in p or "functionCall" in p)
     assert call_part.get("thoughtSignature", call_part.get("thought_signature")) == first["thoughtSignature"]
+
+
+def test_the_client_names_an_unknown_effort(rc: LLMClient, fake: FakeUpstream) -> None:
+    with pytest.raises(ValueError, match="unknown reasoning effort 'extreme': none, minimal, low, medium or high"):
+        rc.complete("o3", [user_msg()], reasoning="extreme")
+    assert fake.requests() == []
