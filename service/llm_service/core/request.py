@@ -5,7 +5,9 @@ default endpoints by model prefix, Claude subscription headers and billing block
 Codex parameters, cache_control on allow-listed models (the system prompt and the end of
 the conversation, PC33), the JSON-mode instruction,
 tools in OpenAI function format, empty assistant messages dropped, and
-stream_options for every provider but Anthropic. LiteLLM then applies its own
+stream_options for every provider but Anthropic. Beside them, from their own modules: the
+reasoning parameters (`reasoning`), the route's provider-run tools (`provider_tools`) and the
+thinking blocks each assistant turn takes back (`thinking`). LiteLLM then applies its own
 provider knowledge.
 """
 
