@@ -925,7 +925,9 @@ class CompleteResponse(_message.Message):
 
     @_builtins.property
     def thinking_blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThinkingBlock]:
-        """Signed thinking blocks, to be sent back in the next turn."""
+        """Signed thinking blocks, to be sent back in the next turn (in that
+        assistant Message's thinking_blocks, unchanged).
+        """
 
     @_builtins.property
     def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]:
@@ -1207,7 +1209,9 @@ class Finish(_message.Message):
 
     @_builtins.property
     def thinking_blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThinkingBlock]:
-        """Signed thinking blocks, to be sent back in the next turn."""
+        """Signed thinking blocks, to be sent back in the next turn (in that
+        assistant Message's thinking_blocks, unchanged).
+        """
 
     @_builtins.property
     def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]:
