@@ -17,6 +17,7 @@ from fake_upstream.script import Script, scenario_for_model
 from fake_upstream.wire import (
     anthropic_json,
     anthropic_sse,
+    anthropic_thinking_error,
     error_body,
     gemini_json,
     gemini_sse,
@@ -169,6 +170,9 @@ class FakeUpstream:
         if wire is None:
             self._finish(rec, "completed")
             return web.json_response({"error": {"message": f"fake upstream: no such path {request.path}"}}, status=404)
+        if wire.name == "anthropic" and (refusal := anthropic_thinking_error(payload)) is not None:
+            self._finish(rec, "completed")
+            return web.json_response(error_body(Script(status=400, error={"message": refusal}), True), status=400)
         script = self._next_script(wire.model, _last_user_text(payload), _request_key(request.headers))
         try:
             return await self._answer(request, rec, script, wire)
