@@ -105,6 +105,8 @@ class LimitsConfig:
     max_tool_calls: int = setting(256, POSITIVE_INT)  # tool calls in one assistant message
     max_stop_sequences: int = setting(16, COUNT)
     max_inflight_request_bytes: int = setting(64 * 1024 * 1024, BYTES)  # requests over 256 KiB held at once, per process
+    max_embed_inputs: int = setting(10_000, POSITIVE_INT)  # inputs in one Embed request
+    max_embed_input_bytes: int = setting(8 * 1024 * 1024, BYTES)  # UTF-8 bytes of one Embed request's inputs, summed
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import litellm
 from litellm.anthropic_beta_headers_manager import update_request_with_filtered_beta
 from litellm.types.utils import LlmProviders
-from litellm.utils import ProviderConfigManager, get_optional_params
+from litellm.utils import ProviderConfigManager, get_optional_params, get_optional_params_embeddings
 
 from llm_service.core.request import UpstreamRequest
 
@@ -201,3 +201,32 @@ def _openai_http(p: _Parts) -> HttpCall:
 
 def _str_headers(headers: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in headers.items() if v is not None}
+
+
+# LiteLLM's own keyword arguments of an embedding request; the rest are model parameters.
+_EMBED_CALL_OPTIONS = frozenset(
+    {"model", "input", "api_key", "api_base", "extra_headers", "timeout", "num_retries", "max_retries"}
+)
+
+
+def prepare_embedding(req: UpstreamRequest) -> HttpCall | None:
+    """The POST /embeddings LiteLLM would send for an OpenAI embedding request, else None.
+
+    LiteLLM sends OpenAI embeddings through the openai SDK as `{"model", "input", **params}`,
+    the parameters mapped by `get_optional_params_embeddings` (which also drops what the
+    model does not take, such as `dimensions` before text-embedding-3), with no
+    `encoding_format` of its own: the same body is built here from the same function."""
+    kwargs = req.kwargs
+    resolved = _resolve(req.model, kwargs.get("api_base"))
+    if resolved is None or resolved[0] not in OPENAI_SDK_PROVIDERS:
+        return None
+    provider, model, _ = resolved
+    params = {k: v for k, v in kwargs.items() if k not in _EMBED_CALL_OPTIONS}
+    optional = get_optional_params_embeddings(model=model, custom_llm_provider=provider, **params)
+    if optional.get("encoding_format") is None:
+        optional.pop("encoding_format", None)
+    body = {"model": model, "input": kwargs["input"], **optional}
+    base = (kwargs.get("api_base") or "https://api.openai.com/v1").rstrip("/")
+    headers = {"Authorization": f"Bearer {kwargs['api_key']}", "Content-Type": "application/json"}
+    headers.update(kwargs.get("extra_headers") or {})
+    return HttpCall("openai", provider, model, base + "/embeddings", headers, _json(body), False)
