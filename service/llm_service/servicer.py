@@ -150,8 +150,8 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         rec.routed(route)
         route_kind = self.provider.kind(route)
         if route_kind != kind:
-            rpcs = "Embed" if route_kind == "embedding" else "Complete, Stream or CountTokens"
-            raise errors.InvalidRequest("model", f"route '{route.name}' is a {route_kind} route: call {rpcs} on it")
+            what, rpcs = ("an embedding", "Embed") if route_kind == "embedding" else ("a chat", "Complete, Stream or CountTokens")
+            raise errors.InvalidRequest("model", f"route '{route.name}' is {what} route: call {rpcs} on it")
         return route
 
     def _route(self, name: str) -> Route:

@@ -368,13 +368,13 @@ class Engine:
         states = [state] if len(parts) == 1 else [self._batch_state(state) for _ in parts]
         gate = asyncio.Semaphore(route.embed_concurrency)
 
-        async def one(inputs: tuple[str, ...], batch_state: _Call) -> EmbedAnswer:
+        async def one(inputs: tuple[str, ...], batch_state: _Call) -> tuple[EmbedAnswer, str]:
             async with gate:
                 return await self._embed_attempts(inputs, call, batch_state)
 
         tasks = [asyncio.ensure_future(one(inputs, s)) for inputs, s in zip(parts, states, strict=True)]
         try:
-            answers = await asyncio.gather(*tasks)
+            answered = await asyncio.gather(*tasks)
         except errors.LLMError as err:
             err.attempts = sum(s.attempts for s in states)
             raise
@@ -384,6 +384,8 @@ class Engine:
             await asyncio.gather(*tasks, return_exceptions=True)
         state.attempts = sum(s.attempts for s in states)
         state.upstream_s = sum(s.upstream_s for s in states)
+        answers = [answer for answer, _ in answered]
+        deployments = ",".join(dict.fromkeys(deployment for _, deployment in answered))
         vectors = [vector for answer in answers for vector in answer.vectors]
         usage = Usage(input_tokens=sum(a.input_tokens for a in answers))
         yield Embedding(
@@ -391,16 +393,17 @@ class Engine:
             usage=usage,
             cost_usd=cost_usd(route.model, usage, route.price_usd_per_mtok),
             provider_model=answers[0].model or route.model,
-            gateway=state.gateway(route.deployment),
+            gateway=state.gateway(deployments),
         )
 
     def _batch_state(self, state: _Call) -> _Call:
         """One batch's bookkeeping: the call's route, retry limits and deadline, its own retry counts."""
         return _Call(state.route, CallRetries(state.retries.limits, state.deadline, self._retry), state.deadline)
 
-    async def _embed_attempts(self, inputs: tuple[str, ...], call: EmbedCall, state: _Call) -> EmbedAnswer:
-        """Attempts of one batch until an answer or a final failure, as `_attempts` makes them for a
-        whole answer: each to the deployment the pool chooses, failures decided by the policy table."""
+    async def _embed_attempts(self, inputs: tuple[str, ...], call: EmbedCall, state: _Call) -> tuple[EmbedAnswer, str]:
+        """Attempts of one batch until an answer (and the deployment that gave it) or a final failure,
+        as `_attempts` makes them for a whole answer: each to the deployment the pool chooses,
+        failures decided by the policy table."""
         assert self._embed_planner is not None, "this engine was built without embedding transports"
         pool = self._pools.get(state.route.name)
         plan: EmbedPlan | None = None
@@ -411,7 +414,7 @@ class Engine:
                 plan = self._embed_planner.plan(target, inputs, call)
             tried.add(target.deployment)
             try:
-                return await self._embed_attempt(plan, state)
+                return await self._embed_attempt(plan, state), plan.route.deployment
             except errors.LLMError as err:
                 if pool is not None and await self._failed_over(pool, plan, state, err):
                     continue

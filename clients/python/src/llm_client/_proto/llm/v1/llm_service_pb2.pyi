@@ -1492,7 +1492,9 @@ class EmbedResponse(_message.Message):
     @_builtins.property
     def gateway(self) -> Global___GatewayInfo:
         """What the gateway did. attempts counts every upstream request, a split
-        batch's included; upstream_duration is summed over them.
+        batch's included; upstream_duration is summed over them; deployment
+        names those that answered, comma-separated when a split batch's
+        requests went to several.
         """
 
     def __init__(
