@@ -9,7 +9,11 @@ requests and put back in order, the route-kind errors and the limits.
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import importlib.abc
 import json
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +21,7 @@ import grpc
 import pytest
 
 from fake_upstream import FakeUpstream, Script, vector_of
-from llm_client import LLMClient, channel_options, pb
+from llm_client import AsyncLLMClient, Embeddings, InvalidArgument, LLMClient, channel_options, pb
 from llm_client.client import error_from_rpc
 from tests.support.messages import user_msg
 from tests.support.metrics import scrape, total
@@ -278,3 +282,46 @@ def test_a_rate_limited_deployment_hands_the_batch_to_another_at_once(client: LL
     assert r.gateway.attempts == 2 and r.gateway.deployment in ("a", "b")
     first, second = fake.requests("/embeddings")
     assert first.path != second.path  # no wait: the other deployment answered at once
+
+
+def test_the_python_client_gives_a_float32_numpy_array_blocking_and_lists_when_asked_async(
+    servers: dict[ServerPath, ServerThread],
+) -> None:
+    import numpy as np
+
+    target, texts = servers["fast-path"].target, ["one", "two words"]
+    with LLMClient(target, options=channel_options(retries=False)) as c:
+        e = c.embed("embed", texts, dimensions=8, input_type="query", metadata={"team": "search"})
+    assert isinstance(e.vectors, np.ndarray) and e.vectors.dtype == np.float32 and e.vectors.shape == (2, 8)
+    assert e.vectors.tolist() == [vector_of(t, 8) for t in texts]
+    assert (e.dimensions, e.input_tokens, e.route, e.attempts, e.provider_model) == (8, 3, "embed", 1, "text-embedding-3-small")
+
+    async def embedded() -> Embeddings:
+        async with AsyncLLMClient(target, options=channel_options(retries=False)) as c:
+            return await c.embed("embed", texts, as_lists=True)
+
+    assert asyncio.run(embedded()).vectors == [vector_of(t) for t in texts]
+
+
+class _HiddenNumpy(importlib.abc.MetaPathFinder):
+    """An import hook for one test: NumPy is not installed, as far as an import can tell."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> None:
+        if name == "numpy" or name.startswith("numpy."):
+            raise ImportError(f"No module named {name!r}")
+
+
+def test_without_numpy_the_python_client_gives_lists_of_floats(
+    servers: dict[ServerPath, ServerThread], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "meta_path", [_HiddenNumpy(), *sys.meta_path])
+    for name in [m for m in sys.modules if m == "numpy" or m.startswith("numpy.")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(ImportError):
+        importlib.import_module("numpy")
+    with LLMClient(servers["fast-path"].target, options=channel_options(retries=False)) as c:
+        e = c.embed("embed", ["no numpy here"])
+    assert e.vectors == [vector_of("no numpy here")]
+    with pytest.raises(InvalidArgument, match="route 'openai' is a chat route"):
+        with LLMClient(servers["fast-path"].target, options=channel_options(retries=False)) as c:
+            c.embed("openai", ["x"])
