@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import array
 import random
-import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from google.protobuf.wrappers_pb2 import BytesValue
 
@@ -33,47 +33,50 @@ def _best_ms(fn: Callable[[], object], repeat: int = 5) -> float:
     return best * 1000
 
 
+def _packed(vectors: list[list[float]], np: Any) -> tuple[int, float, float, float | None]:
+    """repeated float: bytes on the wire, ms to encode, to decode into lists, into NumPy."""
+
+    def encode() -> bytes:
+        return pb.EmbedResponse(embeddings=[pb.Embedding(values=v) for v in vectors]).SerializeToString()
+
+    wire = encode()
+    lists_ms = _best_ms(lambda: [list(e.values) for e in pb.EmbedResponse.FromString(wire).embeddings])
+    numpy_ms = None
+    if np is not None:
+        numpy_ms = _best_ms(lambda: np.array([e.values for e in pb.EmbedResponse.FromString(wire).embeddings], dtype=np.float32))
+    return len(wire), _best_ms(encode), lists_ms, numpy_ms
+
+
+def _raw(vectors: list[list[float]], np: Any) -> tuple[int, float, float, float | None]:
+    """float32 bytes, one message per vector: bytes on the wire, ms to encode, to decode into lists, into NumPy."""
+
+    def encode() -> list[bytes]:
+        return [BytesValue(value=array.array("f", v).tobytes()).SerializeToString() for v in vectors]
+
+    wire = encode()
+    lists_ms = _best_ms(lambda: [array.array("f", BytesValue.FromString(m).value).tolist() for m in wire])
+    numpy_ms = None
+    if np is not None:
+        numpy_ms = _best_ms(
+            lambda: np.frombuffer(b"".join(BytesValue.FromString(m).value for m in wire), dtype="<f4").reshape(len(vectors), -1)
+        )
+    return sum(len(m) for m in wire), _best_ms(encode), lists_ms, numpy_ms
+
+
 def main() -> None:
     """Print the table."""
     try:
         import numpy as np
     except ImportError:  # the NumPy column is left out without it
-        np = None  # type: ignore[assignment]
+        np = None
     rng = random.Random(7)
     print(f"{'vectors x dims':>15} {'form':>14} {'bytes':>10} {'encode ms':>10} {'to lists ms':>12} {'to numpy ms':>12}")
     for count, dims in SHAPES:
         vectors = [[rng.uniform(-1, 1) for _ in range(dims)] for _ in range(count)]
-
-        def packed() -> bytes:
-            return pb.EmbedResponse(embeddings=[pb.Embedding(values=v) for v in vectors]).SerializeToString()
-
-        def raw() -> bytes:
-            return b"".join(BytesValue(value=array.array("f", v).tobytes()).SerializeToString() for v in vectors)
-
-        packed_wire, raw_wire = packed(), raw()
-        raw_messages = [array.array("f", v).tobytes() for v in vectors]
-
-        def packed_lists() -> object:
-            return [list(e.values) for e in pb.EmbedResponse.FromString(packed_wire).embeddings]
-
-        def packed_numpy() -> object:
-            r = pb.EmbedResponse.FromString(packed_wire)
-            return np.array([e.values for e in r.embeddings], dtype=np.float32)
-
-        def raw_lists() -> object:
-            return [array.array("f", BytesValue.FromString(BytesValue(value=m).SerializeToString()).value).tolist() for m in raw_messages]
-
-        def raw_numpy() -> object:
-            return np.frombuffer(b"".join(raw_messages), dtype="<f4").reshape(count, dims)
-
-        rows = (
-            ("repeated float", len(packed_wire), packed, packed_lists, packed_numpy),
-            ("float32 bytes", len(raw_wire), raw, raw_lists, raw_numpy),
-        )
-        for form, size, encode, to_lists, to_numpy in rows:
-            numpy_ms = f"{_best_ms(to_numpy):12.2f}" if np is not None else f"{'-':>12}"
-            print(f"{count:>6} x {dims:<6} {form:>14} {size:>10} {_best_ms(encode):10.2f} {_best_ms(to_lists):12.2f} {numpy_ms}")
-    sys.stdout.flush()
+        for form, measure in (("repeated float", _packed), ("float32 bytes", _raw)):
+            size, encode_ms, lists_ms, numpy_ms = measure(vectors, np)
+            numpy_cell = f"{numpy_ms:12.2f}" if numpy_ms is not None else f"{'-':>12}"
+            print(f"{count:>6} x {dims:<6} {form:>14} {size:>10} {encode_ms:10.2f} {lists_ms:12.2f} {numpy_cell}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ LABELS = {
 }
 FIGURES = ("calls_per_s", "p50_ms", "p99_ms", "ttft_p50_ms", "cpu_us_per_call", "cpu_us_per_chunk", "rss_mb")
 HOLD_STREAMS = 1000
+EMBED_PATHS = ("http", "litellm", "service-litellm", "service-fast")  # the Embed row: 16 short texts a call
 
 
 def env() -> dict[str, str]:
@@ -75,7 +76,8 @@ def service_config(upstream: str, port: int, fast: bool) -> dict[str, Any]:
     return {
         "server": {"listen": f"127.0.0.1:{port}", "metrics_listen": "127.0.0.1:0"},
         "limits": {"max_concurrent_rpcs": 4096},
-        "routes": {name: route(name) for name in ("bench-burst", "bench-paced", "bench-slow")},
+        "routes": {name: route(name) for name in ("bench-burst", "bench-paced", "bench-slow")}
+        | {"bench-embed": route("text-embedding-3-small")},
     }
 
 
@@ -128,8 +130,9 @@ class Server:
 
 
 def load(args: argparse.Namespace, label: str, *extra: str, cpu: str) -> list[dict[str, Any]]:
+    modes = args.modes + (",embed" if label in EMBED_PATHS and "embed" not in args.modes.split(",") else "")
     argv = pinned(cpu, "-m", "bench.load", "--label", label, "--runs", str(args.runs), "--seconds", str(args.seconds),
-                  "--concurrency", args.concurrency, *extra)  # fmt: skip
+                  "--concurrency", args.concurrency, "--modes", modes, *extra)  # fmt: skip
     print(f"  measuring {LABELS[label]} …", file=sys.stderr, flush=True)
     out = subprocess.run(argv, env=env(), cwd=ROOT, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -192,6 +195,7 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
     litellm_chunk = fig("litellm", "paced", "cpu_us_per_chunk")
     floor_chunk = (fig("http", "paced", "cpu_us_per_chunk") or 0) + (fig("ceiling", "paced", "cpu_us_per_chunk") or 0)
     fast_call, litellm_call = fig("service-fast", "unary", "cpu_us_per_call"), fig("litellm", "unary", "cpu_us_per_call")
+    fast_embed, litellm_embed = fig("service-fast", "embed", "cpu_us_per_call"), fig("litellm", "embed", "cpu_us_per_call")
     unary_rate, peer_unary_rate = fig("service-fast", "unary", "calls_per_s"), fig("proxy", "unary", "calls_per_s")
     stream_rate, peer_stream_rate = fig("service-fast", "burst", "calls_per_s"), fig("proxy", "burst", "calls_per_s")
     added_p50 = _minus(fig("service-fast", "unary", "p50_ms", 1), fig("http", "unary", "p50_ms", 1))
@@ -206,6 +210,7 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
             2.0,
         ),
         ("unary: service CPU per call ÷ litellm.acompletion's", ratio(fast_call, litellm_call), "≤", 1 / 3),
+        ("Embed, 16 texts: service CPU per call ÷ litellm.aembedding's", ratio(fast_embed, litellm_embed), "≤", 1.0),
         ("unary calls/s ÷ LiteLLM Proxy's", ratio(unary_rate, peer_unary_rate), "≥", 5.0),
         ("200-chunk streams/s ÷ LiteLLM Proxy's (burst)", ratio(stream_rate, peer_stream_rate), "≥", 7.0),
         ("added p50 latency at c=1, unary (ms)", added_p50, "≤", 1.0),
@@ -278,6 +283,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--concurrency", default="1,32,256")
     parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--modes", default="unary,burst,paced", help="and embed, on the paths that have it (always added)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     upstream_port = free_port()
