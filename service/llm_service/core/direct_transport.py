@@ -76,31 +76,29 @@ class DirectTransport:
     def prepare(self, route: Route, req: UpstreamRequest) -> DirectRequest | None:
         """The HTTP request LiteLLM's provider configuration makes of req, or None."""
         provider = direct_provider(req)
-        call = None
-        if provider is not None:
-            try:
-                call = prepare(req, provider)
-            except Exception as exc:  # LiteLLM's path raises the same failure as its callers expect
-                log.debug("direct request not prepared", exc_info=True, extra={"route": route.name})
-                self._decline(route, f"preparing its request failed ({type(exc).__name__})")
-                return None
-        if call is None:
-            self._decline(route, "it does not speak this provider's wire format or this request's mode")
-            return None
-        return DirectRequest(self._http, route, req, call)
+        call = self._prepared(
+            route,
+            lambda: prepare(req, provider) if provider is not None else None,
+            "it does not speak this provider's wire format or this request's mode",
+        )
+        return None if call is None else DirectRequest(self._http, route, req, call)
 
     def prepare_embedding(self, route: Route, req: UpstreamRequest) -> DirectEmbedding | None:
         """The POST /embeddings of an OpenAI embedding request, or None (said once per route)."""
+        call = self._prepared(route, lambda: prepare_embedding(req), "it does not speak this provider's embeddings wire format")
+        return None if call is None else DirectEmbedding(DirectRequest(self._http, route, req, call))
+
+    def _prepared(self, route: Route, build: Callable[[], HttpCall | None], cannot: str) -> HttpCall | None:
+        """What build makes of the request; None, said once per route, when it makes nothing or fails."""
         try:
-            call = prepare_embedding(req)
+            call = build()
         except Exception as exc:  # LiteLLM's path raises the same failure as its callers expect
-            log.debug("direct embedding request not prepared", exc_info=True, extra={"route": route.name})
+            log.debug("direct request not prepared", exc_info=True, extra={"route": route.name})
             self._decline(route, f"preparing its request failed ({type(exc).__name__})")
             return None
         if call is None:
-            self._decline(route, "it does not speak this provider's embeddings wire format")
-            return None
-        return DirectEmbedding(DirectRequest(self._http, route, req, call))
+            self._decline(route, cannot)
+        return call
 
     def _decline(self, route: Route, why: str) -> None:
         if route.name not in self._declined:

@@ -15,7 +15,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -207,17 +207,23 @@ class Engine:
         return self._planner.plan(route, call, streamed=live, tool_compat_mode=compat)
 
     async def _whole_attempt(self, plan: Plan, state: _Call, asm: StreamAssembler) -> None:
+        answer = await self._unary_attempt(plan, state, plan.prepared.complete)
+        asm.feed(answer)
+        self._answered(plan, state, asm)
+
+    async def _unary_attempt(self, plan: _Attempted, state: _Call, send: Callable[[Deadline], Awaitable[T]]) -> T:
+        """One unary upstream request (a whole answer, or a batch of embeddings): admitted by the
+        breaker, counted, and timed, however it ends."""
         probe = self._attempt_started(plan, state)
         started = time.monotonic()
         answered_s: float | None = None
         try:
-            answer = await plan.prepared.complete(state.deadline)
+            answer = await send(state.deadline)
             answered_s = time.monotonic() - started
         finally:
             state.upstream_s += time.monotonic() - started
             self._attempt_ended(plan, state, probe, started, answered_s)
-        asm.feed(answer)
-        self._answered(plan, state, asm)
+        return answer
 
     async def _streamed_attempt(self, plan: Plan, state: _Call, asm: StreamAssembler) -> AsyncIterator[Event]:
         """One streamed attempt; its upstream stream is closed however the attempt ends."""
@@ -422,15 +428,7 @@ class Engine:
 
     async def _embed_attempt(self, plan: EmbedPlan, state: _Call) -> EmbedAnswer:
         """One upstream embedding request; what it billed is reported as for a whole answer."""
-        probe = self._attempt_started(plan, state)
-        started = time.monotonic()
-        answered_s: float | None = None
-        try:
-            answer = await plan.prepared.embed(state.deadline)
-            answered_s = time.monotonic() - started
-        finally:
-            state.upstream_s += time.monotonic() - started
-            self._attempt_ended(plan, state, probe, started, answered_s)
+        answer = await self._unary_attempt(plan, state, plan.prepared.embed)
         self.health.answered(plan.route)
         usage = Usage(input_tokens=answer.input_tokens)
         if not usage.is_empty():
