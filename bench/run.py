@@ -235,6 +235,11 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
+def _label(path: str, mode: str) -> str:
+    """The path's name in the table; LiteLLM in-process embeds with aembedding."""
+    return LABELS[path].replace("acompletion", "aembedding") if mode == "embed" else LABELS[path]
+
+
 def print_table(cells: dict[tuple[str, str, int], dict[str, Any]], rows: list[dict[str, Any]]) -> None:
     header = f"{'path':44} {'mode':6} {'c':>4} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'TTFT ms':>8} {'CPU µs/call':>12} {'CPU µs/chunk':>13} {'RSS MB':>7}"  # noqa: E501
     print(header)
@@ -243,7 +248,7 @@ def print_table(cells: dict[tuple[str, str, int], dict[str, Any]], rows: list[di
         ttft = cell["ttft_p50_ms"] if mode != "unary" else None
         failed = f"  ({cell['failures']} failed)" if cell["failures"] else ""
         print(
-            f"{LABELS[path]:44} {mode:6} {c:>4} {_fmt(cell['calls_per_s']):>9} {_fmt(cell['p50_ms'], 2):>8} "
+            f"{_label(path, mode):44} {mode:6} {c:>4} {_fmt(cell['calls_per_s']):>9} {_fmt(cell['p50_ms'], 2):>8} "
             f"{_fmt(cell['p99_ms'], 2):>8} {_fmt(ttft, 2):>8} {_fmt(cell['cpu_us_per_call'], 0):>12} "
             f"{_fmt(cell['cpu_us_per_chunk']):>13} {_fmt(cell['rss_mb'], 0):>7}{failed}"
         )
