@@ -325,3 +325,25 @@ def test_without_numpy_the_python_client_gives_lists_of_floats(
     with pytest.raises(InvalidArgument, match="route 'openai' is a chat route"):
         with LLMClient(servers["fast-path"].target, options=channel_options(retries=False)) as c:
             c.embed("openai", ["x"])
+
+
+@pytest.mark.parametrize(
+    ("model", "input_type", "sent", "batch"),
+    [
+        ("cohere/embed-v4.0", "query", "search_query", 96),
+        ("voyage/voyage-3", "document", "document", 1000),
+        ("gemini/text-embedding-004", "query", "RETRIEVAL_QUERY", 100),  # LiteLLM makes it Gemini's taskType
+        ("openai/text-embedding-3-small", "query", None, 2048),  # OpenAI's format has no input type
+    ],
+)
+def test_each_provider_gets_the_input_type_in_its_words_and_its_batch_size(
+    model: str, input_type: str, sent: str | None, batch: int
+) -> None:
+    from llm_service.core.embedding import EmbedCall, batch_size, build_embed_request
+    from llm_service.core.settings import Route
+
+    route = Route(name="r", model=model)
+    kwargs = build_embed_request(route, ("x",), EmbedCall(inputs=("x",), input_type=input_type)).kwargs
+    assert kwargs.get("input_type") == sent
+    assert batch_size(route) == batch
+    assert batch_size(Route(name="r", model=model, embed_batch_size=7)) == 7
