@@ -104,20 +104,22 @@ def test_vectors_come_in_input_order_with_dimensions_usage_and_cost(client: LLMC
     assert sent.body == {"model": "text-embedding-3-small", "input": texts, "dimensions": 24}
 
 
+@pytest.mark.parametrize("route", ["embed", "embed-vllm"])
 def test_both_transports_send_the_same_request_and_answer_alike(
-    servers: dict[ServerPath, ServerThread], fake: FakeUpstream
+    servers: dict[ServerPath, ServerThread], fake: FakeUpstream, route: str
 ) -> None:
     texts = ["naïve café — 日本語", "plain"]
     seen = {}
     for path in PATHS:
         fake.reset()
         with LLMClient(servers[path].target, options=channel_options(retries=False)) as c:
-            r = _embed(c, texts, dimensions=8)
+            r = _embed(c, texts, model=route, dimensions=8)
         r.gateway.ClearField("upstream_duration")
         (sent,) = fake.requests("/embeddings")
         headers = {k.lower(): v for k, v in sent.headers.items() if k.lower() in ("authorization", "content-type")}
         seen[path] = (r.SerializeToString(deterministic=True), sent.path, json.dumps(sent.body), headers)
     assert seen["fast-path"] == seen["litellm-path"]
+    assert _vectors(r) == [vector_of(t, 8) for t in texts]
 
 
 def test_a_rate_limit_is_waited_as_retry_after_asks_then_retried(client: LLMClient, fake: FakeUpstream) -> None:
