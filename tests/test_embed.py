@@ -178,6 +178,14 @@ def test_a_failed_split_request_fails_the_call_and_counts_every_attempt(client: 
     assert int(err.metadata["attempts"]) == len(fake.requests("/embeddings")) >= 1
 
 
+def test_a_split_request_that_fails_for_good_ends_the_others_at_once(client: LLMClient, fake: FakeUpstream) -> None:
+    fake.script(Script(status=401, error={"message": "bad key"}), Script(first_byte_delay_s=5.0))  # either one gets either
+    err = _failure(lambda: _embed(client, [f"t{i}" for i in range(6)], model="embed-small-batches", max_retries=0))
+    assert err.reason == "UPSTREAM_AUTH_FAILED"
+    sent = fake.wait_for(lambda rs: len(rs) == 2 and all(r.ended_at is not None for r in rs), timeout_s=10)
+    assert sorted(r.outcome for r in sent) == ["aborted", "completed"]  # the slow one was hung up on
+
+
 def test_cohere_through_litellm_gets_its_input_type_and_output_dimension(client: LLMClient, fake: FakeUpstream) -> None:
     texts = ["what is a vector?", "documents"]
     r = _embed(client, texts, model="embed-cohere", dimensions=12, input_type=pb.EMBED_INPUT_TYPE_QUERY)
