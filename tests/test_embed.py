@@ -161,7 +161,7 @@ def test_2500_inputs_are_split_into_the_providers_largest_requests_and_put_back_
 
 
 def test_split_requests_are_sent_concurrently_within_the_routes_bound(client: LLMClient, fake: FakeUpstream) -> None:
-    fake.script(Script(first_byte_delay_s=0.05, times=4))
+    fake.script(Script(first_byte_delay_s=0.1, times=4))
     texts = [f"t{i}" for i in range(12)]  # 4 requests of 3 (embed_batch_size), 2 at once (embed_concurrency)
     r = _embed(client, texts, model="embed-small-batches")
     assert _vectors(r) == [vector_of(t) for t in texts]
