@@ -51,6 +51,7 @@ LABELS = {
 H2LOAD_PATHS = ("service-fast", "ceiling")  # their unary rows again, from h2load
 FIGURES = ("calls_per_s", "p50_ms", "p99_ms", "ttft_p50_ms", "cpu_us_per_call", "cpu_us_per_chunk", "rss_mb")
 HOLD_STREAMS = 1000
+EMBED_PATHS = ("http", "litellm", "service-litellm", "service-fast")  # the Embed row: 16 short texts a call
 
 
 def env() -> dict[str, str]:
@@ -80,7 +81,8 @@ def service_config(upstream: str, port: int, fast: bool) -> dict[str, Any]:
     return {
         "server": {"listen": f"127.0.0.1:{port}", "metrics_listen": "127.0.0.1:0"},
         "limits": {"max_concurrent_rpcs": 4096},
-        "routes": {name: route(name) for name in ("bench-burst", "bench-paced", "bench-slow")},
+        "routes": {name: route(name) for name in ("bench-burst", "bench-paced", "bench-slow")}
+        | {"bench-embed": route("text-embedding-3-small")},
     }
 
 
@@ -137,8 +139,10 @@ class Server:
 
 
 def load(args: argparse.Namespace, label: str, *extra: str, cpu: str, module: str = "bench.load") -> list[dict[str, Any]]:
+    modes = args.modes + (",embed" if label in EMBED_PATHS and "embed" not in args.modes.split(",") else "")
+    chosen = ("--modes", modes) if module == "bench.load" else ()
     argv = pinned(cpu, "-m", module, "--label", label, "--runs", str(args.runs), "--seconds", str(args.seconds),
-                  "--concurrency", args.concurrency, *extra)  # fmt: skip
+                  "--concurrency", args.concurrency, *chosen, *extra)  # fmt: skip
     print(f"  measuring {LABELS[label]} …", file=sys.stderr, flush=True)
     out = subprocess.run(argv, env=env(), cwd=ROOT, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -201,6 +205,7 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
     litellm_chunk = fig("litellm", "paced", "cpu_us_per_chunk")
     floor_chunk = (fig("http", "paced", "cpu_us_per_chunk") or 0) + (fig("ceiling", "paced", "cpu_us_per_chunk") or 0)
     fast_call, litellm_call = fig("service-fast", "unary", "cpu_us_per_call"), fig("litellm", "unary", "cpu_us_per_call")
+    fast_embed, litellm_embed = fig("service-fast", "embed", "cpu_us_per_call"), fig("litellm", "embed", "cpu_us_per_call")
     unary_rate, peer_unary_rate = fig("service-fast", "unary", "calls_per_s"), fig("proxy", "unary", "calls_per_s")
     stream_rate, peer_stream_rate = fig("service-fast", "burst", "calls_per_s"), fig("proxy", "burst", "calls_per_s")
     portkey_unary_rate, portkey_stream_rate = fig("portkey", "unary", "calls_per_s"), fig("portkey", "burst", "calls_per_s")
@@ -234,6 +239,7 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
             2.0,
         ),
         ("unary: service CPU per call ÷ litellm.acompletion's", ratio(fast_call, litellm_call), "≤", 1 / 3),
+        ("Embed, 16 texts: service CPU per call ÷ litellm.aembedding's", ratio(fast_embed, litellm_embed), "≤", 1.0),
         ("unary calls/s ÷ LiteLLM Proxy's", ratio(unary_rate, peer_unary_rate), "≥", 5.0),
         ("200-chunk streams/s ÷ LiteLLM Proxy's (burst)", ratio(stream_rate, peer_stream_rate), "≥", 7.0),
         ("second round: unary calls/s ÷ LiteLLM Proxy's", ratio(unary_rate, peer_unary_rate), "≥", 10.0),
@@ -266,6 +272,11 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
+def _label(path: str, mode: str) -> str:
+    """The path's name in the table; LiteLLM in-process embeds with aembedding."""
+    return LABELS[path].replace("acompletion", "aembedding") if mode == "embed" else LABELS[path]
+
+
 def print_table(cells: dict[tuple[str, str, int], dict[str, Any]], rows: list[dict[str, Any]]) -> None:
     header = f"{'path':44} {'mode':6} {'c':>4} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'TTFT ms':>8} {'CPU µs/call':>12} {'CPU µs/chunk':>13} {'RSS MB':>7}"  # noqa: E501
     print(header)
@@ -274,7 +285,7 @@ def print_table(cells: dict[tuple[str, str, int], dict[str, Any]], rows: list[di
         ttft = cell["ttft_p50_ms"] if mode != "unary" else None
         failed = f"  ({cell['failures']} failed)" if cell["failures"] else ""
         print(
-            f"{LABELS[path]:44} {mode:6} {c:>4} {_fmt(cell['calls_per_s']):>9} {_fmt(cell['p50_ms'], 2):>8} "
+            f"{_label(path, mode):44} {mode:6} {c:>4} {_fmt(cell['calls_per_s']):>9} {_fmt(cell['p50_ms'], 2):>8} "
             f"{_fmt(cell['p99_ms'], 2):>8} {_fmt(ttft, 2):>8} {_fmt(cell['cpu_us_per_call'], 0):>12} "
             f"{_fmt(cell['cpu_us_per_chunk']):>13} {_fmt(cell['rss_mb'], 0):>7}{failed}"
         )
@@ -314,6 +325,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--concurrency", default="1,32,256")
     parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--modes", default="unary,burst,paced", help="and embed, on the paths that have it (always added)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     upstream_port = free_port()

@@ -118,6 +118,8 @@ class LimitsConfig:
     max_inflight_request_bytes: int = setting(64 * 1024 * 1024, BYTES)  # requests over 256 KiB held at once, per process
     max_document_bytes: int = setting(10 * 1024 * 1024, BYTES)  # one document's bytes
     max_documents: int = setting(20, COUNT)  # documents in one request
+    max_embed_inputs: int = setting(10_000, POSITIVE_INT)  # inputs in one Embed request
+    max_embed_input_bytes: int = setting(8 * 1024 * 1024, BYTES)  # UTF-8 bytes of one Embed request's inputs, summed
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
 from llm_service.config import LimitsConfig
 from llm_service.core import types
+from llm_service.core.embedding import EmbedCall, Embedding
 from llm_service.core.errors import InvalidRequest
 
 TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -428,3 +429,74 @@ def event_to_proto(event: types.Event) -> pb.StreamResponse:
     if isinstance(event, types.TextEnd):
         return _TEXT_END
     return pb.StreamResponse(finish=finish_to_proto(event))
+
+
+# --- embeddings ----------------------------------------------------------------------------------
+
+_INPUT_TYPES = {pb.EMBED_INPUT_TYPE_QUERY: "query", pb.EMBED_INPUT_TYPE_DOCUMENT: "document"}
+
+
+def embed_call_from_proto(req: pb.EmbedRequest, max_metadata_entries: int, limits: LimitsConfig | None = None) -> EmbedCall:
+    """A validated EmbedCall: at least one input, each text (not empty) or an inline image, all of
+    one kind, within limits.max_embed_inputs and limits.max_embed_input_bytes."""
+    limits = limits or LimitsConfig()
+    if not req.inputs:
+        raise InvalidRequest("inputs", "at least one input is required")
+    if len(req.inputs) > limits.max_embed_inputs:
+        raise InvalidRequest("inputs", f"at most {limits.max_embed_inputs} inputs (limits.max_embed_inputs)")
+    inputs: list[str] = []
+    size = 0
+    kinds = set()
+    for i, item in enumerate(req.inputs):
+        kind = item.WhichOneof("input")
+        if kind == "text":
+            if not item.text:
+                raise InvalidRequest(f"inputs[{i}].text", "must not be empty")
+            inputs.append(item.text)
+            size += len(item.text.encode())
+        elif kind == "inline_image":
+            image = item.inline_image
+            if not re.fullmatch(r"image/[A-Za-z0-9.+-]+", image.mime_type):
+                raise InvalidRequest(f"inputs[{i}].inline_image.mime_type", "must be an image MIME type such as image/png")
+            if not image.data:
+                raise InvalidRequest(f"inputs[{i}].inline_image.data", "must not be empty")
+            inputs.append(f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode()}")
+            size += len(image.data)
+        else:
+            raise InvalidRequest(f"inputs[{i}]", "exactly one of text or inline_image must be set")
+        kinds.add(kind)
+        if len(kinds) > 1:
+            raise InvalidRequest(f"inputs[{i}]", "a request's inputs are all text or all images")
+        if size > limits.max_embed_input_bytes:
+            raise InvalidRequest(
+                "inputs", f"at most {limits.max_embed_input_bytes} bytes of input (limits.max_embed_input_bytes)"
+            )
+    if req.HasField("dimensions") and req.dimensions <= 0:
+        raise InvalidRequest("dimensions", "must be positive")
+    if req.HasField("max_retries") and req.max_retries < 0:
+        raise InvalidRequest("max_retries", "must not be negative")
+    if req.input_type not in (pb.EMBED_INPUT_TYPE_UNSPECIFIED, *_INPUT_TYPES):
+        raise InvalidRequest("input_type", "must be EMBED_INPUT_TYPE_QUERY or EMBED_INPUT_TYPE_DOCUMENT")
+    if len(req.metadata) > max_metadata_entries:
+        raise InvalidRequest("metadata", f"at most {max_metadata_entries} entries")
+    if any(len(k) > METADATA_MAX_CHARS or len(v) > METADATA_MAX_CHARS for k, v in req.metadata.items()):
+        raise InvalidRequest("metadata", f"keys and values are at most {METADATA_MAX_CHARS} characters")
+    return EmbedCall(
+        inputs=tuple(inputs),
+        images=kinds == {"inline_image"},
+        dimensions=req.dimensions if req.HasField("dimensions") else None,
+        input_type=_INPUT_TYPES.get(req.input_type, ""),
+        max_retries=req.max_retries if req.HasField("max_retries") else None,
+    )
+
+
+def embedding_to_proto(e: Embedding) -> pb.EmbedResponse:
+    """The vectors and their accounting as EmbedResponse."""
+    return pb.EmbedResponse(
+        embeddings=[pb.Embedding(values=v) for v in e.vectors],
+        dimensions=len(e.vectors[0]) if e.vectors else 0,
+        usage=pb.Usage(input_tokens=e.usage.input_tokens),
+        cost_usd=e.cost_usd,
+        provider_model=e.provider_model,
+        gateway=gateway_to_proto(e.gateway),
+    )

@@ -92,6 +92,11 @@ def service_config(fake_url: str, **overrides: Any) -> Config:
                 "api_base": f"{fake_url}/chatgpt.com/backend-api/codex",
                 "key": {"env": "TEST_PROVIDER_KEY"},
             },
+            "embed": {
+                "model": "openai/text-embedding-3-small",
+                "api_base": f"{fake_url}/v1",
+                "key": {"env": "TEST_PROVIDER_KEY"},
+            },
             "claude-subscription": {
                 "model": "anthropic/claude-sonnet-4-5",
                 "api_base": fake_url,

@@ -187,6 +187,14 @@ class Route:
     max_tokens: int = setting(4096, POSITIVE_INT)
     max_retries: int | None = setting(None, COUNT)
     fallbacks: tuple[str, ...] = ()
+    # What the model does: "chat" or "embedding"; "" (the default) asks LiteLLM's model map
+    # (`mode: embedding`), and a model the map does not know is a chat model.
+    kind: str = setting(
+        "", Check('"chat", "embedding", or "" (from LiteLLM\'s model map)', lambda v: v in ("", "chat", "embedding"))
+    )
+    # Embed: inputs per upstream request (None: the provider's maximum), and split requests in flight at once.
+    embed_batch_size: int | None = setting(None, POSITIVE_INT)
+    embed_concurrency: int = setting(4, POSITIVE_INT)
     # "direct": the service's own HTTP client and decoders where they carry the route's wire
     # format (else LiteLLM, said once at WARNING); "litellm": always litellm.acompletion.
     transport: str = setting("direct", Check('"direct" or "litellm"', lambda v: v in ("direct", "litellm")))

@@ -9,6 +9,7 @@
                     print(event.delta, end="")
                 elif event.kind == "finish":
                     print(event.finish.usage)
+        print(client.embed("embed", ["a text", "another"]).vectors.shape)  # (2, dims) with NumPy
 
 It depends on grpcio and protobuf only (never LiteLLM).
 """
@@ -46,6 +47,7 @@ from llm_client.client import (
     tool_result,
     user,
 )
+from llm_client.embeddings import Embeddings, EmbedOptions
 
 __all__ = [
     "AsyncLLMClient",
@@ -53,6 +55,8 @@ __all__ = [
     "CallOptions",
     "Completion",
     "DeadlineExceeded",
+    "EmbedOptions",
+    "Embeddings",
     "FailedPrecondition",
     "FinishEvent",
     "InvalidArgument",

@@ -17,6 +17,7 @@ import grpc.aio
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from llm_client._rpc_status import parse_details
+from llm_client.embeddings import Embeddings, EmbedOptions, embed_request
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 DEFAULT_TIMEOUT_S = 120.0
@@ -626,6 +627,13 @@ class LLMClient(_Base):
         with _mapped_errors():
             return self._token_count(self.stub.CountTokens(req, timeout=options.get("timeout", DEFAULT_TIMEOUT_S)))
 
+    def embed(self, model: str, inputs: Sequence[str | pb.EmbedInput], **options: Unpack[EmbedOptions]) -> Embeddings:
+        """The vectors of texts (or `pb.EmbedInput`s) on an embedding route, in order. Options: see EmbedOptions."""
+        req = embed_request(model, inputs, options)
+        with _mapped_errors():
+            answer = self.stub.Embed(req, timeout=options.get("timeout", DEFAULT_TIMEOUT_S))
+        return Embeddings.from_proto(answer, options.get("as_lists", False))
+
 
 class AsyncLLMClient(_Base):
     """An asyncio client with the same methods. Use as an async context manager, or await close()."""
@@ -674,3 +682,10 @@ class AsyncLLMClient(_Base):
         req = self._count_request(model, messages, options)
         with _mapped_errors():
             return self._token_count(await self.stub.CountTokens(req, timeout=options.get("timeout", DEFAULT_TIMEOUT_S)))
+
+    async def embed(self, model: str, inputs: Sequence[str | pb.EmbedInput], **options: Unpack[EmbedOptions]) -> Embeddings:
+        """The vectors of texts (or `pb.EmbedInput`s) on an embedding route, in order. Options: see EmbedOptions."""
+        req = embed_request(model, inputs, options)
+        with _mapped_errors():
+            answer = await self.stub.Embed(req, timeout=options.get("timeout", DEFAULT_TIMEOUT_S))
+        return Embeddings.from_proto(answer, options.get("as_lists", False))

@@ -208,6 +208,61 @@ REASONING_EFFORT_HIGH: ReasoningEffort.ValueType  # 5
 """Much reasoning."""
 Global___ReasoningEffort: _TypeAlias = ReasoningEffort  # noqa: Y015
 
+class _ModelKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ModelKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModelKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MODEL_KIND_UNSPECIFIED: _ModelKind.ValueType  # 0
+    """Not set (a server older than this field)."""
+    MODEL_KIND_CHAT: _ModelKind.ValueType  # 1
+    """A chat model: Complete, Stream and CountTokens; Embed is INVALID_ARGUMENT."""
+    MODEL_KIND_EMBEDDING: _ModelKind.ValueType  # 2
+    """An embedding model: Embed; Complete, Stream and CountTokens are
+    INVALID_ARGUMENT.
+    """
+
+class ModelKind(_ModelKind, metaclass=_ModelKindEnumTypeWrapper):
+    """ModelKind is what a route's model does."""
+
+MODEL_KIND_UNSPECIFIED: ModelKind.ValueType  # 0
+"""Not set (a server older than this field)."""
+MODEL_KIND_CHAT: ModelKind.ValueType  # 1
+"""A chat model: Complete, Stream and CountTokens; Embed is INVALID_ARGUMENT."""
+MODEL_KIND_EMBEDDING: ModelKind.ValueType  # 2
+"""An embedding model: Embed; Complete, Stream and CountTokens are
+INVALID_ARGUMENT.
+"""
+Global___ModelKind: _TypeAlias = ModelKind  # noqa: Y015
+
+class _EmbedInputType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EmbedInputTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EmbedInputType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EMBED_INPUT_TYPE_UNSPECIFIED: _EmbedInputType.ValueType  # 0
+    """Not set: the provider's default."""
+    EMBED_INPUT_TYPE_QUERY: _EmbedInputType.ValueType  # 1
+    """A search query, to be matched against documents."""
+    EMBED_INPUT_TYPE_DOCUMENT: _EmbedInputType.ValueType  # 2
+    """A document, to be stored and searched."""
+
+class EmbedInputType(_EmbedInputType, metaclass=_EmbedInputTypeEnumTypeWrapper):
+    """EmbedInputType says what the vectors will be used for, for providers that
+    embed queries and documents differently (Cohere's and Voyage's input_type,
+    Gemini's task type). Others ignore it.
+    """
+
+EMBED_INPUT_TYPE_UNSPECIFIED: EmbedInputType.ValueType  # 0
+"""Not set: the provider's default."""
+EMBED_INPUT_TYPE_QUERY: EmbedInputType.ValueType  # 1
+"""A search query, to be matched against documents."""
+EMBED_INPUT_TYPE_DOCUMENT: EmbedInputType.ValueType  # 2
+"""A document, to be stored and searched."""
+Global___EmbedInputType: _TypeAlias = EmbedInputType  # noqa: Y015
+
 @_typing.final
 class Reasoning(_message.Message):
     """Reasoning turns a reasoning model's thinking on and sets how much. The server
@@ -1356,6 +1411,7 @@ class Model(_message.Message):
     PROVIDER_MODEL_FIELD_NUMBER: _builtins.int
     READY_FIELD_NUMBER: _builtins.int
     FALLBACKS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The route's name, used as the request's model."""
     provider: _builtins.str
@@ -1365,6 +1421,10 @@ class Model(_message.Message):
     ready: _builtins.bool
     """Whether the route has the key it needs; calls fail with
     FAILED_PRECONDITION until it does.
+    """
+    kind: Global___ModelKind.ValueType
+    """What the route's model does: chat (Complete, Stream, CountTokens) or
+    embedding (Embed).
     """
     @_builtins.property
     def fallbacks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -1378,10 +1438,11 @@ class Model(_message.Message):
         provider_model: _builtins.str = ...,
         ready: _builtins.bool = ...,
         fallbacks: _abc.Iterable[_builtins.str] | None = ...,
+        kind: Global___ModelKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallbacks", b"fallbacks", "name", b"name", "provider", b"provider", "provider_model", b"provider_model", "ready", b"ready"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallbacks", b"fallbacks", "kind", b"kind", "name", b"name", "provider", b"provider", "provider_model", b"provider_model", "ready", b"ready"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1474,3 +1535,198 @@ class CountTokensResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CountTokensResponse: _TypeAlias = CountTokensResponse  # noqa: Y015
+
+@_typing.final
+class EmbedInput(_message.Message):
+    """EmbedInput is one thing to embed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    INLINE_IMAGE_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """Text. Must not be empty."""
+    @_builtins.property
+    def inline_image(self) -> Global___InlineImage:
+        """An image as bytes, on routes whose provider embeds images (Cohere);
+        elsewhere INVALID_ARGUMENT naming the input. A request's inputs are all
+        text or all images.
+        """
+
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        inline_image: Global___InlineImage | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["inline_image", b"inline_image", "input", b"input", "text", b"text"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inline_image", b"inline_image", "input", b"input", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_input: _TypeAlias = _typing.Literal["text", "inline_image"]  # noqa: Y015
+    _WhichOneofArgType_input: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_input) -> _WhichOneofReturnType_input | None: ...
+
+Global___EmbedInput: _TypeAlias = EmbedInput  # noqa: Y015
+
+@_typing.final
+class EmbedRequest(_message.Message):
+    """EmbedRequest asks for the vectors of a batch of inputs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    DIMENSIONS_FIELD_NUMBER: _builtins.int
+    INPUT_TYPE_FIELD_NUMBER: _builtins.int
+    MAX_RETRIES_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The route to use: an embedding route from ListModels. Required."""
+    dimensions: _builtins.int
+    """The vectors' length, for models that can shorten them (OpenAI's
+    text-embedding-3, Cohere's embed-v4, Gemini). Unset: the model's own.
+    Must be positive.
+    """
+    input_type: Global___EmbedInputType.ValueType
+    """What the vectors are for (query or document), where the provider asks."""
+    max_retries: _builtins.int
+    """Most retries for each upstream request; capped by the server's
+    configured maximum. Unset: the server's default.
+    """
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___EmbedInput]:
+        """What to embed, in order. At least one; at most limits.max_embed_inputs,
+        their text at most limits.max_embed_input_bytes in total.
+        """
+
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Caller attribution (for example team or feature), logged with the call.
+        At most 16 entries; never sent upstream.
+        """
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        inputs: _abc.Iterable[Global___EmbedInput] | None = ...,
+        dimensions: _builtins.int | None = ...,
+        input_type: Global___EmbedInputType.ValueType = ...,
+        max_retries: _builtins.int | None = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "_max_retries", b"_max_retries", "dimensions", b"dimensions", "max_retries", b"max_retries"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "_max_retries", b"_max_retries", "dimensions", b"dimensions", "input_type", b"input_type", "inputs", b"inputs", "max_retries", b"max_retries", "metadata", b"metadata", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__dimensions: _TypeAlias = _typing.Literal["dimensions"]  # noqa: Y015
+    _WhichOneofArgType__dimensions: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions"]  # noqa: Y015
+    _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
+    _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dimensions) -> _WhichOneofReturnType__dimensions | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_retries) -> _WhichOneofReturnType__max_retries | None: ...
+
+Global___EmbedRequest: _TypeAlias = EmbedRequest  # noqa: Y015
+
+@_typing.final
+class Embedding(_message.Message):
+    """Embedding is the vector of one input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The vector's components, as float32 (packed on the wire: 4 bytes each)."""
+
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Embedding: _TypeAlias = Embedding  # noqa: Y015
+
+@_typing.final
+class EmbedResponse(_message.Message):
+    """EmbedResponse is the vectors, one per input, in the inputs' order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMBEDDINGS_FIELD_NUMBER: _builtins.int
+    DIMENSIONS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    PROVIDER_MODEL_FIELD_NUMBER: _builtins.int
+    GATEWAY_FIELD_NUMBER: _builtins.int
+    dimensions: _builtins.int
+    """Every vector's length."""
+    cost_usd: _builtins.float
+    """Cost in US dollars: LiteLLM's price for the model, else the route's
+    configured price; 0 when unknown.
+    """
+    provider_model: _builtins.str
+    """The provider model that answered: as the provider named it in its
+    answer, else the model the route asked for.
+    """
+    @_builtins.property
+    def embeddings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Embedding]:
+        """embeddings[i] is the vector of inputs[i]."""
+
+    @_builtins.property
+    def usage(self) -> Global___Usage:
+        """Tokens used: input_tokens, summed over the upstream requests."""
+
+    @_builtins.property
+    def gateway(self) -> Global___GatewayInfo:
+        """What the gateway did. attempts counts every upstream request, a split
+        batch's included; upstream_duration is summed over them; deployment
+        names those that answered, comma-separated when a split batch's
+        requests went to several.
+        """
+
+    def __init__(
+        self,
+        *,
+        embeddings: _abc.Iterable[Global___Embedding] | None = ...,
+        dimensions: _builtins.int = ...,
+        usage: Global___Usage | None = ...,
+        cost_usd: _builtins.float = ...,
+        provider_model: _builtins.str = ...,
+        gateway: Global___GatewayInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gateway", b"gateway", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "dimensions", b"dimensions", "embeddings", b"embeddings", "gateway", b"gateway", "provider_model", b"provider_model", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbedResponse: _TypeAlias = EmbedResponse  # noqa: Y015
