@@ -37,7 +37,7 @@ from tests.support.servers import free_port, service_env
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MEASURED_CPU, OTHER_CPU = "0", "1"
-PATHS = ("http", "litellm", "service-litellm", "service-fast", "service-traced", "ceiling")
+PATHS = ("http", "litellm", "service-litellm", "service-fast", "service-fast-uncoalesced", "service-traced", "ceiling")
 LABELS = {
     "http": "raw HTTP + JSON/SSE parse (floor)",
     "litellm": "litellm.acompletion in-process",
@@ -47,12 +47,14 @@ LABELS = {
     "ceiling": "bare grpc.aio, canned messages (ceiling)",
     "proxy": "LiteLLM Proxy, 1 worker (peer)",
     "portkey": "Portkey AI gateway, 1 Node process (peer)",
+    "service-fast-uncoalesced": "service, fast path, stream_coalescing off",
     "service-fast-h2load": "service, fast path (h2load client)",
     "ceiling-h2load": "bare grpc.aio, canned messages (h2load client)",
 }
 H2LOAD_PATHS = ("service-fast", "ceiling")  # their unary rows again, from h2load
 FIGURES = ("calls_per_s", "p50_ms", "p99_ms", "ttft_p50_ms", "cpu_us_per_call", "cpu_us_per_chunk", "rss_mb")
 HOLD_STREAMS = 1000
+EMBED_PATHS = ("http", "litellm", "service-litellm", "service-fast")  # the Embed row: 16 short texts a call
 # Two spans per call (the RPC's and its one attempt's), nothing per chunk: tracing every call may
 # cost a unary call a fraction of its CPU, a streamed chunk next to nothing.
 TRACED_CALL_RATIO = 1.5
@@ -86,7 +88,8 @@ def service_config(upstream: str, port: int, fast: bool) -> dict[str, Any]:
     return {
         "server": {"listen": f"127.0.0.1:{port}", "metrics_listen": "127.0.0.1:0"},
         "limits": {"max_concurrent_rpcs": 4096},
-        "routes": {name: route(name) for name in ("bench-burst", "bench-paced", "bench-slow")},
+        "routes": {name: route(name) for name in ("bench-burst", "bench-paced", "bench-slow")}
+        | {"bench-embed": route("text-embedding-3-small")},
     }
 
 
@@ -148,8 +151,15 @@ class Server:
             argv = pinned(MEASURED_CPU, "-m", "bench.ceiling", "--port", str(self.port))
         else:
             config = workdir / f"{label}.yaml"
-            fast = label in ("service-fast", "service-traced")
-            config.write_text(yaml.safe_dump(service_config(upstream, self.port, fast=fast)))
+            config.write_text(
+                yaml.safe_dump(
+                    service_config(upstream, self.port, fast=label.startswith("service-fast") or label == "service-traced")
+                )
+            )
+            if label == "service-fast-uncoalesced":
+                settings = yaml.safe_load(config.read_text())
+                settings["server"]["stream_coalescing"] = False
+                config.write_text(yaml.safe_dump(settings))
             argv = pinned(MEASURED_CPU, "-m", "llm_service", "--config", str(config))
         tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": traced_to, "OTEL_TRACES_SAMPLER": "always_on"} if traced_to else {}
         started = time.monotonic()
@@ -168,8 +178,10 @@ class Server:
 
 
 def load(args: argparse.Namespace, label: str, *extra: str, cpu: str, module: str = "bench.load") -> list[dict[str, Any]]:
+    modes = args.modes + (",embed" if label in EMBED_PATHS and "embed" not in args.modes.split(",") else "")
+    chosen = ("--modes", modes) if module == "bench.load" else ()
     argv = pinned(cpu, "-m", module, "--label", label, "--runs", str(args.runs), "--seconds", str(args.seconds),
-                  "--concurrency", args.concurrency, *extra)  # fmt: skip
+                  "--concurrency", args.concurrency, *chosen, *extra)  # fmt: skip
     print(f"  measuring {LABELS[label]} …", file=sys.stderr, flush=True)
     out = subprocess.run(argv, env=env(), cwd=ROOT, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -234,13 +246,32 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
     fast_call, litellm_call = fig("service-fast", "unary", "cpu_us_per_call"), fig("litellm", "unary", "cpu_us_per_call")
     traced_call = fig("service-traced", "unary", "cpu_us_per_call")
     traced_chunk = fig("service-traced", "paced", "cpu_us_per_chunk")
+    fast_embed, litellm_embed = fig("service-fast", "embed", "cpu_us_per_call"), fig("litellm", "embed", "cpu_us_per_call")
     unary_rate, peer_unary_rate = fig("service-fast", "unary", "calls_per_s"), fig("proxy", "unary", "calls_per_s")
     stream_rate, peer_stream_rate = fig("service-fast", "burst", "calls_per_s"), fig("proxy", "burst", "calls_per_s")
     portkey_unary_rate, portkey_stream_rate = fig("portkey", "unary", "calls_per_s"), fig("portkey", "burst", "calls_per_s")
     added_p50 = _minus(fig("service-fast", "unary", "p50_ms", 1), fig("http", "unary", "p50_ms", 1))
     added_ttft = _minus(fig("service-fast", "paced", "ttft_p50_ms", 1), fig("http", "paced", "ttft_p50_ms", 1))
     hold = extra.get("hold", {})
+
+    # Issue 24 (second round): unary against the floor, from h2load's rows where there are some.
+    def unary_cpu(path: str) -> float | None:
+        return fig(f"{path}-h2load", "unary", "cpu_us_per_call") or fig(path, "unary", "cpu_us_per_call")
+
+    floor_call = _plus(unary_cpu("ceiling"), fig("http", "unary", "cpu_us_per_call"))
+    unary_vs_floor = ratio(unary_cpu("service-fast"), floor_call)
+    ttft_over_http = _minus(fig("service-fast", "paced", "ttft_p50_ms", 1), fig("http", "paced", "ttft_p50_ms", 1))
+    ttft_over_ceiling = _minus(fig("service-fast", "paced", "ttft_p50_ms", 1), fig("ceiling", "paced", "ttft_p50_ms", 1))
+    coalesced = ratio(
+        fig("service-fast", "burst", "cpu_us_per_chunk", 256), fig("service-fast-uncoalesced", "burst", "cpu_us_per_chunk", 256)
+    )
+    ttft_cost = _minus(fig("service-fast", "paced", "ttft_p50_ms", 1), fig("service-fast-uncoalesced", "paced", "ttft_p50_ms", 1))
     rows = [
+        ("second round: unary CPU per call ÷ (bare gRPC unary + raw HTTP call)", unary_vs_floor, "≤", 1.5),
+        ("second round: added time to first token at c=1 over raw HTTP (ms)", ttft_over_http, "≤", 0.5),
+        ("second round: added time to first token at c=1 over bare grpc.aio (ms)", ttft_over_ceiling, "≤", 0.2),
+        ("c=256 burst: CPU per chunk ÷ the same without coalescing", coalesced, "≤", 0.5),
+        ("c=1 paced: time to first token with coalescing − without (ms)", ttft_cost, "≤", 0.1),
         ("paced stream: service CPU per chunk ÷ litellm.acompletion's", ratio(fast_chunk, litellm_chunk), "≤", 0.2),
         (
             "paced stream: service CPU per chunk ÷ floor (HTTP parse + bare gRPC send)",
@@ -251,6 +282,7 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
         ("unary: service CPU per call ÷ litellm.acompletion's", ratio(fast_call, litellm_call), "≤", 1 / 3),
         ("tracing on (100% sampled) ÷ off: CPU per call, unary", ratio(traced_call, fast_call), "≤", TRACED_CALL_RATIO),
         ("tracing on (100% sampled) ÷ off: CPU per chunk, paced", ratio(traced_chunk, fast_chunk), "≤", TRACED_CHUNK_RATIO),
+        ("Embed, 16 texts: service CPU per call ÷ litellm.aembedding's", ratio(fast_embed, litellm_embed), "≤", 1.0),
         ("unary calls/s ÷ LiteLLM Proxy's", ratio(unary_rate, peer_unary_rate), "≥", 5.0),
         ("200-chunk streams/s ÷ LiteLLM Proxy's (burst)", ratio(stream_rate, peer_stream_rate), "≥", 7.0),
         ("second round: unary calls/s ÷ LiteLLM Proxy's", ratio(unary_rate, peer_unary_rate), "≥", 10.0),
@@ -271,12 +303,21 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
     return out
 
 
+def _plus(a: float | None, b: float | None) -> float | None:
+    return a + b if a is not None and b is not None else None
+
+
 def _minus(a: float | None, b: float | None) -> float | None:
     return a - b if a is not None and b is not None else None
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _label(path: str, mode: str) -> str:
+    """The path's name in the table; LiteLLM in-process embeds with aembedding."""
+    return LABELS[path].replace("acompletion", "aembedding") if mode == "embed" else LABELS[path]
 
 
 def print_table(cells: dict[tuple[str, str, int], dict[str, Any]], rows: list[dict[str, Any]]) -> None:
@@ -287,7 +328,7 @@ def print_table(cells: dict[tuple[str, str, int], dict[str, Any]], rows: list[di
         ttft = cell["ttft_p50_ms"] if mode != "unary" else None
         failed = f"  ({cell['failures']} failed)" if cell["failures"] else ""
         print(
-            f"{LABELS[path]:44} {mode:6} {c:>4} {_fmt(cell['calls_per_s']):>9} {_fmt(cell['p50_ms'], 2):>8} "
+            f"{_label(path, mode):44} {mode:6} {c:>4} {_fmt(cell['calls_per_s']):>9} {_fmt(cell['p50_ms'], 2):>8} "
             f"{_fmt(cell['p99_ms'], 2):>8} {_fmt(ttft, 2):>8} {_fmt(cell['cpu_us_per_call'], 0):>12} "
             f"{_fmt(cell['cpu_us_per_chunk']):>13} {_fmt(cell['rss_mb'], 0):>7}{failed}"
         )
@@ -327,6 +368,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--concurrency", default="1,32,256")
     parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--modes", default="unary,burst,paced", help="and embed, on the paths that have it (always added)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     upstream_port = free_port()
@@ -346,7 +388,8 @@ def main() -> None:
                 server = Server(label, Path(tmp), upstream_url, traced_to)
                 try:
                     target = f"127.0.0.1:{server.port}"
-                    rows += load(args, label, "--target", target, "--pid", str(server.proc.pid), cpu=OTHER_CPU)
+                    modes = ["--modes", "burst,paced"] if label == "service-fast-uncoalesced" else []
+                    rows += load(args, label, "--target", target, "--pid", str(server.proc.pid), *modes, cpu=OTHER_CPU)
                     if label in H2LOAD_PATHS:
                         rows += load(args, f"{label}-h2load", "--target", target, "--pid", str(server.proc.pid),
                                      cpu=OTHER_CPU, module="bench.h2load")  # fmt: skip

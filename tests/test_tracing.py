@@ -11,7 +11,6 @@ import secrets
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,13 +27,12 @@ from llm_service.tracing import TracingError, TracingSettings
 from tests.support.messages import user_msg
 from tests.support.otlp import OtlpGrpcReceiver, OtlpHttpReceiver, ReceivedSpan
 from tests.support.paths import ROOT
-from tests.support.servers import PATHS, SENTINEL_KEY, ServerPath, ServerProcess, ServerThread, on_path, service_config
+from tests.support.servers import PATHS, SENTINEL_KEY, ServerPath, ServerThread, on_path, service_config
 
 TOKEN = "llmtok-traced-caller-token-0123456789abcdef"
 PROMPT = "PROMPT-SENTINEL tell me about tracing"
 ANSWER = "ANSWER-SENTINEL spans all the way down"
 SERVER_SPAN = "llm.v1.LLMService/{}"
-WORKER_CALLS_MAX = 40
 BATCH_DELAY_MS = "20"  # the traced server exports what ended at most this long ago: tests wait on the receiver
 
 
@@ -59,6 +57,7 @@ def traced(
         "forwarding": {**openai, "forward_traceparent": True},
         "forwarding-anthropic": {**anthropic, "forward_traceparent": True},
         "content": {**openai, "trace_content": True},
+        "embed": {**openai, "model": "openai/text-embedding-3-small", "embed_batch_size": 2, "embed_concurrency": 2},
         # Refused at once, its breaker open after two failures: every call falls back to openai.
         "fragile": {"model": "openai/test-model", "api_base": "http://127.0.0.1:9/v1", "max_retries": 0, "fallbacks": ["openai"]},
     }
@@ -289,6 +288,20 @@ def test_fallbacks_and_breaker_refusals_are_events_on_the_server_span(
     assert refused["route"] == "fragile" and 0 < refused["retry_after_s"] <= 30
 
 
+def test_an_embed_calls_batches_are_attempt_spans_side_by_side_under_its_server_span(
+    traced: ServerThread, receiver: OtlpGrpcReceiver, client: LLMClient, fake: FakeUpstream
+) -> None:
+    trace_id, caller_span, metadata = _caller()
+    request = pb.EmbedRequest(model="embed", inputs=[pb.EmbedInput(text=f"text {i}") for i in range(5)])
+    client.stub.Embed(request, metadata=metadata, timeout=10)
+    server, attempts = _server_and_attempts(_exported(receiver, trace_id, "Embed"), "Embed")
+    assert server.parent_id == caller_span and len(attempts) == len(fake.requests("/embeddings")) == 3
+    for attempt in attempts:
+        a = attempt.attributes
+        assert attempt.name == "embeddings text-embedding-3-small" and a["gen_ai.operation.name"] == "embeddings"
+        assert "error.type" not in a and attempt.raw.status.code == attempt.raw.status.STATUS_CODE_UNSET
+
+
 def test_prompts_and_answers_are_recorded_only_on_a_route_that_opts_in(
     traced: ServerThread, receiver: OtlpGrpcReceiver, client: LLMClient, fake: FakeUpstream
 ) -> None:
@@ -326,32 +339,6 @@ def test_spans_go_over_otlp_http_and_the_last_ones_leave_when_the_server_stops(f
     server, (attempt,) = _server_and_attempts(spans, "Complete")
     assert server.parent_id == caller_span and server.resource["service.name"] == "llm-gateway-test"
     assert (attempt.name, attempt.attributes["gen_ai.provider.name"]) == ("chat claude-test", "anthropic")
-
-
-def test_each_worker_process_exports_its_own_spans_and_flushes_them_when_it_stops(
-    fake: FakeUpstream, receiver: OtlpGrpcReceiver, tmp_path: Path
-) -> None:
-    """The real entry point reads the OTEL_* environment in each worker; no batch delay is shortened:
-    the spans arrive because each worker's drain flushed them."""
-    route = {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}}
-    config = {"routes": {"openai": route}, "server": {"workers": 2, "drain_grace_s": 1}}
-    server = ServerProcess(config, tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_SERVICE_NAME="llm-workers")
-    trace_ids = set()
-    try:
-        for _ in range(WORKER_CALLS_MAX):  # each client a new connection, which the kernel gives to either worker
-            trace_id, _, metadata = _caller()
-            with LLMClient(server.target, options=channel_options(retries=False)) as c:
-                c.stub.Complete(pb.CompleteRequest(model="openai", messages=[user_msg()]), metadata=metadata, timeout=30)
-            trace_ids.add(trace_id)
-            if len({line["worker"] for line in server.logged("rpc")}) == 2:
-                break
-    finally:
-        server.stop()
-    pids = {line["pid"] for line in server.logged("serving")}
-    spans = [s for s in receiver.spans() if s.trace_id in trace_ids and s.resource["service.name"] == "llm-workers"]
-    assert {s.trace_id for s in spans if s.name == SERVER_SPAN.format("Complete")} == trace_ids
-    assert {s.resource["process.pid"] for s in spans} == pids and len(pids) == 2
-    assert len({s.resource["service.instance.id"] for s in spans}) == 2
 
 
 @pytest.mark.parametrize(

@@ -204,6 +204,10 @@ class Metrics:
         """Attempts of a successful call."""
         self.attempts.labels(route.name).observe(finish.gateway.attempts)
 
+    def embedded(self, route: Route, attempts: int) -> None:
+        """Attempts of a successful Embed call (its tokens and cost came as each request was billed)."""
+        self.attempts.labels(route.name).observe(attempts)
+
     def failed(self, route: Route | None, reason: str, attempts: int) -> None:
         """A failed call, by ErrorInfo reason."""
         if route is None:

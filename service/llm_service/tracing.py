@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
     from llm_service.core.assembly import StreamAssembler
+    from llm_service.core.observer import AttemptedPlan
     from llm_service.core.plan import Plan
 
 RPC_SERVICE = "llm.v1.LLMService"
@@ -156,17 +157,27 @@ class TracingSettings:
         )
 
 
-class RpcTrace:
-    """One RPC's server span, and the attempt span open under it (attempts are sequential)."""
+class AttemptTrace:
+    """One upstream attempt's span."""
 
-    __slots__ = ("attempt", "attempt_forwards", "attempt_started_ns", "context", "span")
+    __slots__ = ("forwards", "span", "started_ns")
+
+    def __init__(self, span: Span, started_ns: int, forwards: bool) -> None:
+        self.span = span
+        self.started_ns = started_ns
+        self.forwards = forwards  # it set the trace context its request carries upstream
+
+
+class RpcTrace:
+    """One RPC's server span, and the attempt spans open under it (one at a time for a chat call;
+    an Embed call's batches are attempted side by side, each in a task of its own)."""
+
+    __slots__ = ("context", "open", "span")
 
     def __init__(self, span: Span, context: Context) -> None:
         self.span = span
         self.context = context  # the span's own context: its attempts' parent
-        self.attempt: Span | None = None
-        self.attempt_started_ns = 0
-        self.attempt_forwards = False
+        self.open: set[AttemptTrace] = set()
 
     def ids(self) -> tuple[str, str, bool]:
         """The trace id and span id in hex, and whether the trace is sampled."""
@@ -175,6 +186,7 @@ class RpcTrace:
 
 
 _CURRENT: ContextVar[RpcTrace | None] = ContextVar("llm_service_rpc_trace", default=None)
+_ATTEMPT: ContextVar[AttemptTrace | None] = ContextVar("llm_service_attempt_trace", default=None)  # this task's
 
 
 class Tracing:
@@ -227,8 +239,9 @@ class Tracing:
 
     def rpc_ended(self, trace: RpcTrace, code: str, route: str, reason: str, caller: str) -> None:
         """End the server span with the RPC's status (an attempt still open ends first, cancelled)."""
-        if trace.attempt is not None:
-            self._end_attempt(trace, asyncio.CancelledError(), None)
+        for attempt in list(trace.open):  # ended by the call's end before their own (a cancelled batch)
+            self._end_attempt(attempt, asyncio.CancelledError(), None)
+        trace.open.clear()
         span = trace.span
         if span.is_recording():
             span.set_attribute("rpc.grpc.status_code", GRPC_CODES.index(code))
@@ -245,39 +258,42 @@ class Tracing:
 
     # --- the engine's observer -------------------------------------------------------------------
 
-    def attempt_started(self, plan: Plan, attempt: int) -> None:
+    def attempt_started(self, plan: AttemptedPlan, attempt: int) -> None:
         """Open the attempt's span under the RPC's; set the trace context it forwards upstream, if any."""
         trace = _CURRENT.get()
         if trace is None:
             return
         route, req = plan.route, plan.request
+        streamed = getattr(plan, "streamed", None)  # None: a batch of embeddings
+        operation = "embeddings" if streamed is None else "chat"
         model = req.model.split("/", 1)[1] if "/" in req.model else req.model
-        trace.attempt_started_ns = time.time_ns()
-        span = self._tracer.start_span(
-            f"chat {model}", context=trace.context, kind=self._client, start_time=trace.attempt_started_ns
-        )
-        trace.attempt = span
+        started_ns = time.time_ns()
+        span = self._tracer.start_span(f"{operation} {model}", context=trace.context, kind=self._client, start_time=started_ns)
+        current = AttemptTrace(span, started_ns, route.forward_traceparent)
+        trace.open.add(current)
+        _ATTEMPT.set(current)
         if span.is_recording():
             kwargs = req.kwargs
             attributes: dict[str, Any] = {
-                "gen_ai.operation.name": "chat",
+                "gen_ai.operation.name": operation,
                 "gen_ai.provider.name": GEN_AI_PROVIDER_NAMES.get(route.provider, route.provider),
                 "gen_ai.request.model": model,
-                "gen_ai.request.stream": plan.streamed,
                 "llm_service.route": route.name,
                 "llm_service.attempt": attempt,
-                "llm_service.transport": plan.prepared.transport,
                 **_upstream_address(route.api_base),
             }
+            if streamed is not None:
+                attributes["gen_ai.request.stream"] = streamed
+            if transport := getattr(getattr(plan, "prepared", None), "transport", ""):
+                attributes["llm_service.transport"] = transport
             if route.deployment:
                 attributes["llm_service.deployment"] = route.deployment
             for key in REQUEST_PARAMETERS:
                 if isinstance(kwargs.get(key), int | float):
                     attributes[f"gen_ai.request.{key}"] = kwargs[key]
-            if route.trace_content:
-                attributes.update(_input_content(kwargs.get("messages") or []))
+            if route.trace_content and "messages" in kwargs:
+                attributes.update(_input_content(kwargs["messages"]))
             span.set_attributes(attributes)
-        trace.attempt_forwards = route.forward_traceparent
         if route.forward_traceparent:
             headers: dict[str, str] = {}
             self._inject(headers, context=self._in_context(span))
@@ -285,8 +301,8 @@ class Tracing:
 
     def attempt_answered(self, plan: Plan, asm: StreamAssembler) -> None:
         """Record the answer: the model that gave it, its usage and finish reason (and content, opted in)."""
-        trace = _CURRENT.get()
-        span = trace.attempt if trace is not None else None
+        current = _ATTEMPT.get()
+        span = current.span if current is not None else None
         if span is None or not span.is_recording():
             return
         usage = asm.usage
@@ -310,11 +326,16 @@ class Tracing:
             attributes["gen_ai.output.messages"] = _output_content(asm)
         span.set_attributes(attributes)
 
-    def attempt_ended(self, plan: Plan, failure: BaseException | None, first_chunk_s: float | None) -> None:
+    def attempt_ended(self, plan: AttemptedPlan, failure: BaseException | None, first_chunk_s: float | None) -> None:
         """End the attempt's span, its status from how it ended."""
-        trace = _CURRENT.get()
-        if trace is not None and trace.attempt is not None:
-            self._end_attempt(trace, failure, first_chunk_s)
+        current, trace = _ATTEMPT.get(), _CURRENT.get()
+        if current is None or trace is None or current not in trace.open:
+            return  # not traced, or ended already with its call
+        trace.open.discard(current)
+        _ATTEMPT.set(None)
+        if current.forwards:
+            UPSTREAM_TRACE_HEADERS.set(None)
+        self._end_attempt(current, failure, first_chunk_s)
 
     def waiting(self, route: Route, reason: RetryReason, delay_s: float) -> None:
         """A retry wait: an event on the RPC's span."""
@@ -338,16 +359,12 @@ class Tracing:
         if trace is not None:
             trace.span.add_event(name, attributes)
 
-    def _end_attempt(self, trace: RpcTrace, failure: BaseException | None, first_chunk_s: float | None) -> None:
-        span = trace.attempt
-        assert span is not None
-        trace.attempt = None
-        if trace.attempt_forwards:
-            UPSTREAM_TRACE_HEADERS.set(None)
+    def _end_attempt(self, attempt: AttemptTrace, failure: BaseException | None, first_chunk_s: float | None) -> None:
+        span = attempt.span
         if span.is_recording():
             if first_chunk_s is not None:
                 span.set_attribute("gen_ai.response.time_to_first_chunk", first_chunk_s)
-                at = trace.attempt_started_ns + int(first_chunk_s * 1e9)
+                at = attempt.started_ns + int(first_chunk_s * 1e9)
                 span.add_event("first_token", {"gen_ai.response.time_to_first_chunk": first_chunk_s}, timestamp=at)
             if isinstance(failure, errors.LLMError):
                 span.set_attribute("error.type", failure.reason)

@@ -14,6 +14,17 @@ from llm_service.core.types import Usage
 if TYPE_CHECKING:
     from llm_service.core.assembly import StreamAssembler
     from llm_service.core.plan import Plan
+    from llm_service.core.request import UpstreamRequest
+
+
+class AttemptedPlan(Protocol):
+    """What is read of an attempt's plan around it (a chat Plan or an EmbedPlan)."""
+
+    @property
+    def route(self) -> Route: ...  # the route as the attempt's deployment sees it
+
+    @property
+    def request(self) -> UpstreamRequest: ...  # what a failed-request dump shows
 
 
 class Observer(Protocol):
@@ -42,7 +53,7 @@ class AttemptObserver(Protocol):
     """What tracing watches: each upstream attempt from start to end, and what happens between them.
     An observer may have none of these hooks, or some (the engine calls them through `Observers`)."""
 
-    def attempt_started(self, plan: Plan, attempt: int) -> None:
+    def attempt_started(self, plan: AttemptedPlan, attempt: int) -> None:
         """An upstream attempt (the call's attempt-th) was admitted and is about to be sent."""
         ...
 
@@ -50,7 +61,7 @@ class AttemptObserver(Protocol):
         """The attempt got its whole answer: usage, model and finish reason are in asm."""
         ...
 
-    def attempt_ended(self, plan: Plan, failure: BaseException | None, first_chunk_s: float | None) -> None:
+    def attempt_ended(self, plan: AttemptedPlan, failure: BaseException | None, first_chunk_s: float | None) -> None:
         """However the attempt ended: failure is what it raised (an LLMError, or the caller's
         cancellation); first_chunk_s when a streamed attempt received a first chunk."""
         ...
