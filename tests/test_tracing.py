@@ -19,6 +19,7 @@ import yaml
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from fake_upstream import FakeUpstream, Script, Usage
+from fake_upstream.embeddings import tokens_of
 from llm_client import LLMClient, channel_options
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
 from llm_service.auth import hash_token
@@ -296,9 +297,12 @@ def test_an_embed_calls_batches_are_attempt_spans_side_by_side_under_its_server_
     client.stub.Embed(request, metadata=metadata, timeout=10)
     server, attempts = _server_and_attempts(_exported(receiver, trace_id, "Embed"), "Embed")
     assert server.parent_id == caller_span and len(attempts) == len(fake.requests("/embeddings")) == 3
+    billed = sorted(tokens_of(r.body["input"]) for r in fake.requests("/embeddings"))  # what the fake billed each
+    assert sorted(s.attributes["gen_ai.usage.input_tokens"] for s in attempts) == billed
     for attempt in attempts:
         a = attempt.attributes
         assert attempt.name == "embeddings text-embedding-3-small" and a["gen_ai.operation.name"] == "embeddings"
+        assert (a["gen_ai.response.model"], a["http.response.status_code"]) == ("text-embedding-3-small", 200)
         assert "error.type" not in a and attempt.raw.status.code == attempt.raw.status.STATUS_CODE_UNSET
 
 

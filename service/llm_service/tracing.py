@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
     from llm_service.core.assembly import StreamAssembler
+    from llm_service.core.embedding import EmbedAnswer
     from llm_service.core.observer import AttemptedPlan
     from llm_service.core.plan import Plan
 
@@ -325,6 +326,18 @@ class Tracing:
         if plan.route.trace_content:
             attributes["gen_ai.output.messages"] = _output_content(asm)
         span.set_attributes(attributes)
+
+    def embed_answered(self, plan: AttemptedPlan, answer: EmbedAnswer) -> None:
+        """Record an embedding answer: the model that gave it, its billed tokens, its vectors' size."""
+        current = _ATTEMPT.get()
+        if current is None or not current.span.is_recording():
+            return
+        attributes: dict[str, Any] = {"http.response.status_code": 200, "gen_ai.usage.input_tokens": answer.input_tokens}
+        if answer.model:
+            attributes["gen_ai.response.model"] = answer.model
+        if answer.vectors:
+            attributes["gen_ai.embeddings.dimension.count"] = len(answer.vectors[0])
+        current.span.set_attributes(attributes)
 
     def attempt_ended(self, plan: AttemptedPlan, failure: BaseException | None, first_chunk_s: float | None) -> None:
         """End the attempt's span, its status from how it ended."""

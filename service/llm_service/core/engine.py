@@ -441,9 +441,14 @@ class Engine:
 
     async def _embed_attempt(self, plan: EmbedPlan, state: _Call) -> EmbedAnswer:
         """One upstream embedding request; what it billed is reported as for a whole answer."""
-        answer = await self._unary_attempt(plan, state, plan.prepared.embed)
-        self.health.answered(plan.route)
-        usage = Usage(input_tokens=answer.input_tokens)
-        if not usage.is_empty():
-            self._observer.used(state.route, usage, cost_usd(plan.request.model, usage, plan.route.price_usd_per_mtok))
-        return answer
+
+        async def answered(deadline: Deadline) -> EmbedAnswer:
+            answer = await plan.prepared.embed(deadline)
+            self.health.answered(plan.route)
+            usage = Usage(input_tokens=answer.input_tokens)
+            if not usage.is_empty():
+                self._observer.used(state.route, usage, cost_usd(plan.request.model, usage, plan.route.price_usd_per_mtok))
+            self._observer.embed_answered(plan, answer)  # within the attempt, as a whole answer's
+            return answer
+
+        return await self._unary_attempt(plan, state, answered)

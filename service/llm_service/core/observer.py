@@ -13,6 +13,7 @@ from llm_service.core.types import Usage
 
 if TYPE_CHECKING:
     from llm_service.core.assembly import StreamAssembler
+    from llm_service.core.embedding import EmbedAnswer
     from llm_service.core.plan import Plan
     from llm_service.core.request import UpstreamRequest
 
@@ -59,6 +60,10 @@ class AttemptObserver(Protocol):
 
     def attempt_answered(self, plan: Plan, asm: StreamAssembler) -> None:
         """The attempt got its whole answer: usage, model and finish reason are in asm."""
+        ...
+
+    def embed_answered(self, plan: AttemptedPlan, answer: EmbedAnswer) -> None:
+        """An embedding attempt got its answer: its vectors, model and billed input tokens."""
         ...
 
     def attempt_ended(self, plan: AttemptedPlan, failure: BaseException | None, first_chunk_s: float | None) -> None:
