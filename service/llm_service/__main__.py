@@ -36,6 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--hash-token", action="store_true", help="read a client token on standard input, print the sha256 a tokens file stores"
     )
+    parser.add_argument(
+        "--quota-status",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="CALLER",
+        help="print the live quota counters in Redis (of CALLER, or of every caller) as JSON lines, and exit",
+    )
     args = parser.parse_args(argv)
     if args.hash_token:
         from llm_service.auth import hash_token
@@ -51,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"llm_service: invalid configuration: {exc}", file=sys.stderr)
         return 2
+    if args.quota_status is not None:
+        from llm_service.quotas.report import print_status
+
+        return print_status(config, args.quota_status)
     if args.check_config:
         print(f"{args.config}: OK ({len(config.routes)} routes)")
         return 0

@@ -59,6 +59,7 @@ class RunningServer:
         await stopping
         self.admission.trimmer.cancel()
         await self.provider.aclose()
+        await self.servicer.quotas.aclose()
         await asyncio.to_thread(self.metrics.close)
         log.info("stopped")
 

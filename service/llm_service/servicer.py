@@ -26,6 +26,7 @@ from llm_service.core.provider import Provider
 from llm_service.core.retry import Deadline
 from llm_service.interceptors import PARSE_OFF_LOOP_BYTES
 from llm_service.metrics import Metrics
+from llm_service.quotas.gate import QuotaGate, Tab
 from llm_service.status import MappedStatus, caller_ended_code, to_status
 
 log = logging.getLogger("llm_service.rpc")
@@ -42,6 +43,7 @@ class _RpcRecord:
         self.metrics = metrics
         self.route: Route | None = None
         self.failure: MappedStatus | None = None
+        self.tab: Tab | None = None  # the call's quota account, once admission has looked at it
         self.fields: dict[str, Any] = {"rpc": rpc, "code": "OK", "route": ""}
         caller = CALLER.get()
         if caller is not None:
@@ -81,6 +83,8 @@ class _RpcRecord:
         seconds = time.monotonic() - self.started
         self.metrics.inflight.labels(self.rpc).dec()
         self.metrics.finished(self.rpc, self.route, self.fields["code"], seconds)
+        if self.tab is not None:
+            self.metrics.caller_finished(self.tab.label, self.fields["code"])
         self.fields["latency_ms"] = round(seconds * 1000, 1)
         log.info("rpc", extra=self.fields)
 
@@ -105,6 +109,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         self.metrics = metrics
         self._streams: dict[asyncio.Task[Any], _OpenStream] = {}  # the open Stream calls
         self._ending_streams = False
+        self.quotas = QuotaGate(config.quotas, metrics)
 
     def end_streams(self) -> int:
         """At the end of a drain's grace: end every open stream with an error event and UNAVAILABLE
@@ -134,6 +139,18 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         route = self._route(name)
         rec.routed(route)
         return route
+
+    async def _admit(self, rec: _RpcRecord, route: Route, call: types.CallRequest, context: grpc.aio.ServicerContext) -> None:
+        """Admission by the caller's quotas, before anything goes upstream (raises QuotaExceeded);
+        what it reserves is settled by `_settle` when the call ends."""
+        remaining = context.time_remaining()
+        lease_s = route.timeout_s if remaining is None else min(remaining, route.timeout_s)
+        rec.tab = self.quotas.open_tab(CALLER.get(), route, call, rec.rpc == "Stream", lease_s)
+        await self.quotas.admit(rec.tab)
+
+    async def _settle(self, rec: _RpcRecord) -> None:
+        """The call's reservation replaced by what the upstream billed (answered, failed or cancelled)."""
+        await self.quotas.settle(rec.tab)
 
     def _route(self, name: str) -> Route:
         if not name:
@@ -176,7 +193,11 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         with self._rpc("Complete", request, context) as rec:
             route = self._routed(rec, request.model)
             call = await self._call(request)
-            completion = await self.provider.complete(route, call, Deadline(context.time_remaining()))
+            await self._admit(rec, route, call, context)
+            try:
+                completion = await self.provider.complete(route, call, Deadline(context.time_remaining()))
+            finally:
+                await self._settle(rec)
             rec.finished(completion.finish)
             return convert.completion_to_proto(completion)
         return await _abort(context, rec)
@@ -191,6 +212,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
             with self._rpc("Stream", request, context) as rec:
                 route = self._routed(rec, request.model)
                 call = await self._call(request)
+                await self._admit(rec, route, call, context)
                 upstream = self.provider.stream(route, call, Deadline(context.time_remaining()))
                 events = 0
                 while True:
@@ -219,6 +241,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         finally:
             if task is not None:
                 self._streams.pop(task, None)
+            await self._settle(rec)
         if rec.failure is not None:
             if rec.route is not None:
                 self.metrics.stream_events.labels(rec.route.name, "error").inc()

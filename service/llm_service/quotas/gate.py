@@ -1,0 +1,251 @@
+"""Admission by quota: who a call is billed to, what it reserves before anything goes upstream,
+and settling the reservation with what the upstream billed.
+
+A call's `Tab` rides in a context variable (`TAB`) from admission to the end of the RPC, so the
+metrics' `used` hook (every billed upstream attempt: answered, failed and cancelled ones,
+fallback routes included) adds to the call's own account without the provider core knowing
+about callers. The servicer settles the tab once when the call ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import math
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Protocol
+
+from llm_service.core import errors
+from llm_service.core.pricing import cost_usd
+from llm_service.core.settings import Route
+from llm_service.core.tokens import chars_estimate
+from llm_service.core.types import CallRequest, Usage
+from llm_service.quotas.counters import Admission, Ask, Counters, MemoryCounters, Refusal
+from llm_service.quotas.limits import ALL_ROUTES, QuotaRules, QuotasConfig
+from llm_service.quotas.redis import BACKEND_ERRORS, RedisCounters
+
+if TYPE_CHECKING:
+    from llm_service.auth import Caller
+
+log = logging.getLogger(__name__)
+ANONYMOUS = "_anonymous"  # the caller of a server without authentication (and its label)
+UNLISTED = "_unlisted"  # the label of a caller named nowhere in the configuration (an mTLS name)
+STREAM_LEASE_MARGIN_S = 5.0
+_LIMIT_WORDS = {
+    "requests_per_minute": "requests per minute",
+    "tokens_per_minute": "tokens per minute",
+    "concurrent_streams": "concurrent streams",
+    "usd_per_day": "US dollars per day",
+    "usd_per_month": "US dollars per month",
+}
+
+
+class QuotaMetrics(Protocol):
+    """What the gate reports (the metrics implement it)."""
+
+    def quota_refused(self, caller: str, limit: str) -> None: ...
+
+    def quota_backend(self, up: bool) -> None: ...
+
+    def caller_spend(self, caller: str, period: str, spent_usd: float, budget_usd: float) -> None: ...
+
+
+class Tab:
+    """One call's account: who it is billed to, what it reserved, what the upstream billed so far."""
+
+    __slots__ = ("admission", "ask", "counters", "label", "tokens", "usd")
+
+    def __init__(self, label: str, ask: Ask | None) -> None:
+        self.label = label  # the metric label: a configured caller's name, or a placeholder
+        self.ask = ask  # None: no limit applies to this call
+        self.admission: Admission | None = None
+        self.counters: Counters | None = None
+        self.tokens = 0
+        self.usd = 0.0
+
+    def billed(self, usage: Usage, cost: float) -> None:
+        """One upstream attempt the provider billed."""
+        self.tokens += usage.input_tokens + usage.output_tokens
+        self.usd += cost
+
+
+TAB: contextvars.ContextVar[Tab | None] = contextvars.ContextVar("llm_service_tab", default=None)
+
+
+class QuotaGate:
+    """Checks and counts each call against its caller's limits, in Redis or in this process."""
+
+    def __init__(self, config: QuotasConfig, metrics: QuotaMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self._local = MemoryCounters()
+        self._shared: RedisCounters | None = None
+        self._up = True
+        self._watch: asyncio.Task[None] | None = None
+        if config.redis_url:
+            self._shared = RedisCounters(config.redis_url, config.key_prefix, config.backend_timeout_s)
+            metrics.quota_backend(True)
+
+    # --- who and what ------------------------------------------------------------------------
+
+    def rules(self, caller: Caller | None) -> QuotaRules:
+        """The caller's limits: its tokens file entry's, else the config's for its name, else the default."""
+        if caller is not None:
+            if caller.quotas is not None:
+                return caller.quotas
+            named = self.config.callers.get(caller.name)
+            if named is not None:
+                return named
+        return self.config.default
+
+    def label(self, caller: Caller | None) -> str:
+        """The caller's metric label: its name where the configuration names it, else a placeholder."""
+        if caller is None:
+            return ANONYMOUS
+        return caller.name if caller.listed or caller.name in self.config.callers else UNLISTED
+
+    def open_tab(self, caller: Caller | None, route: Route, call: CallRequest, streamed: bool, lease_s: float) -> Tab:
+        """The call's tab, set as TAB for the rest of the RPC; what it will ask of the counters."""
+        scopes = self.rules(caller).scopes(route.name)
+        ask = None
+        if scopes:
+            estimate = chars_estimate(call.messages, system=call.system)
+            out = call.max_tokens or route.max_tokens
+            usd = 0.0
+            if any(limits.spends for _, limits in scopes):
+                usd = cost_usd(route.model, Usage(input_tokens=estimate, output_tokens=out), route.price_usd_per_mtok)
+            name = caller.name if caller is not None else ANONYMOUS
+            stream_id = uuid.uuid4().hex if streamed else ""
+            ask = Ask(name, scopes, estimate + out, usd, stream_id, lease_s + STREAM_LEASE_MARGIN_S, time.time())
+        tab = Tab(self.label(caller), ask)
+        TAB.set(tab)
+        return tab
+
+    # --- admission and settling ----------------------------------------------------------------
+
+    async def admit(self, tab: Tab) -> None:
+        """Reserve what the call asks, or raise QuotaExceeded (or QuotaBackendUnavailable, failing closed)."""
+        if tab.ask is None:
+            return
+        self._watching()
+        closed = self.config.on_backend_down == "closed"
+        if self._shared is not None and not self._up and closed:
+            raise _unavailable(self.config)
+        counters: Counters = self._shared if self._shared is not None and self._up else self._local
+        try:
+            admission = await counters.admit(tab.ask)
+        except BACKEND_ERRORS as exc:
+            self._down(exc)
+            if closed:
+                raise _unavailable(self.config) from None
+            counters = self._local
+            admission = await counters.admit(tab.ask)
+        if admission.refusal is not None:
+            self.metrics.quota_refused(tab.label, admission.refusal.limit)
+            raise _exceeded(tab, admission.refusal)
+        tab.counters, tab.admission = counters, admission
+        self._spent(tab, admission.spent_day, admission.spent_month)
+
+    async def settle(self, tab: Tab | None) -> None:
+        """Replace the call's reservation with what the upstream billed, give back its stream slot. Never raises."""
+        if tab is None or tab.admission is None or tab.counters is None or tab.ask is None:
+            return
+        admission, tab.admission = tab.admission, None
+        settling = asyncio.ensure_future(
+            tab.counters.settle(tab.ask, admission, tab.tokens - tab.ask.tokens, tab.usd - tab.ask.usd)
+        )
+        settling.add_done_callback(_retrieved)  # it may outlive a cancelled RPC
+        try:
+            spent = await asyncio.shield(settling)
+        except BACKEND_ERRORS as exc:  # the reservation stands until its window ends; the stream's lease runs out
+            self._down(exc)
+            return
+        except asyncio.CancelledError:  # the settlement goes on; the RPC is over
+            return
+        self._spent(tab, *spent)
+
+    def _spent(self, tab: Tab, day: float, month: float) -> None:
+        assert tab.ask is not None
+        scope, limits = tab.ask.scopes[0]
+        if scope != ALL_ROUTES or tab.label == UNLISTED:
+            return
+        if limits.usd_per_day is not None:
+            self.metrics.caller_spend(tab.label, "day", day, limits.usd_per_day)
+        if limits.usd_per_month is not None:
+            self.metrics.caller_spend(tab.label, "month", month, limits.usd_per_month)
+
+    # --- the backend's health -------------------------------------------------------------------
+
+    def _down(self, exc: BaseException) -> None:
+        if self._up:
+            log.error(
+                "quota backend unreachable",
+                extra={"error": str(exc) or type(exc).__name__, "on_backend_down": self.config.on_backend_down},
+            )
+        self._up = False
+        self.metrics.quota_backend(False)
+
+    def _watching(self) -> None:
+        """Ping Redis every backend_retry_s from the first call on: the gauge says whether it answers,
+        and calls go back to it as soon as it does."""
+        if self._shared is not None and self._watch is None:
+            self._watch = asyncio.get_running_loop().create_task(self._watch_backend())
+
+    async def _watch_backend(self) -> None:
+        shared = self._shared
+        assert shared is not None
+        while True:
+            await asyncio.sleep(self.config.backend_retry_s)
+            try:
+                await shared.ping()
+            except BACKEND_ERRORS as exc:
+                self._down(exc)
+                continue
+            if not self._up:
+                log.warning("quota backend reachable again")
+                self._up = True
+                self.metrics.quota_backend(True)
+
+    async def status(self, caller: str = "") -> list[dict[str, Any]]:
+        """The live counters in Redis (see RedisCounters.status)."""
+        assert self._shared is not None
+        rows: list[dict[str, Any]] = await self._shared.status(caller)
+        return rows
+
+    async def aclose(self) -> None:
+        """Stop watching Redis and close its connections."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        if self._shared is not None:
+            await self._shared.aclose()
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("quota settlement failed", extra={"error": str(task.exception())})
+
+
+def _unavailable(config: QuotasConfig) -> errors.QuotaBackendUnavailable:
+    return errors.QuotaBackendUnavailable(
+        "the quota counters cannot be reached; retry shortly", retry_after_s=config.backend_retry_s
+    )
+
+
+def _exceeded(tab: Tab, refusal: Refusal) -> errors.QuotaExceeded:
+    assert tab.ask is not None
+    where = "" if refusal.scope == ALL_ROUTES else f" on route '{refusal.scope}'"
+    subject = f"caller:{tab.ask.caller}" + ("" if refusal.scope == ALL_ROUTES else f"/route:{refusal.scope}")
+    return errors.QuotaExceeded(
+        f"quota exceeded: {refusal.quota:g} {_LIMIT_WORDS[refusal.limit]}{where} ({refusal.limit}); "
+        f"it frees up in {math.ceil(refusal.retry_after_s)} s",
+        limit=refusal.limit,
+        scope=refusal.scope,
+        quota=refusal.quota,
+        subject=subject,
+        retry_after_s=refusal.retry_after_s,
+    )
