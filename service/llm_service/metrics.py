@@ -31,7 +31,7 @@ from llm_service.config import Route
 from llm_service.core import types
 from llm_service.core.resilience import BreakerState
 from llm_service.core.retry import RetryReason
-from llm_service.quotas.gate import TAB
+from llm_service.quotas.tab import TAB
 
 # The `*_created` series (a timestamp per labelled child) are read by no dashboard or alert and
 # were a third of the exposed samples.

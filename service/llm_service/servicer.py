@@ -26,7 +26,8 @@ from llm_service.core.provider import Provider
 from llm_service.core.retry import Deadline
 from llm_service.interceptors import PARSE_OFF_LOOP_BYTES
 from llm_service.metrics import Metrics
-from llm_service.quotas.gate import QuotaGate, Tab
+from llm_service.quotas.gate import QuotaGate
+from llm_service.quotas.tab import Tab
 from llm_service.status import MappedStatus, caller_ended_code, to_status
 
 log = logging.getLogger("llm_service.rpc")

@@ -1,17 +1,13 @@
 """Admission by quota: who a call is billed to, what it reserves before anything goes upstream,
 and settling the reservation with what the upstream billed.
 
-A call's `Tab` rides in a context variable (`TAB`) from admission to the end of the RPC, so the
-metrics' `used` hook (every billed upstream attempt: answered, failed and cancelled ones,
-fallback routes included) adds to the call's own account without the provider core knowing
-about callers. The servicer settles the tab once when the call ends.
+The servicer opens each call's `Tab` (quotas.tab) before admission and settles it once when the call ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import math
 import time
@@ -23,9 +19,10 @@ from llm_service.core.pricing import cost_usd
 from llm_service.core.settings import Route
 from llm_service.core.tokens import chars_estimate
 from llm_service.core.types import CallRequest, Usage
-from llm_service.quotas.counters import Admission, Ask, Counters, MemoryCounters, Refusal
+from llm_service.quotas.counters import Ask, Counters, MemoryCounters, Refusal
 from llm_service.quotas.limits import ALL_ROUTES, QuotaRules, QuotasConfig
 from llm_service.quotas.redis import BACKEND_ERRORS, RedisCounters
+from llm_service.quotas.tab import TAB, Tab
 
 if TYPE_CHECKING:
     from llm_service.auth import Caller
@@ -51,28 +48,6 @@ class QuotaMetrics(Protocol):
     def quota_backend(self, up: bool) -> None: ...
 
     def caller_spend(self, caller: str, period: str, spent_usd: float, budget_usd: float) -> None: ...
-
-
-class Tab:
-    """One call's account: who it is billed to, what it reserved, what the upstream billed so far."""
-
-    __slots__ = ("admission", "ask", "counters", "label", "tokens", "usd")
-
-    def __init__(self, label: str, ask: Ask | None) -> None:
-        self.label = label  # the metric label: a configured caller's name, or a placeholder
-        self.ask = ask  # None: no limit applies to this call
-        self.admission: Admission | None = None
-        self.counters: Counters | None = None
-        self.tokens = 0
-        self.usd = 0.0
-
-    def billed(self, usage: Usage, cost: float) -> None:
-        """One upstream attempt the provider billed."""
-        self.tokens += usage.input_tokens + usage.output_tokens
-        self.usd += cost
-
-
-TAB: contextvars.ContextVar[Tab | None] = contextvars.ContextVar("llm_service_tab", default=None)
 
 
 class QuotaGate:

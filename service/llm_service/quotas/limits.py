@@ -69,7 +69,7 @@ class QuotasConfig:
     # "closed" refuses calls that have limits with UNAVAILABLE.
     on_backend_down: str = setting("open", Check('"open" or "closed"', lambda v: v in ("open", "closed")))
     key_prefix: str = setting("llm-quota", Check("a key prefix without spaces", lambda v: bool(v) and " " not in v))
-    backend_timeout_s: float = setting(0.25, POSITIVE_SECONDS)  # one Redis command, connecting included
+    backend_timeout_s: float = setting(1.0, POSITIVE_SECONDS)  # one Redis command, connecting included
     backend_retry_s: float = setting(1.0, POSITIVE_SECONDS)  # how often an unreachable Redis is tried again
     default: QuotaRules = field(default_factory=QuotaRules)  # callers with no limits of their own
     callers: Mapping[str, QuotaRules] = field(default_factory=dict)
