@@ -9,6 +9,9 @@ RSS and memory with 1,000 open streams on the fast path. Writes bench/results/be
 and bench/results/bench.png; includes LiteLLM Proxy's figures when `make bench-peer`
 left bench/results/peer.json.
 
+The quotas row is the fast path again with a caller's limits counted in a Redis on loopback
+(pinned to the other core; unary calls only): its added CPU per call and p50 beside quotas off.
+
     python -m bench.run [--runs 3] [--seconds 2] [--concurrency 1,32,256]
 """
 
@@ -35,12 +38,13 @@ from tests.support.servers import free_port, service_env
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MEASURED_CPU, OTHER_CPU = "0", "1"
-PATHS = ("http", "litellm", "service-litellm", "service-fast", "ceiling")
+PATHS = ("http", "litellm", "service-litellm", "service-fast", "service-quotas", "ceiling")
 LABELS = {
     "http": "raw HTTP + JSON/SSE parse (floor)",
     "litellm": "litellm.acompletion in-process",
     "service-litellm": "service, LiteLLM path",
     "service-fast": "service, fast path",
+    "service-quotas": "service, fast path, quotas in Redis",
     "ceiling": "bare grpc.aio, canned messages (ceiling)",
     "proxy": "LiteLLM Proxy, 1 worker (peer)",
 }
@@ -79,6 +83,22 @@ def service_config(upstream: str, port: int, fast: bool) -> dict[str, Any]:
     }
 
 
+def quota_config(redis_url: str) -> dict[str, Any]:
+    """Limits no call reaches, every kind checked and counted (a budget prices each call too)."""
+    limits = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12, "usd_per_day": 10**6}
+    return {"redis_url": redis_url, "default": limits}
+
+
+def start_redis(workdir: Path) -> Any:
+    """A redis-server on loopback, on the other core (the quotas row's shared counters)."""
+    from tests.support.redis_server import RedisServer
+
+    redis = RedisServer(workdir)
+    assert redis.proc is not None
+    os.sched_setaffinity(redis.proc.pid, {int(OTHER_CPU)})
+    return redis
+
+
 def first_completion(port: int, started: float) -> float:
     """Seconds from process start until a Complete succeeds."""
     import grpc
@@ -102,7 +122,7 @@ def first_completion(port: int, started: float) -> float:
 class Server:
     """A measured gRPC server process pinned to the measured core."""
 
-    def __init__(self, label: str, workdir: Path, upstream: str) -> None:
+    def __init__(self, label: str, workdir: Path, upstream: str, redis_url: str = "") -> None:
         self.label = label
         self.port = free_port()
         self.log = open(RESULTS / f"server-{label}.log", "w")  # closed in stop()
@@ -110,7 +130,10 @@ class Server:
             argv = pinned(MEASURED_CPU, "-m", "bench.ceiling", "--port", str(self.port))
         else:
             config = workdir / f"{label}.yaml"
-            config.write_text(yaml.safe_dump(service_config(upstream, self.port, fast=label == "service-fast")))
+            settings = service_config(upstream, self.port, fast=label in ("service-fast", "service-quotas"))
+            if label == "service-quotas":
+                settings["quotas"] = quota_config(redis_url)
+            config.write_text(yaml.safe_dump(settings))
             argv = pinned(MEASURED_CPU, "-m", "llm_service", "--config", str(config))
         started = time.monotonic()
         self.proc = subprocess.Popen(argv, env=env(), stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -197,6 +220,8 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
     added_p50 = _minus(fig("service-fast", "unary", "p50_ms", 1), fig("http", "unary", "p50_ms", 1))
     added_ttft = _minus(fig("service-fast", "paced", "ttft_p50_ms", 1), fig("http", "paced", "ttft_p50_ms", 1))
     hold = extra.get("hold", {})
+    quota_cpu = _minus(fig("service-quotas", "unary", "cpu_us_per_call"), fast_call)
+    quota_p50 = _minus(fig("service-quotas", "unary", "p50_ms", 1), fig("service-fast", "unary", "p50_ms", 1))
     rows = [
         ("paced stream: service CPU per chunk ÷ litellm.acompletion's", ratio(fast_chunk, litellm_chunk), "≤", 0.2),
         (
@@ -214,6 +239,8 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
         ("idle RSS per worker (MB)", extra.get("idle_rss_mb"), "≤", 200.0),
         ("RSS per open stream, 1,000 open (KB)", hold.get("kb_per_open_stream"), "≤", 100.0),
         ("RSS after they closed ÷ before", hold.get("after_vs_before"), "≤", 1.10),
+        ("quotas in Redis: added CPU per unary call (µs)", quota_cpu, "≤", 300.0),
+        ("quotas in Redis: added p50 latency at c=1, unary (ms)", quota_p50, "≤", 0.5),
     ]
     out = []
     for name, value, op, bound in rows:
@@ -292,16 +319,20 @@ def main() -> None:
                 if label in ("http", "litellm"):
                     rows += load(args, label, "--path", label, "--upstream", upstream_url, cpu=MEASURED_CPU)
                     continue
-                server = Server(label, Path(tmp), upstream_url)
+                redis = start_redis(Path(tmp)) if label == "service-quotas" else None
+                server = Server(label, Path(tmp), upstream_url, redis.url if redis else "")
                 try:
                     target = f"127.0.0.1:{server.port}"
-                    rows += load(args, label, "--target", target, "--pid", str(server.proc.pid), cpu=OTHER_CPU)
+                    modes = ("--modes", "unary") if label == "service-quotas" else ()
+                    rows += load(args, label, "--target", target, "--pid", str(server.proc.pid), *modes, cpu=OTHER_CPU)
                     if label == "service-fast":
                         extra["startup_s"], extra["idle_rss_mb"] = server.startup_s, server.idle_rss_mb
                         extra["hold"] = hold_memory(server)
                     extra.setdefault("startup", {})[label] = {"startup_s": server.startup_s, "idle_rss_mb": server.idle_rss_mb}
                 finally:
                     server.stop()
+                    if redis is not None:
+                        redis.kill()
     finally:
         upstream.terminate()
         try:
