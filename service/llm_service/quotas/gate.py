@@ -63,6 +63,9 @@ class QuotaGate:
         if config.redis_url:
             self._shared = RedisCounters(config.redis_url, config.key_prefix, config.backend_timeout_s)
             metrics.quota_backend(True)
+            with contextlib.suppress(RuntimeError):  # made outside a running loop (a test): watched from the first call
+                asyncio.get_running_loop()
+                self._watching()
 
     # --- who and what ------------------------------------------------------------------------
 
@@ -164,8 +167,8 @@ class QuotaGate:
         self.metrics.quota_backend(False)
 
     def _watching(self) -> None:
-        """Ping Redis every backend_retry_s from the first call on: the gauge says whether it answers,
-        and calls go back to it as soon as it does."""
+        """Ping Redis every backend_retry_s: the gauge says whether it answers, and calls go back to
+        it as soon as it does."""
         if self._shared is not None and self._watch is None:
             self._watch = asyncio.get_running_loop().create_task(self._watch_backend())
 
@@ -173,16 +176,16 @@ class QuotaGate:
         shared = self._shared
         assert shared is not None
         while True:
-            await asyncio.sleep(self.config.backend_retry_s)
             try:
                 await shared.ping()
             except BACKEND_ERRORS as exc:
                 self._down(exc)
-                continue
-            if not self._up:
-                log.warning("quota backend reachable again")
-                self._up = True
-                self.metrics.quota_backend(True)
+            else:
+                if not self._up:
+                    log.warning("quota backend reachable again")
+                    self._up = True
+                    self.metrics.quota_backend(True)
+            await asyncio.sleep(self.config.backend_retry_s)
 
     async def status(self, caller: str = "") -> list[dict[str, Any]]:
         """The live counters in Redis (see RedisCounters.status)."""
