@@ -29,6 +29,7 @@ from tests.support.messages import user_msg
 from tests.support.metrics import scrape, total
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ServerProcess, service_env
+from tests.test_replicas import _started  # replicas started side by side (each spends seconds importing LiteLLM)
 
 # The fake's answers report 11 input and 7 output tokens; at 200 and 1,000 US dollars per
 # million tokens, one answer on the priced route costs $0.0022 + $0.007 = $0.0092.
@@ -59,19 +60,6 @@ def _config(fake: FakeUpstream, redis_url: str, tokens: Path) -> dict[str, Any]:
     }
 
 
-def _started(fake: FakeUpstream, config: dict[str, Any], workdir: Path) -> list[ServerProcess]:
-    """Three replicas started side by side (each spends seconds importing LiteLLM)."""
-    with ThreadPoolExecutor() as pool:
-        futures = [pool.submit(ServerProcess, config, workdir) for _ in range(3)]
-    failed = [e for f in futures if (e := f.exception()) is not None]
-    if failed:
-        for f in futures:
-            if f.exception() is None:
-                f.result().stop()
-        raise failed[0]
-    return [f.result() for f in futures]
-
-
 class Cluster:
     """The three replicas, their Redis and their tokens file."""
 
@@ -99,7 +87,7 @@ def cluster(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
     _tokens_file(tokens, CALLERS)
     config = _config(fake, redis.url, tokens)
     try:
-        replicas = _started(fake, config, workdir)
+        replicas = _started(lambda _: ServerProcess(config, workdir), range(3))
     except BaseException:
         redis.kill()
         raise

@@ -42,12 +42,14 @@ def _server(fake: FakeUpstream, quotas: dict[str, Any]) -> ServerThread:
         "tpm-direct": _route(fake, "tpm-direct"),
         "tpm-litellm": _route(fake, "tpm-litellm", transport="litellm"),
         "streams": _route(fake, "streams"),
+        "tpm-billed": _route(fake, "tpm-billed"),
     }
     limits = {
         "rpm": {"requests_per_minute": 3},
         "tpm-direct": {"tokens_per_minute": 40},
         "tpm-litellm": {"tokens_per_minute": 40},
         "streams": {"concurrent_streams": 2},
+        "tpm-billed": {"tokens_per_minute": 40},
     }
     return ServerThread(service_config(fake.base_url, routes=routes, quotas={"default": {"routes": limits}, **quotas}))
 
@@ -146,6 +148,13 @@ def test_tokens_reserved_from_max_tokens_are_settled_with_the_reported_usage(
     with _client(shared) as client:
         assert _outcomes(client, route, 4) == ["OK", "OK", "OK", "QUOTA_EXCEEDED"]  # 0, 18, 36 < 40; then 54
     assert _metric(shared, "llm_caller_tokens_total", caller=ANONYMOUS, kind="input") >= 33
+
+
+def test_an_attempt_the_provider_billed_and_that_was_retried_counts_too(fake: FakeUpstream, shared: ServerThread) -> None:
+    # The first call's first answer is empty: billed (11 + 7 tokens) and retried, so the call uses 36.
+    fake.script(Script(text="", match_model="tpm-billed"))
+    with _client(shared) as client:
+        assert _outcomes(client, "tpm-billed", 3) == ["OK", "OK", "QUOTA_EXCEEDED"]  # 0, 36 < 40; then 54
 
 
 def test_third_concurrent_stream_is_refused_at_once_and_one_is_admitted_after_one_ends(

@@ -3,7 +3,7 @@
 The tokens file (YAML) lists who may call and which routes each may use:
 
     tokens:
-      - name: billing-service          # attribution in logs; never a metric label
+      - name: billing-service          # attribution in logs and the llm_caller_* metrics
         sha256: 5e884898da28…          # python -m llm_service --hash-token < token.txt
         routes: [gpt-4o-mini]          # optional; every route when absent
         quotas:                        # optional; else the config's quotas.callers or quotas.default

@@ -2,7 +2,8 @@
 
 Label values are bounded: `route` and `provider` come from the configuration only
 (an unknown route is rejected before any route-labelled series is touched), `rpc`
-and `grpc_method` from the service definition, `reason` and `kind` from fixed sets.
+and `grpc_method` from the service definition, `reason` and `kind` from fixed sets,
+`caller` from the callers the configuration names (any other is `_unlisted`).
 No user, token or request ids ever become labels.
 
 With PROMETHEUS_MULTIPROC_DIR set (several worker processes), values live in that

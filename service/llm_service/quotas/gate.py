@@ -135,13 +135,11 @@ class QuotaGate:
         settling = asyncio.ensure_future(
             tab.counters.settle(tab.ask, admission, tab.tokens - tab.ask.tokens, tab.usd - tab.ask.usd)
         )
-        settling.add_done_callback(_retrieved)  # it may outlive a cancelled RPC
+        settling.add_done_callback(_retrieved)  # shielded: it goes on if the RPC is cancelled meanwhile
         try:
             spent = await asyncio.shield(settling)
         except BACKEND_ERRORS as exc:  # the reservation stands until its window ends; the stream's lease runs out
             self._down(exc)
-            return
-        except asyncio.CancelledError:  # the settlement goes on; the RPC is over
             return
         self._spent(tab, *spent)
 
