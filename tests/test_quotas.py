@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+import redis
 from google.rpc import error_details_pb2, status_pb2
 
 from fake_upstream import FakeUpstream, Script
@@ -43,6 +44,7 @@ def _server(fake: FakeUpstream, quotas: dict[str, Any]) -> ServerThread:
         "tpm-litellm": _route(fake, "tpm-litellm", transport="litellm"),
         "streams": _route(fake, "streams"),
         "tpm-billed": _route(fake, "tpm-billed"),
+        "cancelled": {"model": "anthropic/cancelled", "api_base": fake.base_url, "key": {"env": "TEST_PROVIDER_KEY"}},
     }
     limits = {
         "rpm": {"requests_per_minute": 3},
@@ -50,6 +52,7 @@ def _server(fake: FakeUpstream, quotas: dict[str, Any]) -> ServerThread:
         "tpm-litellm": {"tokens_per_minute": 40},
         "streams": {"concurrent_streams": 2},
         "tpm-billed": {"tokens_per_minute": 40},
+        "cancelled": {"tokens_per_minute": 10_000},
     }
     return ServerThread(service_config(fake.base_url, routes=routes, quotas={"default": {"routes": limits}, **quotas}))
 
@@ -155,6 +158,26 @@ def test_an_attempt_the_provider_billed_and_that_was_retried_counts_too(fake: Fa
     fake.script(Script(text="", match_model="tpm-billed"))
     with _client(shared) as client:
         assert _outcomes(client, "tpm-billed", 3) == ["OK", "OK", "QUOTA_EXCEEDED"]  # 0, 36 < 40; then 54
+
+
+def test_a_cancelled_stream_settles_with_what_the_provider_billed_before_the_cancel(
+    fake: FakeUpstream, shared: ServerThread, redis_server: RedisServer
+) -> None:
+    # Anthropic reports the usage so far in its first event; the caller cancels after the first text.
+    fake.script(Script(text="one two three", stall_after_chunks=3, stall_s=30, match_model="cancelled"))
+    window = redis.Redis(port=redis_server.port, decode_responses=True)
+    key = "open:{_anonymous}:cancelled:minute"
+    channel = grpc.insecure_channel(shared.target)
+    try:
+        call = pb_grpc.LLMServiceStub(channel).Stream(pb.StreamRequest(model="cancelled", messages=[user_msg()], max_tokens=500))
+        assert next(call).WhichOneof("event") == "text_delta"
+        assert int(window.hget(key, "tok") or 0) >= 500  # reserved: the input estimate + max_tokens
+        call.cancel()
+        _wait(lambda: int(window.hget(key, "tok") or 0) < 500)
+        assert int(window.hget(key, "tok")) == 11 + 1  # the input, and the 1 output token Anthropic's first event says
+    finally:
+        channel.close()
+        window.close()
 
 
 def test_third_concurrent_stream_is_refused_at_once_and_one_is_admitted_after_one_ends(
