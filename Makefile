@@ -39,7 +39,7 @@ help:
 	@echo "make stubs  Go, Java and TypeScript stubs under build/stubs"
 	@echo "make soak   a few minutes of steady mixed load; RSS and sockets plotted to bench/results/"
 	@echo "make bench  every path side by side: the table, the ratios against the targets, bench/results/"
-	@echo "make bench-peer  LiteLLM Proxy (its own venv) under the same load; make bench then shows it beside the service"
+	@echo "make bench-peer  LiteLLM Proxy (its own venv) and the Portkey gateway (npm lock) under the same load; make bench then shows them beside the service"
 	@echo "make proto  regenerate the Python code from protos/"
 
 # The virtual environment, installed only from the hash-checked lock.
@@ -126,10 +126,13 @@ lint: venv system-deps $(NPM_STAMP) proto-check versions
 typecheck: venv
 	$(BIN)/mypy
 
-# Every test, then the parity check: each provider-core item (PC01-PC28) has a passing test.
+# Every test, then the parity check: each provider-core item (PC01-PC35) has a passing test.
+# Two pytest processes, each taking whole files (a module's servers start once, in one process):
+# the suite spends much of its time waiting on deadlines, retry waits and server start-ups.
+TEST_WORKERS ?= 2
 test: venv system-deps kubectl $(NODE_CLIENT_STAMP) $(GO_CLIENT) lint
 	@mkdir -p $(RESULTS)
-	$(BIN)/pytest --junitxml=$(RESULTS)/junit.xml
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --junitxml=$(RESULTS)/junit.xml
 	@$(PY) tests/parity.py --junit $(RESULTS)/junit.xml >/dev/null && echo "parity: every PC item has passing tests (make parity shows the table)"
 
 # pytest alone, for daily work: no lint, no system setup. ARGS goes to pytest.
@@ -151,6 +154,7 @@ soak: venv bench-deps
 BENCH_RUNS ?= 3
 BENCH_SECONDS ?= 2
 bench: venv bench-deps
+	@scripts/system-deps.sh bench
 	$(PY) -m bench.run --runs $(BENCH_RUNS) --seconds $(BENCH_SECONDS)
 
 # LiteLLM Proxy (the peer) in a venv of its own, from its hash-checked lock; writes bench/results/peer.json.
@@ -159,7 +163,13 @@ $(PEER_VENV)/.deps: requirements-peer.lock
 	$(PEER_VENV)/bin/pip install --quiet --require-hashes --no-deps -r requirements-peer.lock
 	touch $@
 
-bench-peer: venv bench-deps $(PEER_VENV)/.deps
+# The Portkey AI gateway (Node), a second peer, exactly as locked.
+PORTKEY_STAMP := bench/portkey/node_modules/.installed
+$(PORTKEY_STAMP): bench/portkey/package.json bench/portkey/package-lock.json
+	cd bench/portkey && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+bench-peer: venv bench-deps $(PEER_VENV)/.deps $(PORTKEY_STAMP)
 	$(PY) -m bench.peer --runs $(BENCH_RUNS) --seconds $(BENCH_SECONDS)
 
 # kubectl (with kustomize v5) for the manifests: the machine's own when it has one (CI images ship
@@ -200,7 +210,7 @@ release-contract: $(NPM_STAMP)
 	cd protos && node_modules/.bin/buf build -o $(CONTRACT_IMAGE)
 
 clean:
-	rm -rf $(VENV) $(DEPLOY_VENV) $(PEER_VENV) protos/node_modules .pytest_cache .mypy_cache .ruff_cache build
+	rm -rf $(VENV) $(DEPLOY_VENV) $(PEER_VENV) protos/node_modules bench/portkey/node_modules .pytest_cache .mypy_cache .ruff_cache build
 
 # Recompile the hash-checked locks from requirements*.in (needs uv in the venv or on PATH).
 lock:

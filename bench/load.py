@@ -108,6 +108,8 @@ def http_path(upstream: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
     url = f"{upstream}/v1/chat/completions"
     # The upstream ignores the key; LiteLLM Proxy (make bench-peer) checks its master key.
     headers = {"Authorization": f"Bearer {os.environ.get('BENCH_BEARER', 'bench')}", "Content-Type": "application/json"}
+    # A peer gateway may need headers of its own (the Portkey gateway: which provider, which host).
+    headers.update(json.loads(os.environ.get("BENCH_HEADERS", "{}")))
 
     async def call(mode: str) -> float:
         started = time.monotonic()
@@ -127,6 +129,7 @@ def http_path(upstream: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
                 chunk = json.loads(line[5:])
                 if not first and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                     first = time.monotonic() - started
+        assert first, f"the stream brought no text (HTTP {resp.status})"  # a failed stream is a failure, not a fast call
         return first
 
     return call, session.close

@@ -47,7 +47,11 @@ LABELS = {
     "service-quotas": "service, fast path, quotas in Redis",
     "ceiling": "bare grpc.aio, canned messages (ceiling)",
     "proxy": "LiteLLM Proxy, 1 worker (peer)",
+    "portkey": "Portkey AI gateway, 1 Node process (peer)",
+    "service-fast-h2load": "service, fast path (h2load client)",
+    "ceiling-h2load": "bare grpc.aio, canned messages (h2load client)",
 }
+H2LOAD_PATHS = ("service-fast", "ceiling")  # their unary rows again, from h2load
 FIGURES = ("calls_per_s", "p50_ms", "p99_ms", "ttft_p50_ms", "cpu_us_per_call", "cpu_us_per_chunk", "rss_mb")
 HOLD_STREAMS = 1000
 
@@ -150,8 +154,8 @@ class Server:
         self.log.close()
 
 
-def load(args: argparse.Namespace, label: str, *extra: str, cpu: str) -> list[dict[str, Any]]:
-    argv = pinned(cpu, "-m", "bench.load", "--label", label, "--runs", str(args.runs), "--seconds", str(args.seconds),
+def load(args: argparse.Namespace, label: str, *extra: str, cpu: str, module: str = "bench.load") -> list[dict[str, Any]]:
+    argv = pinned(cpu, "-m", module, "--label", label, "--runs", str(args.runs), "--seconds", str(args.seconds),
                   "--concurrency", args.concurrency, *extra)  # fmt: skip
     print(f"  measuring {LABELS[label]} …", file=sys.stderr, flush=True)
     out = subprocess.run(argv, env=env(), cwd=ROOT, capture_output=True, text=True, check=False)
@@ -217,6 +221,7 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
     fast_call, litellm_call = fig("service-fast", "unary", "cpu_us_per_call"), fig("litellm", "unary", "cpu_us_per_call")
     unary_rate, peer_unary_rate = fig("service-fast", "unary", "calls_per_s"), fig("proxy", "unary", "calls_per_s")
     stream_rate, peer_stream_rate = fig("service-fast", "burst", "calls_per_s"), fig("proxy", "burst", "calls_per_s")
+    portkey_unary_rate, portkey_stream_rate = fig("portkey", "unary", "calls_per_s"), fig("portkey", "burst", "calls_per_s")
     added_p50 = _minus(fig("service-fast", "unary", "p50_ms", 1), fig("http", "unary", "p50_ms", 1))
     added_ttft = _minus(fig("service-fast", "paced", "ttft_p50_ms", 1), fig("http", "paced", "ttft_p50_ms", 1))
     hold = extra.get("hold", {})
@@ -233,6 +238,10 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
         ("unary: service CPU per call ÷ litellm.acompletion's", ratio(fast_call, litellm_call), "≤", 1 / 3),
         ("unary calls/s ÷ LiteLLM Proxy's", ratio(unary_rate, peer_unary_rate), "≥", 5.0),
         ("200-chunk streams/s ÷ LiteLLM Proxy's (burst)", ratio(stream_rate, peer_stream_rate), "≥", 7.0),
+        ("second round: unary calls/s ÷ LiteLLM Proxy's", ratio(unary_rate, peer_unary_rate), "≥", 10.0),
+        ("second round: 200-chunk streams/s ÷ LiteLLM Proxy's", ratio(stream_rate, peer_stream_rate), "≥", 10.0),
+        ("unary calls/s ÷ Portkey's", ratio(unary_rate, portkey_unary_rate), "≥", 2.0),
+        ("200-chunk streams/s ÷ Portkey's (burst)", ratio(stream_rate, portkey_stream_rate), "≥", 2.0),
         ("added p50 latency at c=1, unary (ms)", added_p50, "≤", 1.0),
         ("added time to first token at c=1, paced (ms)", added_ttft, "≤", 1.0),
         ("start-up to first completion (s)", extra.get("startup_s"), "≤", 3.0),
@@ -325,6 +334,9 @@ def main() -> None:
                     target = f"127.0.0.1:{server.port}"
                     modes = ("--modes", "unary") if label == "service-quotas" else ()
                     rows += load(args, label, "--target", target, "--pid", str(server.proc.pid), *modes, cpu=OTHER_CPU)
+                    if label in H2LOAD_PATHS:
+                        rows += load(args, f"{label}-h2load", "--target", target, "--pid", str(server.proc.pid),
+                                     cpu=OTHER_CPU, module="bench.h2load")  # fmt: skip
                     if label == "service-fast":
                         extra["startup_s"], extra["idle_rss_mb"] = server.startup_s, server.idle_rss_mb
                         extra["hold"] = hold_memory(server)
@@ -339,11 +351,12 @@ def main() -> None:
             upstream.wait(10)
         except subprocess.TimeoutExpired:
             upstream.kill()
-    peer = RESULTS / "peer.json"
-    if peer.exists():
-        peer_data = json.loads(peer.read_text())
-        rows += peer_data["rows"]
-        extra["peer"] = {k: v for k, v in peer_data.items() if k != "rows"}
+    for name, key in (("peer.json", "peer"), ("peer-portkey.json", "portkey")):
+        peer = RESULTS / name
+        if peer.exists():
+            peer_data = json.loads(peer.read_text())
+            rows += peer_data["rows"]
+            extra[key] = {k: v for k, v in peer_data.items() if k != "rows"}
     cells = medians(rows)
     c = 32 if "32" in args.concurrency.split(",") else int(args.concurrency.split(",")[-1])
     verdicts = targets(cells, extra, c)

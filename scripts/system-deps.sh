@@ -22,6 +22,14 @@ go                  golang-go
 /usr/share/gocode/src/google.golang.org/genproto/googleapis/rpc/errdetails golang-google-genproto-dev
 '
 
+# `system-deps.sh bench`: what `make bench` needs besides: h2load, a load generator in C that
+# keeps the client's own Python cost off the measurements of unary calls.
+if [ "${1-}" = bench ]; then
+  TABLE='
+h2load              nghttp2-client
+'
+fi
+
 met() {
   case "$1" in
     /*) [ -e "$1" ] ;;
