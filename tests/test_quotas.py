@@ -11,20 +11,24 @@ Redis are in tests/test_quota_replicas.py.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 import redis
+import yaml
 from google.rpc import error_details_pb2, status_pb2
 
 from fake_upstream import FakeUpstream, Script
 from llm_client import LLMClient, LLMServiceError, channel_options
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from llm_service.auth import Caller
+from llm_service.auth import Caller, TokenStore
+from llm_service.config import ConfigError
 from llm_service.quotas.gate import ANONYMOUS, UNLISTED, QuotaGate
 from llm_service.quotas.limits import QuotasConfig
 from tests.support.messages import user_msg
@@ -252,3 +256,25 @@ def test_only_configured_callers_name_a_series() -> None:
     assert gate.label(Caller("from-config")) == "from-config"  # a certificate's name the quotas section lists
     assert gate.label(Caller("cn-nobody-configured")) == UNLISTED
     assert gate.label(None) == ANONYMOUS
+
+
+@pytest.mark.parametrize(
+    ("quotas", "named"),
+    [
+        ({"default": {"routes": {"nowhere": {"requests_per_minute": 1}}}}, "quotas.default.routes: expected names of configured"),
+        ({"callers": {"team": {"requests_per_minut": 1}}}, "quotas.callers.team.requests_per_minut: expected one of"),
+        ({"default": {"usd_per_day": -1}}, "quotas.default.usd_per_day: expected US dollars, >= 0"),
+        ({"on_backend_down": "maybe"}, 'quotas.on_backend_down: expected "open" or "closed"'),
+        ({"redis_url": "http://redis:6379"}, "quotas.redis_url: expected a redis://, rediss:// or unix:// URL"),
+    ],
+)
+def test_a_bad_quotas_section_stops_the_server_naming_the_key(fake: FakeUpstream, quotas: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        service_config(fake.base_url, quotas=quotas)
+
+
+def test_a_bad_quota_in_the_tokens_file_names_the_entry(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(yaml.safe_dump({"tokens": [{"name": "a", "sha256": "0" * 64, "quotas": {"tokens_per_minute": "many"}}]}))
+    with pytest.raises(ConfigError, match=re.escape("tokens[0].quotas.tokens_per_minute: expected an integer >= 0")):
+        TokenStore(str(path))

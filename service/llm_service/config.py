@@ -288,6 +288,10 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
             if fb not in routes or fb == route.name:
                 raise ConfigError(f"{source}: routes.{route.name}.fallbacks: expected names of other routes, got {fb!r}")
     quotas = _quotas(top.sub("quotas"))
+    for who, rules in (("default", quotas.default), *((f"callers.{n}", r) for n, r in quotas.callers.items())):
+        unknown = sorted(set(rules.routes) - set(routes))
+        if unknown:
+            raise ConfigError(f"{source}: quotas.{who}.routes: expected names of configured routes, got {unknown[0]!r}")
     top.done()
     return Config(
         source=source,
