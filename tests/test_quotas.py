@@ -33,7 +33,7 @@ from llm_service.quotas.gate import ANONYMOUS, UNLISTED, QuotaGate
 from llm_service.quotas.limits import QuotasConfig
 from tests.support.messages import user_msg
 from tests.support.metrics import scrape, total
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisCluster, RedisServer
 from tests.support.servers import ServerThread, service_config
 
 
@@ -231,6 +231,18 @@ def test_redis_down_fails_open_or_closed_as_configured_and_enforcement_resumes_w
         # Back: counted in Redis again, from zero, and the limit holds.
         assert _outcomes(open_client, "rpm", 4) == ["OK", "OK", "OK", "QUOTA_EXCEEDED"]
         assert _outcomes(closed_client, "rpm", 4) == ["OK", "OK", "OK", "QUOTA_EXCEEDED"]
+
+
+def test_a_redis_cluster_holds_the_counters(fake: FakeUpstream, tmp_path: Path) -> None:
+    cluster = RedisCluster(tmp_path)
+    srv = _server(fake, {"redis_url": cluster.url, "redis_cluster": True, "on_backend_down": "closed"})
+    try:
+        with _client(srv) as client:
+            assert _outcomes(client, "rpm", 4) == ["OK", "OK", "OK", "QUOTA_EXCEEDED"]
+        assert _metric(srv, "llm_quota_backend_up") == 1
+    finally:
+        srv.stop()
+        cluster.kill()
 
 
 def test_without_redis_the_same_limits_hold_in_process_memory(fake: FakeUpstream) -> None:

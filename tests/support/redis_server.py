@@ -12,17 +12,30 @@ from pathlib import Path
 
 from tests.support.servers import free_port
 
+CLUSTER_BUS_OFFSET = 10_000  # a cluster node also listens on its port + 10000
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is a port and free too."""
+    while True:
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET <= 65_535:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port + CLUSTER_BUS_OFFSET)) != 0:
+                    return port
+
 
 class RedisServer:
     """redis-server on 127.0.0.1 and a free port, its data in memory only."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, cluster: bool = False) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed: `make test` installs Debian's redis-server package"
         self.binary = binary
         self.workdir = workdir
-        self.port = free_port()
+        self.port = _cluster_port() if cluster else free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.cluster = cluster
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -30,7 +43,8 @@ class RedisServer:
         """Start it (again, on the same port) and wait until it answers PING."""
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), "--loglevel", "warning"],
+             "--dir", str(self.workdir), "--loglevel", "warning",
+             *(["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"] if self.cluster else [])],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -55,3 +69,29 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait(10)
             self.proc = None
+
+
+class RedisCluster:
+    """Three redis-server processes made one Redis Cluster (no replicas), each on its own loopback port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.nodes = [RedisServer(workdir, cluster=True) for _ in range(3)]
+        self.url = f"redis://127.0.0.1:{self.nodes[0].port}"
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while (
+            b"cluster_state:ok"
+            not in subprocess.run(
+                ["redis-cli", "-p", str(self.nodes[0].port), "cluster", "info"], capture_output=True, timeout=5
+            ).stdout
+        ):
+            assert time.monotonic() < deadline, "the Redis Cluster did not come up within 10 s"
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()

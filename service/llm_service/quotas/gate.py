@@ -61,7 +61,7 @@ class QuotaGate:
         self._up = True
         self._watch: asyncio.Task[None] | None = None
         if config.redis_url:
-            self._shared = RedisCounters(config.redis_url, config.key_prefix, config.backend_timeout_s)
+            self._shared = RedisCounters(config.redis_url, config.key_prefix, config.backend_timeout_s, config.redis_cluster)
             metrics.quota_backend(True)
             with contextlib.suppress(RuntimeError):  # made outside a running loop (a test): watched from the first call
                 asyncio.get_running_loop()

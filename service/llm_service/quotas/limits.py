@@ -67,6 +67,7 @@ class QuotasConfig:
     redis_url: str = setting("", REDIS_URL)
     # Redis unreachable: "open" serves and counts in this process (llm_quota_backend_up 0),
     # "closed" refuses calls that have limits with UNAVAILABLE.
+    redis_cluster: bool = setting(False, Check("true or false"))  # redis_url is one node of a Redis Cluster
     on_backend_down: str = setting("open", Check('"open" or "closed"', lambda v: v in ("open", "closed")))
     key_prefix: str = setting("llm-quota", Check("a key prefix without spaces", lambda v: bool(v) and " " not in v))
     backend_timeout_s: float = setting(1.0, POSITIVE_SECONDS)  # one Redis command, connecting included

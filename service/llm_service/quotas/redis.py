@@ -2,9 +2,10 @@
 one Lua script, so replicas never race between checking a limit and counting against it.
 
 Keys, per caller and scope, all with the caller's name as the hash tag (one caller's keys stay
-in one Cluster slot): `<prefix>:{<caller>}:<scope>:minute` (a hash: t0, req, tok; expires 60 s
-after the window's first call), `…:day:<YYYY-MM-DD>` and `…:month:<YYYY-MM>` (US dollars;
-expire an hour after their period), `…:streams` (a sorted set of stream ids by lease end).
+in one Cluster slot, so each script runs on one node of a Redis Cluster):
+`<prefix>:{<caller>}:<scope>:minute` (a hash: t0, req, tok; expires 60 s after the window's
+first call), `…:day:<YYYY-MM-DD>` and `…:month:<YYYY-MM>` (US dollars; expire an hour after
+their period), `…:streams` (a sorted set of stream ids by lease end).
 """
 
 from __future__ import annotations
@@ -100,9 +101,11 @@ return {redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '0'}
 """
 
 
-def connect(url: str, timeout_s: float) -> Any:
-    """A client for url that fails fast: no retries of its own (the gate decides what a failure means)."""
-    return redis.asyncio.from_url(
+def connect(url: str, timeout_s: float, cluster: bool = False) -> Any:
+    """A client for url (one node of a Redis Cluster, with cluster) that fails fast: no retries of
+    its own (the gate decides what a failure means)."""
+    kind = redis.asyncio.RedisCluster if cluster else redis.asyncio.Redis
+    return kind.from_url(
         url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0), decode_responses=True
     )
 
@@ -113,11 +116,11 @@ def key_base(prefix: str, caller: str, scope: str) -> str:
 
 
 class RedisCounters:
-    """The counters in one Redis (redis://, rediss://, unix://), shared by every replica."""
+    """The counters in one Redis or a Redis Cluster (redis://, rediss://, unix://), shared by every replica."""
 
-    def __init__(self, url: str, prefix: str, timeout_s: float) -> None:
+    def __init__(self, url: str, prefix: str, timeout_s: float, cluster: bool = False) -> None:
         self.prefix = prefix
-        self.client = connect(url, timeout_s)
+        self.client = connect(url, timeout_s, cluster)
         self._admit = self.client.register_script(_ADMIT)
         self._settle = self.client.register_script(_SETTLE)
 

@@ -27,7 +27,7 @@ async def _rows(config: Config, caller: str) -> list[dict[str, Any]]:
     from llm_service.quotas.redis import RedisCounters
 
     q = config.quotas
-    counters = RedisCounters(q.redis_url, q.key_prefix, max(q.backend_timeout_s, 2.0))
+    counters = RedisCounters(q.redis_url, q.key_prefix, max(q.backend_timeout_s, 2.0), q.redis_cluster)
     try:
         return await counters.status(caller)
     finally:
