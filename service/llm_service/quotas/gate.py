@@ -128,7 +128,8 @@ class QuotaGate:
         self._spent(tab, admission.spent_day, admission.spent_month)
 
     async def settle(self, tab: Tab | None) -> None:
-        """Replace the call's reservation with what the upstream billed, give back its stream slot. Never raises."""
+        """Replace the call's reservation with what the upstream billed, give back its stream slot. Raises
+        nothing but the RPC's own cancellation (the settlement goes on, shielded)."""
         if tab is None or tab.admission is None or tab.counters is None or tab.ask is None:
             return
         admission, tab.admission = tab.admission, None
