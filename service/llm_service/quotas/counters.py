@@ -17,6 +17,7 @@ service fails open); `quotas.redis` keeps them in Redis, shared by every replica
 from __future__ import annotations
 
 import calendar
+import functools
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -39,19 +40,19 @@ class Ask:
     lease_s: float  # how long a stream slot is held at most
     now_s: float  # wall-clock time of the ask
 
-    @property
+    @functools.cached_property
     def day(self) -> str:
         return time.strftime("%Y-%m-%d", time.gmtime(self.now_s))
 
-    @property
+    @functools.cached_property
     def month(self) -> str:
         return time.strftime("%Y-%m", time.gmtime(self.now_s))
 
-    @property
+    @functools.cached_property
     def day_left_s(self) -> float:
         return 86_400.0 - self.now_s % 86_400.0
 
-    @property
+    @functools.cached_property
     def month_left_s(self) -> float:
         t = time.gmtime(self.now_s)
         year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)

@@ -15,7 +15,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llm_service.core import errors
-from llm_service.core.pricing import cost_usd
+from llm_service.core.pricing import TOKENS_PER_MTOK, cost_usd
 from llm_service.core.settings import Route
 from llm_service.core.tokens import chars_estimate
 from llm_service.core.types import CallRequest, Usage
@@ -60,6 +60,7 @@ class QuotaGate:
         self._shared: RedisCounters | None = None
         self._up = True
         self._watch: asyncio.Task[None] | None = None
+        self._rates: dict[str, tuple[float, ...]] = {}  # route: US dollars per input token, per output token
         if config.redis_url:
             self._shared = RedisCounters(config.redis_url, config.key_prefix, config.backend_timeout_s, config.redis_cluster)
             metrics.quota_backend(True)
@@ -92,15 +93,25 @@ class QuotaGate:
         if scopes:
             estimate = chars_estimate(call.messages, system=call.system)
             out = call.max_tokens or route.max_tokens
-            usd = 0.0
-            if any(limits.spends for _, limits in scopes):
-                usd = cost_usd(route.model, Usage(input_tokens=estimate, output_tokens=out), route.price_usd_per_mtok)
+            usd = self._estimated_cost(route, estimate, out) if any(limits.spends for _, limits in scopes) else 0.0
             name = caller.name if caller is not None else ANONYMOUS
             stream_id = uuid.uuid4().hex if streamed else ""
             ask = Ask(name, scopes, estimate + out, usd, stream_id, lease_s + STREAM_LEASE_MARGIN_S, time.time())
         tab = Tab(self.label(caller), ask)
         TAB.set(tab)
         return tab
+
+    def _estimated_cost(self, route: Route, input_tokens: int, output_tokens: int) -> float:
+        """What a reservation is priced at: the route's model's rates per token, looked up once per
+        route (LiteLLM's price lookup costs hundreds of µs a call); tiers and cache rates are left to
+        the settlement, which uses the upstream's own figures."""
+        rates = self._rates.get(route.name)
+        if rates is None:
+            per_mtok = (Usage(input_tokens=TOKENS_PER_MTOK), Usage(output_tokens=TOKENS_PER_MTOK))
+            rates = self._rates[route.name] = tuple(
+                cost_usd(route.model, u, route.price_usd_per_mtok) / TOKENS_PER_MTOK for u in per_mtok
+            )
+        return input_tokens * rates[0] + output_tokens * rates[1]
 
     # --- admission and settling ----------------------------------------------------------------
 
