@@ -25,9 +25,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench.upstream import CHUNKS
+from bench.upstream import CHUNKS, EMBED_INPUTS
 
-MODES = ("unary", "burst", "paced")
+MODES = ("unary", "burst", "paced")  # and "embed": a batch of EMBED_INPUTS short texts (not the ceiling's)
+EMBED_TEXTS = [f"a short text to embed, number {i}" for i in range(EMBED_INPUTS)]
 Call = Callable[[str], Awaitable[float]]  # mode -> time to first token (s); raises on failure
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -90,7 +91,7 @@ async def run_cell(call: Call, mode: str, concurrency: int, seconds: float, pid:
         "p99_ms": percentile(latencies, 0.99) * 1e3,
         "ttft_p50_ms": percentile(ttfts, 0.5) * 1e3,
         "cpu_us_per_call": cpu / max(calls, 1) * 1e6,
-        "cpu_us_per_chunk": cpu / max(calls * CHUNKS, 1) * 1e6 if mode != "unary" else None,
+        "cpu_us_per_chunk": cpu / max(calls * CHUNKS, 1) * 1e6 if mode in ("burst", "paced") else None,
         "rss_mb": rss_mb(pid),
     }
 
@@ -113,6 +114,11 @@ def http_path(upstream: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
 
     async def call(mode: str) -> float:
         started = time.monotonic()
+        if mode == "embed":
+            body_embed = {"model": "text-embedding-3-small", "input": EMBED_TEXTS}
+            async with session.post(f"{upstream}/v1/embeddings", data=json.dumps(body_embed), headers=headers) as resp:
+                assert len(json.loads(await resp.read())["data"]) == EMBED_INPUTS
+                return time.monotonic() - started
         body = {"model": _model(mode), "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 256}
         if mode == "unary":
             async with session.post(url, data=json.dumps(body), headers=headers) as resp:
@@ -143,6 +149,11 @@ def litellm_path(upstream: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
 
     async def call(mode: str) -> float:
         started = time.monotonic()
+        if mode == "embed":
+            model, base = "openai/text-embedding-3-small", f"{upstream}/v1"
+            embedded = await litellm.aembedding(model=model, input=EMBED_TEXTS, api_base=base, api_key="bench", timeout=600.0)
+            assert len(embedded.data) == EMBED_INPUTS
+            return time.monotonic() - started
         kwargs: dict[str, Any] = {
             "model": f"openai/{_model(mode)}",
             "messages": [{"role": "user", "content": "Say hello."}],
@@ -182,6 +193,11 @@ def grpc_path(target: str, route_prefix: str) -> tuple[Call, Callable[[], Awaita
     async def call(mode: str) -> float:
         stub = stubs[next(turn) % len(stubs)]
         started = time.monotonic()
+        if mode == "embed":
+            inputs = [pb.EmbedInput(text=t) for t in EMBED_TEXTS]
+            embedded = await stub.Embed(pb.EmbedRequest(model=route_prefix + "-embed", inputs=inputs), timeout=600)
+            assert len(embedded.embeddings) == EMBED_INPUTS
+            return time.monotonic() - started
         model = route_prefix + ("-paced" if mode == "paced" else "-burst")
         if mode == "unary":
             answer = await stub.Complete(pb.CompleteRequest(model=model, messages=messages), timeout=600)

@@ -38,7 +38,7 @@ from tests.support.servers import free_port, service_env
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MEASURED_CPU, OTHER_CPU = "0", "1"
-PATHS = ("http", "litellm", "service-litellm", "service-fast", "service-quotas", "ceiling")
+PATHS = ("http", "litellm", "service-litellm", "service-fast", "service-fast-uncoalesced", "service-quotas", "ceiling")
 LABELS = {
     "http": "raw HTTP + JSON/SSE parse (floor)",
     "litellm": "litellm.acompletion in-process",
@@ -48,12 +48,15 @@ LABELS = {
     "ceiling": "bare grpc.aio, canned messages (ceiling)",
     "proxy": "LiteLLM Proxy, 1 worker (peer)",
     "portkey": "Portkey AI gateway, 1 Node process (peer)",
+    "service-fast-uncoalesced": "service, fast path, stream_coalescing off",
     "service-fast-h2load": "service, fast path (h2load client)",
     "ceiling-h2load": "bare grpc.aio, canned messages (h2load client)",
 }
+ONLY_MODES = {"service-fast-uncoalesced": "burst,paced", "service-quotas": "unary"}  # the rest run every mode
 H2LOAD_PATHS = ("service-fast", "ceiling")  # their unary rows again, from h2load
 FIGURES = ("calls_per_s", "p50_ms", "p99_ms", "ttft_p50_ms", "cpu_us_per_call", "cpu_us_per_chunk", "rss_mb")
 HOLD_STREAMS = 1000
+EMBED_PATHS = ("http", "litellm", "service-litellm", "service-fast")  # the Embed row: 16 short texts a call
 
 
 def env() -> dict[str, str]:
@@ -83,7 +86,8 @@ def service_config(upstream: str, port: int, fast: bool) -> dict[str, Any]:
     return {
         "server": {"listen": f"127.0.0.1:{port}", "metrics_listen": "127.0.0.1:0"},
         "limits": {"max_concurrent_rpcs": 4096},
-        "routes": {name: route(name) for name in ("bench-burst", "bench-paced", "bench-slow")},
+        "routes": {name: route(name) for name in ("bench-burst", "bench-paced", "bench-slow")}
+        | {"bench-embed": route("text-embedding-3-small")},
     }
 
 
@@ -134,7 +138,9 @@ class Server:
             argv = pinned(MEASURED_CPU, "-m", "bench.ceiling", "--port", str(self.port))
         else:
             config = workdir / f"{label}.yaml"
-            settings = service_config(upstream, self.port, fast=label in ("service-fast", "service-quotas"))
+            settings = service_config(upstream, self.port, fast=label.startswith("service-fast") or label == "service-quotas")
+            if label == "service-fast-uncoalesced":
+                settings["server"]["stream_coalescing"] = False
             if label == "service-quotas":
                 settings["quotas"] = quota_config(redis_url)
             config.write_text(yaml.safe_dump(settings))
@@ -155,8 +161,10 @@ class Server:
 
 
 def load(args: argparse.Namespace, label: str, *extra: str, cpu: str, module: str = "bench.load") -> list[dict[str, Any]]:
+    modes = args.modes + (",embed" if label in EMBED_PATHS and "embed" not in args.modes.split(",") else "")
+    chosen = ("--modes", modes) if module == "bench.load" else ()
     argv = pinned(cpu, "-m", module, "--label", label, "--runs", str(args.runs), "--seconds", str(args.seconds),
-                  "--concurrency", args.concurrency, *extra)  # fmt: skip
+                  "--concurrency", args.concurrency, *chosen, *extra)  # fmt: skip
     print(f"  measuring {LABELS[label]} …", file=sys.stderr, flush=True)
     out = subprocess.run(argv, env=env(), cwd=ROOT, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -219,6 +227,7 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
     litellm_chunk = fig("litellm", "paced", "cpu_us_per_chunk")
     floor_chunk = (fig("http", "paced", "cpu_us_per_chunk") or 0) + (fig("ceiling", "paced", "cpu_us_per_chunk") or 0)
     fast_call, litellm_call = fig("service-fast", "unary", "cpu_us_per_call"), fig("litellm", "unary", "cpu_us_per_call")
+    fast_embed, litellm_embed = fig("service-fast", "embed", "cpu_us_per_call"), fig("litellm", "embed", "cpu_us_per_call")
     unary_rate, peer_unary_rate = fig("service-fast", "unary", "calls_per_s"), fig("proxy", "unary", "calls_per_s")
     stream_rate, peer_stream_rate = fig("service-fast", "burst", "calls_per_s"), fig("proxy", "burst", "calls_per_s")
     portkey_unary_rate, portkey_stream_rate = fig("portkey", "unary", "calls_per_s"), fig("portkey", "burst", "calls_per_s")
@@ -227,7 +236,25 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
     hold = extra.get("hold", {})
     quota_cpu = _minus(fig("service-quotas", "unary", "cpu_us_per_call"), fast_call)
     quota_p50 = _minus(fig("service-quotas", "unary", "p50_ms", 1), fig("service-fast", "unary", "p50_ms", 1))
+
+    # Issue 24 (second round): unary against the floor, from h2load's rows where there are some.
+    def unary_cpu(path: str) -> float | None:
+        return fig(f"{path}-h2load", "unary", "cpu_us_per_call") or fig(path, "unary", "cpu_us_per_call")
+
+    floor_call = _plus(unary_cpu("ceiling"), fig("http", "unary", "cpu_us_per_call"))
+    unary_vs_floor = ratio(unary_cpu("service-fast"), floor_call)
+    ttft_over_http = _minus(fig("service-fast", "paced", "ttft_p50_ms", 1), fig("http", "paced", "ttft_p50_ms", 1))
+    ttft_over_ceiling = _minus(fig("service-fast", "paced", "ttft_p50_ms", 1), fig("ceiling", "paced", "ttft_p50_ms", 1))
+    coalesced = ratio(
+        fig("service-fast", "burst", "cpu_us_per_chunk", 256), fig("service-fast-uncoalesced", "burst", "cpu_us_per_chunk", 256)
+    )
+    ttft_cost = _minus(fig("service-fast", "paced", "ttft_p50_ms", 1), fig("service-fast-uncoalesced", "paced", "ttft_p50_ms", 1))
     rows = [
+        ("second round: unary CPU per call ÷ (bare gRPC unary + raw HTTP call)", unary_vs_floor, "≤", 1.5),
+        ("second round: added time to first token at c=1 over raw HTTP (ms)", ttft_over_http, "≤", 0.5),
+        ("second round: added time to first token at c=1 over bare grpc.aio (ms)", ttft_over_ceiling, "≤", 0.2),
+        ("c=256 burst: CPU per chunk ÷ the same without coalescing", coalesced, "≤", 0.5),
+        ("c=1 paced: time to first token with coalescing − without (ms)", ttft_cost, "≤", 0.1),
         ("paced stream: service CPU per chunk ÷ litellm.acompletion's", ratio(fast_chunk, litellm_chunk), "≤", 0.2),
         (
             "paced stream: service CPU per chunk ÷ floor (HTTP parse + bare gRPC send)",
@@ -236,6 +263,7 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
             2.0,
         ),
         ("unary: service CPU per call ÷ litellm.acompletion's", ratio(fast_call, litellm_call), "≤", 1 / 3),
+        ("Embed, 16 texts: service CPU per call ÷ litellm.aembedding's", ratio(fast_embed, litellm_embed), "≤", 1.0),
         ("unary calls/s ÷ LiteLLM Proxy's", ratio(unary_rate, peer_unary_rate), "≥", 5.0),
         ("200-chunk streams/s ÷ LiteLLM Proxy's (burst)", ratio(stream_rate, peer_stream_rate), "≥", 7.0),
         ("second round: unary calls/s ÷ LiteLLM Proxy's", ratio(unary_rate, peer_unary_rate), "≥", 10.0),
@@ -258,12 +286,21 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
     return out
 
 
+def _plus(a: float | None, b: float | None) -> float | None:
+    return a + b if a is not None and b is not None else None
+
+
 def _minus(a: float | None, b: float | None) -> float | None:
     return a - b if a is not None and b is not None else None
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _label(path: str, mode: str) -> str:
+    """The path's name in the table; LiteLLM in-process embeds with aembedding."""
+    return LABELS[path].replace("acompletion", "aembedding") if mode == "embed" else LABELS[path]
 
 
 def print_table(cells: dict[tuple[str, str, int], dict[str, Any]], rows: list[dict[str, Any]]) -> None:
@@ -274,7 +311,7 @@ def print_table(cells: dict[tuple[str, str, int], dict[str, Any]], rows: list[di
         ttft = cell["ttft_p50_ms"] if mode != "unary" else None
         failed = f"  ({cell['failures']} failed)" if cell["failures"] else ""
         print(
-            f"{LABELS[path]:44} {mode:6} {c:>4} {_fmt(cell['calls_per_s']):>9} {_fmt(cell['p50_ms'], 2):>8} "
+            f"{_label(path, mode):44} {mode:6} {c:>4} {_fmt(cell['calls_per_s']):>9} {_fmt(cell['p50_ms'], 2):>8} "
             f"{_fmt(cell['p99_ms'], 2):>8} {_fmt(ttft, 2):>8} {_fmt(cell['cpu_us_per_call'], 0):>12} "
             f"{_fmt(cell['cpu_us_per_chunk']):>13} {_fmt(cell['rss_mb'], 0):>7}{failed}"
         )
@@ -314,6 +351,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--concurrency", default="1,32,256")
     parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--modes", default="unary,burst,paced", help="and embed, on the paths that have it (always added)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     upstream_port = free_port()
@@ -332,7 +370,7 @@ def main() -> None:
                 server = Server(label, Path(tmp), upstream_url, redis.url if redis else "")
                 try:
                     target = f"127.0.0.1:{server.port}"
-                    modes = ("--modes", "unary") if label == "service-quotas" else ()
+                    modes = ["--modes", ONLY_MODES[label]] if label in ONLY_MODES else []
                     rows += load(args, label, "--target", target, "--pid", str(server.proc.pid), *modes, cpu=OTHER_CPU)
                     if label in H2LOAD_PATHS:
                         rows += load(args, f"{label}-h2load", "--target", target, "--pid", str(server.proc.pid),

@@ -4,7 +4,8 @@ It does no per-request work beyond reading the body, so it stays far from satura
 while the measured server is loaded. The model name picks the answer:
 `…-paced` waits PACE_S between stream chunks (each chunk arrives alone, as real tokens
 do), `…-slow` sends one chunk then holds the stream open (memory under many open
-streams), anything else sends the whole stream at once (burst).
+streams), anything else sends the whole stream at once (burst). `/v1/embeddings` answers
+EMBED_INPUTS vectors of EMBED_DIMENSIONS floats (the Embed row).
 
     python -m bench.upstream --port 8300
 """
@@ -62,6 +63,26 @@ UNARY_BODY = json.dumps(
 ).encode()
 
 
+EMBED_INPUTS = 16
+EMBED_DIMENSIONS = 1536  # text-embedding-3-small's
+EMBED_BODY = json.dumps(
+    {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": [((i * 31 + j) % 256 - 128) / 128 for j in range(EMBED_DIMENSIONS)]}
+            for i in range(EMBED_INPUTS)
+        ],
+        "model": "text-embedding-3-small",
+        "usage": {"prompt_tokens": 4 * EMBED_INPUTS, "total_tokens": 4 * EMBED_INPUTS},
+    }
+).encode()
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    await request.read()
+    return web.Response(body=EMBED_BODY, content_type="application/json")
+
+
 async def chat(request: web.Request) -> web.StreamResponse:
     body = await request.json()
     model = str(body.get("model", ""))
@@ -88,6 +109,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
 def app() -> web.Application:
     application = web.Application()
     application.router.add_post("/v1/chat/completions", chat)
+    application.router.add_post("/v1/embeddings", embeddings)
     return application
 
 

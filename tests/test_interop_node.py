@@ -6,21 +6,21 @@ import json
 import shutil
 import subprocess
 
-from fake_upstream import FakeUpstream, Script, Usage
+from fake_upstream import FakeUpstream, Script, Usage, vector_of
 from tests.support.paths import ROOT
 from tests.support.servers import ServerThread
 
 NODE_CLIENT = ROOT / "clients/node"
 
 
-def test_node_client_completes_streams_lists_and_reads_rich_errors(server: ServerThread, fake: FakeUpstream) -> None:
+def test_node_client_completes_streams_lists_embeds_and_reads_rich_errors(server: ServerThread, fake: FakeUpstream) -> None:
     node = shutil.which("node")
     assert node, "Node.js is required"
     assert (NODE_CLIENT / "node_modules/@grpc/grpc-js").is_dir(), "run `make test` (it installs clients/node from its lock)"
     fake.script(
         Script(text="Hello, Node."),
         Script(text="one two three", usage=Usage(input=12, output=3)),
-        Script(status=401),
+        Script(status=401, match_model="test-model"),  # not the Embed call between them
     )
     run = subprocess.run(
         [node, "interop.mjs", server.target, "openai"], cwd=NODE_CLIENT, capture_output=True, text=True, timeout=60
@@ -38,6 +38,13 @@ def test_node_client_completes_streams_lists_and_reads_rich_errors(server: Serve
         {"kind": "finish", "text": ""},
     ]
     assert out["stream_finish"] == {"finish_reason": "FINISH_REASON_STOP", "input_tokens": 12}
+    assert out["kinds"]["embed"] == "MODEL_KIND_EMBEDDING" and out["kinds"]["openai"] == "MODEL_KIND_CHAT"
+    assert out["embed"] == {
+        "dimensions": 4,
+        "vectors": [vector_of("Hello", 4), vector_of("from Node", 4)],
+        "input_tokens": 3,
+        "route": "embed",
+    }
     error = out["error"]
     assert error["code"] == "FAILED_PRECONDITION"
     assert error["error_info"]["reason"] == "UPSTREAM_AUTH_FAILED"

@@ -49,6 +49,7 @@ def _server(fake: FakeUpstream, quotas: dict[str, Any]) -> ServerThread:
         "streams": _route(fake, "streams"),
         "tpm-billed": _route(fake, "tpm-billed"),
         "cancelled": {"model": "anthropic/cancelled", "api_base": fake.base_url, "key": {"env": "TEST_PROVIDER_KEY"}},
+        "embed": _route(fake, "text-embedding-3-small"),
     }
     limits = {
         "rpm": {"requests_per_minute": 3},
@@ -57,6 +58,7 @@ def _server(fake: FakeUpstream, quotas: dict[str, Any]) -> ServerThread:
         "streams": {"concurrent_streams": 2},
         "tpm-billed": {"tokens_per_minute": 40},
         "cancelled": {"tokens_per_minute": 10_000},
+        "embed": {"requests_per_minute": 1},
     }
     return ServerThread(service_config(fake.base_url, routes=routes, quotas={"default": {"routes": limits}, **quotas}))
 
@@ -182,6 +184,16 @@ def test_a_cancelled_stream_settles_with_what_the_provider_billed_before_the_can
     finally:
         channel.close()
         window.close()
+
+
+def test_embed_calls_are_admitted_and_billed_like_the_others(shared: ServerThread) -> None:
+    tokens_before = _metric(shared, "llm_caller_tokens_total", caller=ANONYMOUS, kind="input")
+    with _client(shared) as client:
+        assert len(client.embed("embed", ["one text"], timeout=30).vectors) == 1
+        with pytest.raises(LLMServiceError) as refused:
+            client.embed("embed", ["another"], timeout=30)
+    assert refused.value.reason == "QUOTA_EXCEEDED" and refused.value.metadata["limit"] == "requests_per_minute"
+    assert _metric(shared, "llm_caller_tokens_total", caller=ANONYMOUS, kind="input") > tokens_before
 
 
 def test_third_concurrent_stream_is_refused_at_once_and_one_is_admitted_after_one_ends(

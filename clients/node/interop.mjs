@@ -1,8 +1,8 @@
 // A Node.js caller of llm-service: @grpc/grpc-js with the contract loaded by @grpc/proto-loader.
 //
-//   node interop.mjs 127.0.0.1:50051 [route]
+//   node interop.mjs 127.0.0.1:50051 [route] [embedding route]
 //
-// Calls ListModels, Complete, Stream (every event, in order) and a Complete that fails,
+// Calls ListModels, Complete, Stream (every event, in order), Embed, and a Complete that fails,
 // reading the failure's code and google.rpc.ErrorInfo from the trailers, and prints one
 // JSON object with what it saw. tests/test_interop_node.py runs it against a live server;
 // it is also the shortest example of consuming the contract from Node.
@@ -16,7 +16,7 @@ import protobuf from "protobufjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const protos = path.resolve(here, "../../protos");
-const [target = "127.0.0.1:50051", route = "openai"] = process.argv.slice(2);
+const [target = "127.0.0.1:50051", route = "openai", embedRoute = "embed"] = process.argv.slice(2);
 
 const definition = protoLoader.loadSync("llm/v1/llm_service.proto", {
   includeDirs: [protos],
@@ -91,6 +91,7 @@ function stream(request) {
 const out = {};
 const models = await unary("ListModels", {});
 out.models = models.models.map((m) => m.name);
+out.kinds = Object.fromEntries(models.models.map((m) => [m.name, m.kind]));
 
 const completed = await unary("Complete", { model: route, messages });
 out.complete = { text: completed.text, finish_reason: completed.finish_reason, route: completed.gateway.route };
@@ -99,6 +100,14 @@ const events = await stream({ model: route, messages });
 out.stream = events.map((e) => ({ kind: e.event, text: e.text_delta?.text ?? "" }));
 const finish = events.at(-1)?.finish;
 out.stream_finish = finish ? { finish_reason: finish.finish_reason, input_tokens: finish.usage.input_tokens } : null;
+
+const embedded = await unary("Embed", { model: embedRoute, inputs: [{ text: "Hello" }, { text: "from Node" }], dimensions: 4 });
+out.embed = {
+  dimensions: embedded.dimensions,
+  vectors: embedded.embeddings.map((e) => e.values),
+  input_tokens: embedded.usage.input_tokens,
+  route: embedded.gateway.route,
+};
 
 try {
   await unary("Complete", { model: route, messages });

@@ -52,6 +52,7 @@ class Script:
     chunks: int = 0
     reasoning: str = ""
     thinking_signature: str = ""
+    redacted_thinking: str = ""  # Anthropic: a redacted_thinking block with this data, after the thinking
     tool_calls: tuple[ToolCallSpec, ...] = ()
     fragment_tool_calls: bool = True
     tool_index_zero: bool = False

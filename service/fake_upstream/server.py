@@ -13,10 +13,12 @@ from typing import Any
 
 from aiohttp import web
 
+from fake_upstream.embeddings import cohere_embed, openai_embeddings
 from fake_upstream.script import Script, scenario_for_model
 from fake_upstream.wire import (
     anthropic_json,
     anthropic_sse,
+    anthropic_thinking_error,
     error_body,
     gemini_json,
     gemini_sse,
@@ -169,6 +171,9 @@ class FakeUpstream:
         if wire is None:
             self._finish(rec, "completed")
             return web.json_response({"error": {"message": f"fake upstream: no such path {request.path}"}}, status=404)
+        if wire.name == "anthropic" and (refusal := anthropic_thinking_error(payload)) is not None:
+            self._finish(rec, "completed")
+            return web.json_response(error_body(Script(status=400, error={"message": refusal}), True), status=400)
         script = self._next_script(wire.model, _last_user_text(payload), _request_key(request.headers))
         try:
             return await self._answer(request, rec, script, wire)
@@ -317,6 +322,10 @@ def wire_for(path: str, payload: dict[str, Any]) -> Wire | None:
     """The wire format for a provider path, or None for a path no provider has."""
     model = str(payload.get("model", ""))
     stream = bool(payload.get("stream"))
+    if path.endswith("/embeddings"):
+        return Wire("openai-embeddings", model, False, lambda _s, m: openai_embeddings(payload, m), _no_stream)
+    if path.endswith("/embed"):  # Cohere's v2 embed
+        return Wire("cohere-embed", model, False, lambda _s, m: cohere_embed(payload, m), _no_stream)
     if path.endswith("/chat/completions"):
         return Wire("openai", model, stream, openai_json, openai_sse)
     if path.endswith("/responses"):
@@ -329,6 +338,10 @@ def wire_for(path: str, payload: dict[str, Any]) -> Wire | None:
         model = path.rsplit("/", 1)[-1].split(":", 1)[0]
         return Wire("gemini", model, ":streamGenerateContent" in path, gemini_json, gemini_sse)
     return None
+
+
+def _no_stream(script: Script, model: str) -> Iterator[bytes]:
+    raise AssertionError("embedding answers are never streamed")  # pragma: no cover
 
 
 def _last_user_text(payload: dict[str, Any]) -> str:

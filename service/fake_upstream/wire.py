@@ -148,6 +148,8 @@ def anthropic_json(script: Script, model: str) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if script.reasoning:
         content.append({"type": "thinking", "thinking": script.reasoning, "signature": script.thinking_signature or "sig"})
+    if script.redacted_thinking:
+        content.append({"type": "redacted_thinking", "data": script.redacted_thinking})
     if script.text:
         content.append({"type": "text", "text": script.text})
     for i, tc in enumerate(script.tool_calls):
@@ -166,6 +168,30 @@ def anthropic_json(script: Script, model: str) -> dict[str, Any]:
         "stop_sequence": None,
         "usage": _anthropic_usage(script),
     }
+
+
+def anthropic_thinking_error(body: dict[str, Any]) -> str | None:
+    """Anthropic's refusal of a request with thinking on whose last assistant turn made tool calls
+    without the thinking blocks it came with; None when the request is acceptable."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive"):
+        return None
+    messages = body.get("messages") or []
+    last = max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"), default=None)
+    if last is None:
+        return None
+    content = messages[last].get("content")
+    blocks = content if isinstance(content, list) else []
+    if not any(isinstance(b, dict) and b.get("type") == "tool_use" for b in blocks):
+        return None
+    first = blocks[0].get("type") if isinstance(blocks[0], dict) else None
+    if first in ("thinking", "redacted_thinking"):
+        return None
+    return (
+        f"messages.{last}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{first}`. When `thinking` "
+        "is enabled, a final `assistant` message must start with a thinking block (preceeding the lastmost set of "
+        "`tool_use` and `tool_result` blocks)."
+    )
 
 
 def _anthropic_stop(script: Script) -> str:
@@ -201,6 +227,11 @@ def anthropic_sse(script: Script, model: str) -> Iterator[bytes]:
         )
         yield event("content_block_stop", {"index": index})
         index += 1
+    if script.redacted_thinking:
+        block = {"type": "redacted_thinking", "data": script.redacted_thinking}
+        yield event("content_block_start", {"index": index, "content_block": block})
+        yield event("content_block_stop", {"index": index})
+        index += 1
     pieces = script.text_pieces()
     if pieces:
         yield event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
@@ -209,8 +240,8 @@ def anthropic_sse(script: Script, model: str) -> Iterator[bytes]:
         yield event("content_block_stop", {"index": index})
         index += 1
     for i, tc in enumerate(script.tool_calls):
-        block = {"type": "tool_use", "id": _call_id(tc, i, "toolu_"), "name": tc.name, "input": {}}
-        yield event("content_block_start", {"index": index, "content_block": block})
+        tool_block: dict[str, Any] = {"type": "tool_use", "id": _call_id(tc, i, "toolu_"), "name": tc.name, "input": {}}
+        yield event("content_block_start", {"index": index, "content_block": tool_block})
         for frag in _fragments(tc.arguments, script.fragment_tool_calls):
             yield event("content_block_delta", {"index": index, "delta": {"type": "input_json_delta", "partial_json": frag}})
         yield event("content_block_stop", {"index": index})
@@ -281,9 +312,10 @@ def _gemini_usage(script: Script) -> dict[str, Any] | None:
         return None
     return {
         "promptTokenCount": u.input,
-        "candidatesTokenCount": u.output,
+        "candidatesTokenCount": u.output - u.reasoning,  # Gemini counts thoughts apart
         "totalTokenCount": u.input + u.output,
         "cachedContentTokenCount": u.cached,
+        **({"thoughtsTokenCount": u.reasoning} if u.reasoning else {}),
     }
 
 

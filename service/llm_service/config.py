@@ -8,6 +8,7 @@ CLAUDE_CODE_ENTRYPOINT), from a mapping passed in, so tests give a clean one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,10 +17,15 @@ from typing import Any
 
 import yaml
 
+from llm_service.core import provider_tools
+from llm_service.core.errors import InvalidRequest
+from llm_service.core.reasoning import reasoning_kwargs
+from llm_service.core.request import resolve_model
 from llm_service.core.settings import (
     COUNT,
     POSITIVE_INT,
     POSITIVE_SECONDS,
+    PROVIDER_TOOL_NAMES,
     SECONDS,
     Check,
     ClaudeCodeConfig,
@@ -28,12 +34,15 @@ from llm_service.core.settings import (
     FileSecret,
     KeySource,
     Price,
+    ProviderTool,
+    ReasoningDefaults,
     ResilienceConfig,
     RetryConfig,
     Route,
     Secret,
     setting,
 )
+from llm_service.core.types import CallRequest
 from llm_service.quotas.limits import Limits, QuotaRules, QuotasConfig
 
 __all__ = [
@@ -91,6 +100,8 @@ class ServerConfig:
     max_connection_age_grace_s: float = setting(660.0, POSITIVE_SECONDS)
     # Worker processes sharing the port (SO_REUSEPORT); above 1, a supervisor runs them (workers.py).
     workers: int = setting(1, Check(f"an integer from 1 to {MAX_WORKERS}", lambda v: 1 <= v <= MAX_WORKERS))
+    # A stream whose writes fall behind the provider sends the backlog's text as one delta (relay.py).
+    stream_coalescing: bool = setting(True, Check("true or false"))
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,10 @@ class LimitsConfig:
     max_tool_calls: int = setting(256, POSITIVE_INT)  # tool calls in one assistant message
     max_stop_sequences: int = setting(16, COUNT)
     max_inflight_request_bytes: int = setting(64 * 1024 * 1024, BYTES)  # requests over 256 KiB held at once, per process
+    max_document_bytes: int = setting(10 * 1024 * 1024, BYTES)  # one document's bytes
+    max_documents: int = setting(20, COUNT)  # documents in one request
+    max_embed_inputs: int = setting(10_000, POSITIVE_INT)  # inputs in one Embed request
+    max_embed_input_bytes: int = setting(8 * 1024 * 1024, BYTES)  # UTF-8 bytes of one Embed request's inputs, summed
 
 
 @dataclass(frozen=True)
@@ -161,7 +176,15 @@ class Config:
         )
 
 
-_KINDS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "int | None": int, "float | None": float}
+_KINDS: dict[str, type] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "int | None": int,
+    "float | None": float,
+    "bool | None": bool,
+}
 
 
 class _Reader:
@@ -365,9 +388,20 @@ def _parse_route(r: _Reader, name: str, environ: Mapping[str, str]) -> Route:
         fallbacks=tuple(fallbacks),
         deployments=_deployments(r, environ),
         price_usd_per_mtok=_price(r),
+        reasoning=_reasoning(r),
+        provider_tools=_provider_tools(r, model.strip()),
     )
     r.done()
+    _check_reasoning_defaults(r, route)
     return route
+
+
+def _check_reasoning_defaults(r: _Reader, route: Route) -> None:
+    """A route's default reasoning must be one its model takes: else every call would be refused."""
+    try:
+        reasoning_kwargs(route, CallRequest(messages=[]), resolve_model(route.model), route.max_tokens)
+    except InvalidRequest as exc:
+        r.fail("reasoning", f"defaults this route's model takes ({exc.description})", r.data.get("reasoning"))
 
 
 def _price(r: _Reader) -> Price | None:
@@ -379,6 +413,32 @@ def _price(r: _Reader) -> Price | None:
     price: Price = p.settings(Price)
     p.done()
     return price
+
+
+def _provider_tools(r: _Reader, model: str) -> tuple[ProviderTool, ...]:
+    """A route's provider-run tools: `provider_tools: [{name: web_search, max_uses: 3}, ...]`, each a
+    name the route's provider has and, beside it, the options the provider takes as they are."""
+    items = r.get("provider_tools", list, [], "a list of provider tools ({name: web_search, ...options})")
+    tools: list[ProviderTool] = []
+    for i, item in enumerate(items):
+        where = f"{r.key('provider_tools')}[{i}]"
+        t = _Reader(r.source, item, where)
+        expected = " or ".join(PROVIDER_TOOL_NAMES)
+        name = t.get("name", str, "", expected, lambda v: v in PROVIDER_TOOL_NAMES)
+        if not name:
+            t.fail("name", expected, None)
+        if provider_tools.unsupported(resolve_model(model), name):
+            t.fail("name", "a tool this route's provider runs (Anthropic: all three; OpenAI: web_search)", name)
+        tools.append(ProviderTool(name, json.dumps({k: v for k, v in t.data.items() if k != "name"}, sort_keys=True)))
+    return tuple(tools)
+
+
+def _reasoning(r: _Reader) -> ReasoningDefaults:
+    """A route's reasoning defaults (`reasoning: {effort, budget_tokens, supported}`); none when absent."""
+    section = r.sub("reasoning")
+    defaults: ReasoningDefaults = section.settings(ReasoningDefaults)
+    section.done()
+    return defaults
 
 
 def _endpoint(r: _Reader, environ: Mapping[str, str]) -> tuple[str, KeySource | None, Secret | None, tuple[tuple[str, str], ...]]:

@@ -14,6 +14,7 @@ from typing import Any
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
 from llm_service.config import LimitsConfig
 from llm_service.core import types
+from llm_service.core.embedding import EmbedCall, Embedding
 from llm_service.core.errors import InvalidRequest
 
 TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -21,6 +22,13 @@ SCHEMA_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 METADATA_MAX_CHARS = 256
 
 _ROLES = {pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant", pb.ROLE_TOOL: "tool", pb.ROLE_SYSTEM: "system"}
+_EFFORTS = {
+    pb.REASONING_EFFORT_NONE: "none",
+    pb.REASONING_EFFORT_MINIMAL: "minimal",
+    pb.REASONING_EFFORT_LOW: "low",
+    pb.REASONING_EFFORT_MEDIUM: "medium",
+    pb.REASONING_EFFORT_HIGH: "high",
+}
 _TOOL_MODES = {pb.TOOL_CHOICE_MODE_AUTO: "auto", pb.TOOL_CHOICE_MODE_NONE: "none", pb.TOOL_CHOICE_MODE_REQUIRED: "required"}
 _FINISH = {
     "stop": pb.FINISH_REASON_STOP,
@@ -102,15 +110,38 @@ def _content(msg: pb.Message, i: int, limits: LimitsConfig) -> str | list[dict[s
                 raise InvalidRequest(f"{field}.inline_image.data", "must not be empty")
             data = base64.b64encode(part.inline_image.data).decode()
             parts.append({"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}})
+        elif kind == "document":
+            parts.append(_document(part.document, f"{field}.document", limits))
         else:
-            raise InvalidRequest(field, "exactly one of text, image_url or inline_image must be set")
+            raise InvalidRequest(field, "exactly one of text, image_url, inline_image or document must be set")
         if kind != "text" and msg.role != pb.ROLE_USER:
-            raise InvalidRequest(field, "images are accepted in user messages only")
+            raise InvalidRequest(field, "images and documents are accepted in user messages only")
     if not parts:
         return None
     if all(p["type"] == "text" for p in parts):
         return "".join(p["text"] for p in parts)
     return parts
+
+
+def _document(doc: pb.Document, field: str, limits: LimitsConfig) -> dict[str, Any]:
+    """A document as LiteLLM's file content part, which it maps per provider (Anthropic document
+    blocks, OpenAI file parts, Gemini inline data); a URL as the part's file_id."""
+    source = doc.WhichOneof("source")
+    if source == "url":
+        if not doc.url.startswith("https://"):
+            raise InvalidRequest(f"{field}.url", "must be an https URL")
+        return {"type": "file", "file": {"file_id": doc.url}}
+    if source != "data" or not doc.data:
+        raise InvalidRequest(field, "exactly one of data or url must be set, and data must not be empty")
+    if len(doc.data) > limits.max_document_bytes:
+        raise InvalidRequest(f"{field}.data", f"at most {limits.max_document_bytes} bytes (limits.max_document_bytes)")
+    if not re.fullmatch(r"(application|text)/[A-Za-z0-9.+-]+", doc.mime_type):
+        raise InvalidRequest(f"{field}.mime_type", "must be a document MIME type such as application/pdf")
+    data = base64.b64encode(doc.data).decode()
+    return {
+        "type": "file",
+        "file": {"file_data": f"data:{doc.mime_type};base64,{data}", "filename": doc.filename or "document"},
+    }
 
 
 def messages_from_proto(messages: Any, limits: LimitsConfig, field_prefix: str = "messages") -> list[dict[str, Any]]:
@@ -121,8 +152,14 @@ def messages_from_proto(messages: Any, limits: LimitsConfig, field_prefix: str =
         raise InvalidRequest(field_prefix, "at least one message is required")
     out: list[dict[str, Any]] = []
     open_calls: set[str] = set()
+    documents = 0
     for i, msg in enumerate(messages):
         field = f"{field_prefix}[{i}]"
+        documents += sum(1 for part in msg.parts if part.WhichOneof("part") == "document")
+        if documents > limits.max_documents:
+            raise InvalidRequest(
+                f"{field}.parts", f"at most {limits.max_documents} documents in one request (limits.max_documents)"
+            )
         role = _ROLES.get(msg.role)
         if role is None:
             raise InvalidRequest(f"{field}.role", "must be ROLE_USER, ROLE_ASSISTANT, ROLE_TOOL or ROLE_SYSTEM")
@@ -148,6 +185,8 @@ def messages_from_proto(messages: Any, limits: LimitsConfig, field_prefix: str =
                 )
                 open_calls.add(tc.id)
             entry["tool_calls"] = calls
+        if msg.thinking_blocks:
+            entry["thinking_blocks"] = _thinking_in(msg, field, limits)
         if role == "tool":
             if not msg.tool_call_id:
                 raise InvalidRequest(f"{field}.tool_call_id", "is required for a tool message")
@@ -161,6 +200,40 @@ def messages_from_proto(messages: Any, limits: LimitsConfig, field_prefix: str =
             raise InvalidRequest(f"{field}.parts", f"a {role} message needs content")
         out.append(entry)
     return out
+
+
+def _thinking_in(msg: pb.Message, field: str, limits: LimitsConfig) -> list[dict[str, Any]]:
+    """An assistant turn's thinking blocks in LiteLLM's format, each marked with its provider (the
+    request builder keeps or drops them per route, then removes the mark)."""
+    if msg.role != pb.ROLE_ASSISTANT:
+        raise InvalidRequest(f"{field}.thinking_blocks", "only assistant messages carry thinking blocks")
+    if len(msg.thinking_blocks) > limits.max_parts:
+        raise InvalidRequest(f"{field}.thinking_blocks", f"at most {limits.max_parts} blocks (limits.max_parts)")
+    blocks: list[dict[str, Any]] = []
+    for j, b in enumerate(msg.thinking_blocks):
+        if b.redacted_data and (b.thinking or b.signature):
+            raise InvalidRequest(f"{field}.thinking_blocks[{j}]", "a redacted block has redacted_data only")
+        if b.redacted_data:
+            blocks.append({"type": "redacted_thinking", "data": b.redacted_data, "provider": b.provider})
+        elif b.signature:
+            blocks.append({"type": "thinking", "thinking": b.thinking, "signature": b.signature, "provider": b.provider})
+        else:
+            raise InvalidRequest(f"{field}.thinking_blocks[{j}].signature", "is required (send blocks back as they came)")
+    return blocks
+
+
+def reasoning_from_proto(req: Request) -> types.ReasoningAsk:
+    """The reasoning a request asks for; checked against the route when the request is built."""
+    if not req.HasField("reasoning"):
+        return types.ReasoningAsk()
+    r = req.reasoning
+    effort = _EFFORTS.get(r.effort, "")
+    if r.effort and not effort:
+        raise InvalidRequest("reasoning.effort", "unknown effort")
+    budget = r.budget_tokens if r.HasField("budget_tokens") else None
+    if budget is not None and budget <= 0:
+        raise InvalidRequest("reasoning.budget_tokens", "must be positive")
+    return types.ReasoningAsk(effort, budget)
 
 
 def tools_from_proto(tools: Any, limits: LimitsConfig) -> tuple[types.ToolSpec, ...]:
@@ -252,6 +325,7 @@ def call_from_proto(req: Request, max_metadata_entries: int, limits: LimitsConfi
         json_mode=req.json_mode,
         response_format=response_format,
         max_retries=req.max_retries if req.HasField("max_retries") else None,
+        reasoning=reasoning_from_proto(req),
     )
 
 
@@ -297,7 +371,14 @@ def tool_call_to_proto(tc: types.ToolCall) -> pb.ToolCall:
 
 
 def _thinking(blocks: tuple[types.ThinkingBlock, ...]) -> list[pb.ThinkingBlock]:
-    return [pb.ThinkingBlock(thinking=b.thinking, signature=b.signature, redacted_data=b.redacted_data) for b in blocks]
+    return [
+        pb.ThinkingBlock(thinking=b.thinking, signature=b.signature, redacted_data=b.redacted_data, provider=b.provider)
+        for b in blocks
+    ]
+
+
+def _citations(citations: tuple[types.Citation, ...]) -> list[pb.Citation]:
+    return [pb.Citation(url=c.url, title=c.title, cited_text=c.cited_text) for c in citations]
 
 
 def finish_to_proto(f: types.Finish) -> pb.Finish:
@@ -311,6 +392,7 @@ def finish_to_proto(f: types.Finish) -> pb.Finish:
         gateway=gateway_to_proto(f.gateway),
         thinking_blocks=_thinking(f.thinking_blocks),
         refusal=f.refusal,
+        citations=_citations(f.citations),
     )
 
 
@@ -329,6 +411,7 @@ def completion_to_proto(c: types.Completion) -> pb.CompleteResponse:
         gateway=gateway_to_proto(f.gateway),
         thinking_blocks=_thinking(f.thinking_blocks),
         refusal=f.refusal,
+        citations=_citations(f.citations),
     )
 
 
@@ -346,3 +429,74 @@ def event_to_proto(event: types.Event) -> pb.StreamResponse:
     if isinstance(event, types.TextEnd):
         return _TEXT_END
     return pb.StreamResponse(finish=finish_to_proto(event))
+
+
+# --- embeddings ----------------------------------------------------------------------------------
+
+_INPUT_TYPES = {pb.EMBED_INPUT_TYPE_QUERY: "query", pb.EMBED_INPUT_TYPE_DOCUMENT: "document"}
+
+
+def embed_call_from_proto(req: pb.EmbedRequest, max_metadata_entries: int, limits: LimitsConfig | None = None) -> EmbedCall:
+    """A validated EmbedCall: at least one input, each text (not empty) or an inline image, all of
+    one kind, within limits.max_embed_inputs and limits.max_embed_input_bytes."""
+    limits = limits or LimitsConfig()
+    if not req.inputs:
+        raise InvalidRequest("inputs", "at least one input is required")
+    if len(req.inputs) > limits.max_embed_inputs:
+        raise InvalidRequest("inputs", f"at most {limits.max_embed_inputs} inputs (limits.max_embed_inputs)")
+    inputs: list[str] = []
+    size = 0
+    kinds = set()
+    for i, item in enumerate(req.inputs):
+        kind = item.WhichOneof("input")
+        if kind == "text":
+            if not item.text:
+                raise InvalidRequest(f"inputs[{i}].text", "must not be empty")
+            inputs.append(item.text)
+            size += len(item.text.encode())
+        elif kind == "inline_image":
+            image = item.inline_image
+            if not re.fullmatch(r"image/[A-Za-z0-9.+-]+", image.mime_type):
+                raise InvalidRequest(f"inputs[{i}].inline_image.mime_type", "must be an image MIME type such as image/png")
+            if not image.data:
+                raise InvalidRequest(f"inputs[{i}].inline_image.data", "must not be empty")
+            inputs.append(f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode()}")
+            size += len(image.data)
+        else:
+            raise InvalidRequest(f"inputs[{i}]", "exactly one of text or inline_image must be set")
+        kinds.add(kind)
+        if len(kinds) > 1:
+            raise InvalidRequest(f"inputs[{i}]", "a request's inputs are all text or all images")
+        if size > limits.max_embed_input_bytes:
+            raise InvalidRequest(
+                "inputs", f"at most {limits.max_embed_input_bytes} bytes of input (limits.max_embed_input_bytes)"
+            )
+    if req.HasField("dimensions") and req.dimensions <= 0:
+        raise InvalidRequest("dimensions", "must be positive")
+    if req.HasField("max_retries") and req.max_retries < 0:
+        raise InvalidRequest("max_retries", "must not be negative")
+    if req.input_type not in (pb.EMBED_INPUT_TYPE_UNSPECIFIED, *_INPUT_TYPES):
+        raise InvalidRequest("input_type", "must be EMBED_INPUT_TYPE_QUERY or EMBED_INPUT_TYPE_DOCUMENT")
+    if len(req.metadata) > max_metadata_entries:
+        raise InvalidRequest("metadata", f"at most {max_metadata_entries} entries")
+    if any(len(k) > METADATA_MAX_CHARS or len(v) > METADATA_MAX_CHARS for k, v in req.metadata.items()):
+        raise InvalidRequest("metadata", f"keys and values are at most {METADATA_MAX_CHARS} characters")
+    return EmbedCall(
+        inputs=tuple(inputs),
+        images=kinds == {"inline_image"},
+        dimensions=req.dimensions if req.HasField("dimensions") else None,
+        input_type=_INPUT_TYPES.get(req.input_type, ""),
+        max_retries=req.max_retries if req.HasField("max_retries") else None,
+    )
+
+
+def embedding_to_proto(e: Embedding) -> pb.EmbedResponse:
+    """The vectors and their accounting as EmbedResponse."""
+    return pb.EmbedResponse(
+        embeddings=[pb.Embedding(values=v) for v in e.vectors],
+        dimensions=len(e.vectors[0]) if e.vectors else 0,
+        usage=pb.Usage(input_tokens=e.usage.input_tokens),
+        cost_usd=e.cost_usd,
+        provider_model=e.provider_model,
+        gateway=gateway_to_proto(e.gateway),
+    )

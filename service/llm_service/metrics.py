@@ -133,7 +133,7 @@ class Metrics:
         build.labels(__version__, litellm_version).set(1)
         # Attribution by caller: `caller` is a name the configuration lists, or _anonymous / _unlisted.
         self.caller_requests = Counter(
-            "llm_caller_requests", "Complete and Stream calls by caller and code.", ["caller", "code"], registry=r
+            "llm_caller_requests", "Complete, Stream and Embed calls by caller and code.", ["caller", "code"], registry=r
         )
         self.caller_tokens = Counter("llm_caller_tokens", "Tokens billed, by caller.", ["caller", "kind"], registry=r)
         self.caller_cost = Counter("llm_caller_cost_usd", "Cost in USD billed, by caller.", ["caller"], registry=r)
@@ -239,7 +239,7 @@ class Metrics:
                 self.caller_cost.labels(tab.label).inc(cost_usd)
 
     def caller_finished(self, caller: str, code: str) -> None:
-        """A Complete or Stream call of this caller (its label) ended with this gRPC code name."""
+        """A Complete, Stream or Embed call of this caller (its label) ended with this gRPC code name."""
         self.caller_requests.labels(caller, code).inc()
 
     def quota_refused(self, caller: str, limit: str) -> None:
@@ -258,6 +258,10 @@ class Metrics:
     def answered(self, route: Route, finish: types.Finish) -> None:
         """Attempts of a successful call."""
         self.attempts.labels(route.name).observe(finish.gateway.attempts)
+
+    def embedded(self, route: Route, attempts: int) -> None:
+        """Attempts of a successful Embed call (its tokens and cost came as each request was billed)."""
+        self.attempts.labels(route.name).observe(attempts)
 
     def failed(self, route: Route | None, reason: str, attempts: int) -> None:
         """A failed call, by ErrorInfo reason."""

@@ -22,17 +22,20 @@ from llm_service import convert
 from llm_service.auth import CALLER
 from llm_service.config import Config, Route
 from llm_service.core import errors, types
+from llm_service.core.embedding import EmbedCall, Embedding
 from llm_service.core.provider import Provider
 from llm_service.core.retry import Deadline
 from llm_service.interceptors import PARSE_OFF_LOOP_BYTES
 from llm_service.metrics import Metrics
 from llm_service.quotas.gate import QuotaGate
 from llm_service.quotas.tab import Tab
+from llm_service.relay import Relay
 from llm_service.status import MappedStatus, caller_ended_code, to_status
 
 log = logging.getLogger("llm_service.rpc")
 ROUTE_NAME_SHOWN_MAX_CHARS = 64
 OFF_LOOP_BYTES = PARSE_OFF_LOOP_BYTES  # requests this large are decoded, converted and planned off the loop
+OFF_LOOP_FLOATS = 64 * 1024  # an Embed answer of more vector components than this is encoded off the loop
 
 
 class _RpcRecord:
@@ -73,6 +76,18 @@ class _RpcRecord:
             )
             if self.route is not None:
                 self.metrics.answered(self.route, finish)
+
+    def embedded(self, embedding: Embedding, inputs: int) -> None:
+        """An Embed call answered: its log fields and its attempts."""
+        self.fields.update(
+            attempts=embedding.gateway.attempts,
+            inputs=inputs,
+            input_tokens=embedding.usage.input_tokens,
+            cost_usd=embedding.cost_usd,
+            upstream_ms=round(embedding.gateway.upstream_s * 1000, 1),
+        )
+        if self.route is not None:
+            self.metrics.embedded(self.route, embedding.gateway.attempts)
 
     def failed(self, mapped: MappedStatus, err: errors.LLMError) -> None:
         self.fields.update(code=mapped.code.name, reason=mapped.reason)
@@ -135,13 +150,20 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         )
         return dataclasses.replace(call, large=True)
 
-    def _routed(self, rec: _RpcRecord, name: str) -> Route:
-        """The route the call names, checked for this caller; from here on the record names it."""
+    def _routed(self, rec: _RpcRecord, name: str, kind: str = "chat") -> Route:
+        """The route the call names, checked for this caller and for the RPC's kind of model; from
+        here on the record names it."""
         route = self._route(name)
         rec.routed(route)
+        route_kind = self.provider.kind(route)
+        if route_kind != kind:
+            what, rpcs = ("an embedding", "Embed") if route_kind == "embedding" else ("a chat", "Complete, Stream or CountTokens")
+            raise errors.InvalidRequest("model", f"route '{route.name}' is {what} route: call {rpcs} on it")
         return route
 
-    async def _admit(self, rec: _RpcRecord, route: Route, call: types.CallRequest, context: grpc.aio.ServicerContext) -> None:
+    async def _admit(
+        self, rec: _RpcRecord, route: Route, call: types.CallRequest | EmbedCall, context: grpc.aio.ServicerContext
+    ) -> None:
         """Admission by the caller's quotas, before anything goes upstream (raises QuotaExceeded);
         what it reserves is settled by `_settle` when the call ends."""
         remaining = context.time_remaining()
@@ -214,30 +236,34 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
                 route = self._routed(rec, request.model)
                 call = await self._call(request)
                 await self._admit(rec, route, call, context)
-                upstream = self.provider.stream(route, call, Deadline(context.time_remaining()))
+                stream = self.provider.stream(route, call, Deadline(context.time_remaining()))
+                upstream = Relay(stream, coalesce=self.config.server.stream_coalescing)
                 events = 0
-                while True:
-                    if self._ending_streams:  # the drain's grace ran out while this stream was writing
-                        await upstream.aclose()
-                        raise _grace_ran_out()
-                    open_stream.awaiting_provider = True
-                    try:
-                        event = await anext(upstream)
-                    except StopAsyncIteration:
-                        break
-                    except asyncio.CancelledError:
-                        if not (self._ending_streams and task is not None and task.uncancel() == 0):
-                            raise
-                        raise _grace_ran_out() from None  # end_streams cancelled the wait on the provider
-                    finally:
-                        open_stream.awaiting_provider = False
-                    if events == 0 and not isinstance(event, types.Finish):
-                        self.metrics.first_token(route, time.monotonic() - rec.started)
-                    events += 1
-                    self.metrics.streamed(route, event)
-                    if isinstance(event, types.Finish):
-                        rec.finished(event)
-                    yield convert.event_to_proto(event)
+                try:
+                    while True:
+                        open_stream.awaiting_provider = True
+                        try:
+                            batch = await upstream.next_batch()
+                        except StopAsyncIteration:
+                            break
+                        except asyncio.CancelledError:
+                            if not (self._ending_streams and task is not None and task.uncancel() == 0):
+                                raise
+                            raise _grace_ran_out() from None  # end_streams cancelled the wait on the provider
+                        finally:
+                            open_stream.awaiting_provider = False
+                        for event in batch:
+                            if events == 0 and not isinstance(event, types.Finish):
+                                self.metrics.first_token(route, time.monotonic() - rec.started)
+                            events += 1
+                            self.metrics.streamed(route, event)
+                            if isinstance(event, types.Finish):
+                                rec.finished(event)
+                            yield convert.event_to_proto(event)
+                            if self._ending_streams:  # the drain's grace ran out while this stream was writing
+                                raise _grace_ran_out()
+                finally:
+                    await upstream.aclose()
                 rec.fields["events"] = events
         finally:
             if task is not None:
@@ -254,7 +280,14 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         """The configured routes."""
         caller = CALLER.get()
         models = [
-            pb.Model(name=r.name, provider=r.provider, provider_model=r.model, ready=r.ready, fallbacks=list(r.fallbacks))
+            pb.Model(
+                name=r.name,
+                provider=r.provider,
+                provider_model=r.model,
+                ready=r.ready,
+                fallbacks=list(r.fallbacks),
+                kind=_MODEL_KINDS[self.provider.kind(r)],
+            )
             for r in sorted(self.config.routes.values(), key=lambda r: r.name)
             if caller is None or caller.may_use(r.name)
         ]
@@ -269,6 +302,29 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
             kind = pb.TOKEN_COUNT_METHOD_LITELLM if method == "litellm" else pb.TOKEN_COUNT_METHOD_ESTIMATE
             return pb.CountTokensResponse(input_tokens=count, method=kind)
         return await _abort(context, rec)
+
+    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        """The vectors of a batch of inputs, in order, on an embedding route."""
+        with self._rpc("Embed", request, context) as rec:
+            route = self._routed(rec, request.model, kind="embedding")
+            limits, entries = self.config.limits, self.config.server.max_metadata_entries
+            if request.ByteSize() <= OFF_LOOP_BYTES:
+                call = convert.embed_call_from_proto(request, entries, limits)
+            else:
+                call = await asyncio.to_thread(convert.embed_call_from_proto, request, entries, limits)
+            await self._admit(rec, route, call, context)
+            try:
+                embedding = await self.provider.embed(route, call, Deadline(context.time_remaining()))
+            finally:
+                await self._settle(rec)
+            rec.embedded(embedding, len(call.inputs))
+            if sum(len(v) for v in embedding.vectors) > OFF_LOOP_FLOATS:
+                return await asyncio.to_thread(convert.embedding_to_proto, embedding)
+            return convert.embedding_to_proto(embedding)
+        return await _abort(context, rec)
+
+
+_MODEL_KINDS = {"chat": pb.MODEL_KIND_CHAT, "embedding": pb.MODEL_KIND_EMBEDDING}
 
 
 async def _abort(context: grpc.aio.ServicerContext, rec: _RpcRecord) -> Any:

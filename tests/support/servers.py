@@ -52,7 +52,9 @@ def service_config(fake_url: str, **overrides: Any) -> Config:
     (so `routes={"openai": {...}}` replaces the openai route and keeps the others).
     """
     raw: dict[str, Any] = {
-        "server": {"listen": "127.0.0.1:0", "drain_grace_s": 5, "metrics_listen": "127.0.0.1:0"},
+        # Streams keep one message per upstream event whatever the machine's load, so tests can
+        # compare events one by one; tests/test_relay.py turns coalescing on.
+        "server": {"listen": "127.0.0.1:0", "drain_grace_s": 5, "metrics_listen": "127.0.0.1:0", "stream_coalescing": False},
         "retry": {
             "backoff_base_s": 0.01,
             "max_delay_s": 2.0,
@@ -88,6 +90,11 @@ def service_config(fake_url: str, **overrides: Any) -> Config:
             "codex": {
                 "model": "openai/gpt-5-codex",
                 "api_base": f"{fake_url}/chatgpt.com/backend-api/codex",
+                "key": {"env": "TEST_PROVIDER_KEY"},
+            },
+            "embed": {
+                "model": "openai/text-embedding-3-small",
+                "api_base": f"{fake_url}/v1",
                 "key": {"env": "TEST_PROVIDER_KEY"},
             },
             "claude-subscription": {

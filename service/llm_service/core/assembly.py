@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llm_service.core.errors import ToolArgumentsInvalid
-from llm_service.core.types import Chunk, ReasoningDelta, TextDelta, ThinkingBlock, ToolCall, Usage
+from llm_service.core.types import Chunk, Citation, ReasoningDelta, TextDelta, ThinkingBlock, ToolCall, Usage
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +199,7 @@ class StreamAssembler:
         self.model = ""
         self.thinking: list[ThinkingBlock] = []
         self.refusal_parts: list[str] = []
+        self.citations: list[Citation] = []
         self._tool_code = ToolCodeFilter()
 
     def feed(self, chunk: Chunk) -> list[TextDelta | ReasoningDelta]:
@@ -216,6 +217,7 @@ class StreamAssembler:
             self._merge_thinking(chunk.thinking_blocks)
         if chunk.refusal:
             self.refusal_parts.append(chunk.refusal)
+        self.citations.extend(c for c in chunk.citations if c not in self.citations)  # a source cited twice once
         if chunk.finish_reason:
             self.finish_reason = chunk.finish_reason
             if held := self._tool_code.flush():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_service.core.types import Chunk, ThinkingBlock, ToolFragment, Usage
+from llm_service.core.types import Chunk, Citation, ThinkingBlock, ToolFragment, Usage
 
 
 def int_or_zero(value: Any) -> int:
@@ -74,6 +74,35 @@ def content_parts(content: Any) -> tuple[str, str]:
     return "".join(text), "".join(reasoning)
 
 
+def citations_from(raw: Any) -> list[Citation]:
+    """The sources in Anthropic citations or OpenAI `url_citation` annotations (dicts or LiteLLM's
+    objects); entries with neither a URL nor a title are left out."""
+    found: list[Citation] = []
+    for item in raw if isinstance(raw, list | tuple) else ():
+        entry = item if isinstance(item, dict) else getattr(item, "__dict__", {})
+        inner = entry.get("url_citation") if entry.get("type") == "url_citation" else entry
+        if not isinstance(inner, dict):
+            inner = getattr(inner, "__dict__", {})
+        url, title = inner.get("url") or "", inner.get("title") or inner.get("document_title") or ""
+        if url or title:
+            found.append(Citation(str(url), str(title), str(entry.get("cited_text") or "")))
+    return found
+
+
+def _litellm_citations(message: Any, anthropic_key: str) -> list[Citation]:
+    """A LiteLLM message's or delta's sources: OpenAI's `annotations`, and Anthropic's citations that
+    LiteLLM keeps in provider_specific_fields (`citations`, one list per text block; `citation` in a delta)."""
+    found = citations_from(getattr(message, "annotations", None))
+    extra = getattr(message, "provider_specific_fields", None)
+    anthropic = extra.get(anthropic_key) if isinstance(extra, dict) else None
+    if anthropic_key == "citation" and anthropic is not None:
+        found += citations_from([anthropic])
+    elif isinstance(anthropic, list):
+        for per_block in anthropic:
+            found += citations_from(per_block)
+    return found
+
+
 def _thinking_blocks(raw: Any) -> list[ThinkingBlock]:
     blocks: list[ThinkingBlock] = []
     for b in raw or []:
@@ -137,6 +166,7 @@ def decode_stream_chunk(chunk: Any) -> Chunk:
                 )
             )
         out.thinking_blocks = _thinking_blocks(getattr(delta, "thinking_blocks", None))
+        out.citations = _litellm_citations(delta, "citation")
     out.finish_reason = getattr(choice, "finish_reason", None) or None
     return out
 
@@ -164,5 +194,6 @@ def decode_response(response: Any) -> Chunk:
                 )
             )
         out.thinking_blocks = _thinking_blocks(getattr(msg, "thinking_blocks", None))
+        out.citations = _litellm_citations(msg, "citations")
     out.finish_reason = getattr(choice, "finish_reason", None) or None
     return out

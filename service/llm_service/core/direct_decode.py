@@ -18,7 +18,7 @@ from litellm import token_counter
 from litellm.litellm_core_utils.core_helpers import map_finish_reason
 
 from llm_service.core import errors
-from llm_service.core.decode import content_parts, int_or_zero, usage_from
+from llm_service.core.decode import citations_from, content_parts, int_or_zero, usage_from
 from llm_service.core.types import Chunk, ThinkingBlock, ToolFragment, Usage
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,7 @@ def openai_chunk(data: bytes, reasoning_key: str = "") -> Chunk | None:
     out.reasoning = (delta.get(reasoning_key) or "") if reasoning_key else _reasoning(delta)
     out.reasoning += listed_reasoning
     out.refusal = delta["refusal"] if isinstance(delta.get("refusal"), str) else ""
+    out.citations = citations_from(delta.get("annotations"))
     for tc in delta.get("tool_calls") or ():
         fn = tc.get("function") or {}
         out.tool_fragments.append(
@@ -163,6 +164,7 @@ def openai_response(body: bytes) -> Chunk:
     out.text, listed_reasoning = content_parts(msg.get("content"))
     out.reasoning = _reasoning(msg) + listed_reasoning
     out.refusal = msg["refusal"] if isinstance(msg.get("refusal"), str) else ""
+    out.citations = citations_from(msg.get("annotations"))
     for i, tc in enumerate(msg.get("tool_calls") or ()):
         fn = tc.get("function") or {}
         out.tool_fragments.append(
@@ -301,6 +303,8 @@ class AnthropicStream:
             return Chunk(model=self.model, reasoning=text, thinking_blocks=[ThinkingBlock(thinking=text)])
         if kind == "signature_delta":
             return Chunk(model=self.model, thinking_blocks=[ThinkingBlock(signature=delta.get("signature") or "")])
+        if kind == "citations_delta":
+            return Chunk(model=self.model, citations=citations_from([delta.get("citation")]))
         return None
 
 
@@ -320,6 +324,7 @@ def anthropic_response(body: bytes) -> Chunk:
         kind = block.get("type")
         if kind == "text":
             text.append(block.get("text") or "")
+            out.citations += citations_from(block.get("citations"))
         elif kind == "tool_use":
             arguments = json.dumps(block.get("input") or {})
             out.tool_fragments.append(ToolFragment(tools, block.get("id") or f"call_{tools}", block.get("name") or "", arguments))

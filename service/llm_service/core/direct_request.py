@@ -18,7 +18,7 @@ from typing import Any, Literal
 import litellm
 from litellm.anthropic_beta_headers_manager import update_request_with_filtered_beta
 from litellm.types.utils import LlmProviders
-from litellm.utils import ProviderConfigManager, get_optional_params
+from litellm.utils import ProviderConfigManager, get_optional_params, get_optional_params_embeddings
 
 from llm_service.core.request import UpstreamRequest
 
@@ -201,3 +201,64 @@ def _openai_http(p: _Parts) -> HttpCall:
 
 def _str_headers(headers: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in headers.items() if v is not None}
+
+
+# LiteLLM's own keyword arguments of an embedding request; the rest are model parameters.
+_EMBED_CALL_OPTIONS = frozenset(
+    {"model", "input", "api_key", "api_base", "extra_headers", "timeout", "num_retries", "max_retries"}
+)
+
+
+# Providers whose embeddings LiteLLM sends with its generic HTTP handler and an OpenAI-format
+# embedding configuration (the answer is OpenAI's format too).
+_OPENAI_HTTP_EMBEDDING_PROVIDERS = frozenset({"hosted_vllm"})
+
+
+def prepare_embedding(req: UpstreamRequest) -> HttpCall | None:
+    """The POST /embeddings LiteLLM would send for an OpenAI-format embedding request, else None.
+
+    The parameters are mapped by LiteLLM's `get_optional_params_embeddings` (which also drops
+    what the model does not take, such as `dimensions` before text-embedding-3). For OpenAI,
+    LiteLLM sends `{"model", "input", **params}` through the openai SDK with no
+    `encoding_format` of its own, and the same body is built here; for an OpenAI-compatible
+    provider with an embedding configuration (hosted vLLM) that configuration builds the
+    headers, URL and body, as LiteLLM's generic handler has it do."""
+    kwargs = req.kwargs
+    resolved = _resolve(req.model, kwargs.get("api_base"))
+    if resolved is None or resolved[0] not in OPENAI_SDK_PROVIDERS | _OPENAI_HTTP_EMBEDDING_PROVIDERS:
+        return None
+    provider, model, _ = resolved
+    params = {k: v for k, v in kwargs.items() if k not in _EMBED_CALL_OPTIONS}
+    optional = get_optional_params_embeddings(model=model, custom_llm_provider=provider, **params)
+    if provider in _OPENAI_HTTP_EMBEDDING_PROVIDERS:
+        return _openai_http_embedding(req, provider, model, optional)
+    if optional.get("encoding_format") is None:
+        optional.pop("encoding_format", None)
+    body = {"model": model, "input": kwargs["input"], **optional}
+    base = (kwargs.get("api_base") or "https://api.openai.com/v1").rstrip("/")
+    headers = {"Authorization": f"Bearer {kwargs['api_key']}", "Content-Type": "application/json"}
+    headers.update(kwargs.get("extra_headers") or {})
+    return HttpCall("openai", provider, model, base + "/embeddings", headers, _json(body), False)
+
+
+def _openai_http_embedding(req: UpstreamRequest, provider: str, model: str, optional: dict[str, Any]) -> HttpCall | None:
+    """LiteLLM's generic embedding handler: the provider's embedding configuration decides it all."""
+    config = ProviderConfigManager.get_provider_embedding_config(model=model, provider=LlmProviders(provider))
+    if config is None or optional.pop("extra_body", None):
+        return None
+    kwargs = req.kwargs
+    api_key, api_base = kwargs["api_key"], kwargs.get("api_base")
+    litellm_params = {"api_key": api_key, "api_base": api_base}
+    headers = config.validate_environment(
+        api_key=api_key,
+        headers=dict(kwargs.get("extra_headers") or {}),
+        model=model,
+        messages=[],
+        optional_params=optional,
+        litellm_params=litellm_params,
+    )
+    url = config.get_complete_url(
+        api_base=api_base, api_key=api_key, model=model, optional_params=optional, litellm_params=litellm_params
+    )
+    body = config.transform_embedding_request(model=model, input=kwargs["input"], optional_params=optional, headers=headers)
+    return HttpCall("openai", provider, model, url, _str_headers(headers), _json(body), False)

@@ -10,15 +10,18 @@ provider's own words (`classify.answered`), a timeout or a lost connection as un
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TypeVar
 
 import aiohttp
 
 from llm_service.core import errors
 from llm_service.core.assembly import StreamAssembler
 from llm_service.core.classify import CONNECTION_FAILED, answered, with_upstream_hints
+from llm_service.core.decode import int_or_zero
 from llm_service.core.direct_decode import (
     AnthropicStream,
     UpstreamStreamError,
@@ -28,13 +31,15 @@ from llm_service.core.direct_decode import (
     openai_response,
     openrouter_chunk,
 )
-from llm_service.core.direct_request import HttpCall, direct_provider, prepare
+from llm_service.core.direct_request import HttpCall, direct_provider, prepare, prepare_embedding
+from llm_service.core.embedding import EmbedAnswer, answered_vectors
 from llm_service.core.request import UpstreamRequest
 from llm_service.core.retry import Deadline
 from llm_service.core.settings import Route
 from llm_service.core.types import Chunk, Usage
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 ERROR_BODY_MAX_BYTES = 64 * 1024
 # The pool: as many connections as LiteLLM's own aiohttp transport keeps, idle ones closed after 2 min.
 CONNECTION_LIMIT = 1000
@@ -71,18 +76,29 @@ class DirectTransport:
     def prepare(self, route: Route, req: UpstreamRequest) -> DirectRequest | None:
         """The HTTP request LiteLLM's provider configuration makes of req, or None."""
         provider = direct_provider(req)
-        call = None
-        if provider is not None:
-            try:
-                call = prepare(req, provider)
-            except Exception as exc:  # LiteLLM's path raises the same failure as its callers expect
-                log.debug("direct request not prepared", exc_info=True, extra={"route": route.name})
-                self._decline(route, f"preparing its request failed ({type(exc).__name__})")
-                return None
-        if call is None:
-            self._decline(route, "it does not speak this provider's wire format or this request's mode")
+        call = self._prepared(
+            route,
+            lambda: prepare(req, provider) if provider is not None else None,
+            "it does not speak this provider's wire format or this request's mode",
+        )
+        return None if call is None else DirectRequest(self._http, route, req, call)
+
+    def prepare_embedding(self, route: Route, req: UpstreamRequest) -> DirectEmbedding | None:
+        """The POST /embeddings of an OpenAI embedding request, or None (said once per route)."""
+        call = self._prepared(route, lambda: prepare_embedding(req), "it does not speak this provider's embeddings wire format")
+        return None if call is None else DirectEmbedding(DirectRequest(self._http, route, req, call))
+
+    def _prepared(self, route: Route, build: Callable[[], HttpCall | None], cannot: str) -> HttpCall | None:
+        """What build makes of the request; None, said once per route, when it makes nothing or fails."""
+        try:
+            call = build()
+        except Exception as exc:  # LiteLLM's path raises the same failure as its callers expect
+            log.debug("direct request not prepared", exc_info=True, extra={"route": route.name})
+            self._decline(route, f"preparing its request failed ({type(exc).__name__})")
             return None
-        return DirectRequest(self._http, route, req, call)
+        if call is None:
+            self._decline(route, cannot)
+        return call
 
     def _decline(self, route: Route, why: str) -> None:
         if route.name not in self._declined:
@@ -100,16 +116,20 @@ class DirectRequest:
     transport = "direct"
 
     def __init__(self, http: HttpClient, route: Route, req: UpstreamRequest, call: HttpCall) -> None:
-        self._http = http
+        self._http = self.http = http
         self.route = route
         self.req = req
         self.call = call
 
     async def complete(self, deadline: Deadline) -> Chunk:
         """The whole answer."""
+        return await self.whole(deadline, self._http.complete)
+
+    async def whole(self, deadline: Deadline, send: Callable[[HttpCall, float], Awaitable[T]]) -> T:
+        """What send makes of this request's answer, within the deadline; an error status as its LLMError."""
         try:
             async with asyncio.timeout(deadline.remaining()):
-                return await self._http.complete(self.call, self.route.timeout_s)
+                return await send(self.call, self.route.timeout_s)
         except TimeoutError:
             raise deadline.passed() from None
         except _Answered as exc:
@@ -129,6 +149,33 @@ class DirectRequest:
     def answered(self, status: int, body: str, headers: Mapping[str, str] | None = None) -> errors.LLMError:
         """An error the upstream answered, with its retry-after headers and whether it refused tools."""
         return with_upstream_hints(answered(status, body, self.req.secrets), self.req, body, headers or {})
+
+
+class DirectEmbedding:
+    """One prepared POST /embeddings, sent once per attempt; the answer decoded here (OpenAI's format)."""
+
+    transport = "direct"
+
+    def __init__(self, request: DirectRequest) -> None:
+        self._request = request
+
+    async def embed(self, deadline: Deadline) -> EmbedAnswer:
+        """The vectors, in input order, and the tokens the upstream billed."""
+        request = self._request
+        body = await request.whole(deadline, request.http.body)
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            raise errors.UpstreamBadResponse("the upstream answered something that is not JSON", upstream_status=200) from None
+        if not isinstance(answer, dict):
+            raise errors.UpstreamBadResponse("the upstream answered something that is not its wire format", upstream_status=200)
+        usage = answer.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        return EmbedAnswer(
+            vectors=answered_vectors(answer.get("data"), len(request.req.kwargs["input"])),
+            input_tokens=int_or_zero(usage.get("prompt_tokens")),
+            model=str(answer.get("model") or ""),
+        )
 
 
 class HttpClient:
@@ -168,17 +215,21 @@ class HttpClient:
             raise _Answered(response.status, text, {k.lower(): v for k, v in response.headers.items()})
         return response
 
-    async def complete(self, call: HttpCall, timeout_s: float) -> Chunk:
-        """POST a whole-answer request and decode the answer."""
+    async def body(self, call: HttpCall, timeout_s: float) -> bytes:
+        """POST a whole-answer request and read its body."""
         response = await self.post(call, timeout_s)
         try:
-            body = await response.read()
+            return await response.read()
         except TimeoutError:
             raise _timed_out() from None
         except aiohttp.ClientError as exc:
             raise _unreachable(call, exc) from None
         finally:
             response.release()
+
+    async def complete(self, call: HttpCall, timeout_s: float) -> Chunk:
+        """POST a whole-answer request and decode the answer."""
+        body = await self.body(call, timeout_s)
         try:
             return anthropic_response(body) if call.wire == "anthropic" else openai_response(body)
         except UpstreamStreamError as exc:

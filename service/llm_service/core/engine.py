@@ -12,19 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from llm_service.core import errors
 from llm_service.core.assembly import StreamAssembler
 from llm_service.core.deployments import DeploymentPool
 from llm_service.core.dumps import FailedRequestDumps
+from llm_service.core.embedding import EmbedAnswer, EmbedCall, Embedding, EmbedPlan, EmbedPlanner, batch_size, batches
 from llm_service.core.observer import Observer
 from llm_service.core.plan import Plan, Planner
 from llm_service.core.policy import policy_of
 from llm_service.core.pricing import cost_usd
+from llm_service.core.request import UpstreamRequest
 from llm_service.core.resilience import RouteHealthBook
 from llm_service.core.retry import CallRetries, Deadline, RetryLimits, RetryReason
 from llm_service.core.settings import CoreSettings, Route
@@ -32,6 +36,17 @@ from llm_service.core.transport import UpstreamStream
 from llm_service.core.types import CallRequest, Completion, Event, GatewayInfo, TextEnd, Usage
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class _Attempted(Protocol):
+    """What the steps around an attempt read of its plan (a chat Plan or an EmbedPlan)."""
+
+    @property
+    def route(self) -> Route: ...  # the route as the attempt's deployment sees it
+
+    @property
+    def request(self) -> UpstreamRequest: ...  # what a failed-request dump shows
 
 
 @dataclass
@@ -58,6 +73,7 @@ class Engine:
         health: RouteHealthBook,
         observer: Observer,
         dumps: FailedRequestDumps | None,
+        embed_planner: EmbedPlanner | None = None,
     ) -> None:
         self._routes = settings.routes
         self._retry = settings.retry
@@ -66,6 +82,7 @@ class Engine:
         self.health = health
         self._observer = observer
         self._dumps = dumps
+        self._embed_planner = embed_planner
         self._pools = {r.name: DeploymentPool(r, observer.deployment_changed) for r in settings.routes.values() if r.deployments}
 
     async def stream(self, route: Route, call: CallRequest, deadline: Deadline) -> AsyncGenerator[Event, None]:
@@ -83,17 +100,34 @@ class Engine:
                 return completion
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _answer(
+    async def embed(self, route: Route, call: EmbedCall, deadline: Deadline) -> Embedding:
+        """The vectors of the call's inputs, in order; raises LLMError. Bounded like complete()."""
+        attempts = functools.partial(self._embedded, call)
+        async with contextlib.aclosing(
+            self._on_routes(route, call.max_retries, deadline.bounded(route.timeout_s), attempts)
+        ) as answer:
+            async for embedding in answer:
+                return embedding
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _answer(
         self, route: Route, call: CallRequest, deadline: Deadline, live: bool
     ) -> AsyncGenerator[Event | Completion, None]:
         """From the route, or after a failure before anything was sent, from its fallbacks in order."""
+        return self._on_routes(route, call.max_retries, deadline, lambda state: self._attempts(call, state, live))
+
+    async def _on_routes(
+        self, route: Route, max_retries: int | None, deadline: Deadline, attempts: Callable[[_Call], AsyncGenerator[T, None]]
+    ) -> AsyncGenerator[T, None]:
+        """What attempts yields on the route, or after a failure before it yielded anything, on its
+        fallbacks in order (chat answers and embeddings alike)."""
         candidates = [route, *(r for r in (self._routes[name] for name in route.fallbacks) if r.ready)]
         for i, candidate in enumerate(candidates):
             sent = False
             try:
-                limits = RetryLimits.for_call(self._retry, self._cap, candidate.max_retries, call.max_retries)
+                limits = RetryLimits.for_call(self._retry, self._cap, candidate.max_retries, max_retries)
                 state = _Call(candidate, CallRetries(limits, deadline, self._retry), deadline)
-                async for item in self._attempts(call, state, live):
+                async for item in attempts(state):
                     sent = True
                     yield item
                 return
@@ -173,17 +207,23 @@ class Engine:
         return self._planner.plan(route, call, streamed=live, tool_compat_mode=compat)
 
     async def _whole_attempt(self, plan: Plan, state: _Call, asm: StreamAssembler) -> None:
+        answer = await self._unary_attempt(plan, state, plan.prepared.complete)
+        asm.feed(answer)
+        self._answered(plan, state, asm)
+
+    async def _unary_attempt(self, plan: _Attempted, state: _Call, send: Callable[[Deadline], Awaitable[T]]) -> T:
+        """One unary upstream request (a whole answer, or a batch of embeddings): admitted by the
+        breaker, counted, and timed, however it ends."""
         probe = self._attempt_started(plan, state)
         started = time.monotonic()
         answered_s: float | None = None
         try:
-            answer = await plan.prepared.complete(state.deadline)
+            answer = await send(state.deadline)
             answered_s = time.monotonic() - started
         finally:
             state.upstream_s += time.monotonic() - started
             self._attempt_ended(plan, state, probe, started, answered_s)
-        asm.feed(answer)
-        self._answered(plan, state, asm)
+        return answer
 
     async def _streamed_attempt(self, plan: Plan, state: _Call, asm: StreamAssembler) -> AsyncIterator[Event]:
         """One streamed attempt; its upstream stream is closed however the attempt ends."""
@@ -229,7 +269,7 @@ class Engine:
                 await upstream.aclose()
             self._attempt_ended(plan, state, probe, started, first_s)
 
-    def _attempt_started(self, plan: Plan, state: _Call) -> bool:
+    def _attempt_started(self, plan: _Attempted, state: _Call) -> bool:
         """Admit an attempt (or raise CircuitOpen) and count it; True when it is the breaker's probe."""
         probe = self.health.admit(plan.route)
         state.attempts += 1
@@ -237,7 +277,7 @@ class Engine:
             self._pools[state.route.name].started(plan.route.deployment)
         return probe
 
-    def _attempt_ended(self, plan: Plan, state: _Call, probe: bool, started: float, first_s: float | None) -> None:
+    def _attempt_ended(self, plan: _Attempted, state: _Call, probe: bool, started: float, first_s: float | None) -> None:
         """However an attempt ended: a half-open probe it held is given back (after an answer or a failure
         the breaker has moved on already; this covers the caller's deadline and cancellation)."""
         if probe:
@@ -266,7 +306,7 @@ class Engine:
         )
         self._observer.used(state.route, usage, cost_usd(plan.request.model, usage))
 
-    async def _after_failure(self, plan: Plan, state: _Call, err: errors.LLMError) -> None:
+    async def _after_failure(self, plan: _Attempted, state: _Call, err: errors.LLMError) -> None:
         """Count the failure for the route, then wait for the retry its policy allows, or raise it."""
         policy = policy_of(err)
         if policy.route_failure:
@@ -287,7 +327,7 @@ class Engine:
                 err.retry_after_s = delay
             raise err
 
-    async def _failed_over(self, pool: DeploymentPool, plan: Plan, state: _Call, err: errors.LLMError) -> bool:
+    async def _failed_over(self, pool: DeploymentPool, plan: _Attempted, state: _Call, err: errors.LLMError) -> bool:
         """A deployment rate-limited or with its key refused: the retry goes to another at once, with
         no wait and no dump (PC29); a 429 never counts towards a breaker. False: not such a failure."""
         reason = pool.failed(plan.route.deployment, err, self._retry.max_delay_s)
@@ -301,7 +341,7 @@ class Engine:
         err.retry_after_s = err.retry_after_s or pool.wake_in()
         raise err
 
-    async def _retry_allowed(self, plan: Plan, state: _Call, reason: RetryReason, delay_s: float) -> bool:
+    async def _retry_allowed(self, plan: _Attempted, state: _Call, reason: RetryReason, delay_s: float) -> bool:
         """Count, report and wait for one retry; False when its limit, the route's retry budget or the
         deadline forbids it."""
         if not state.retries.allows(reason, delay_s):
@@ -318,7 +358,79 @@ class Engine:
         await asyncio.sleep(delay_s)
         return True
 
-    async def _dump(self, plan: Plan, state: _Call, error_type: str) -> None:
+    async def _dump(self, plan: _Attempted, state: _Call, error_type: str) -> None:
         """Write a failed-request dump when dumps are configured (PC26)."""
         if self._dumps is not None:
             await self._dumps.record(plan.request, state.route.name, error_type, state.attempts)
+
+    # --- embeddings: each batch an upstream request, attempted by the same steps as a whole answer ---
+
+    async def _embedded(self, call: EmbedCall, state: _Call) -> AsyncGenerator[Embedding, None]:
+        """The call on one route: its batches (the provider's largest request each) attempted at
+        most route.embed_concurrency at once, each with its own retries; the vectors put back in
+        the inputs' order. A batch that fails for good ends the others and the call on this route."""
+        route = state.route
+        parts = batches(call, batch_size(route))
+        states = [state] if len(parts) == 1 else [self._batch_state(state) for _ in parts]
+        gate = asyncio.Semaphore(route.embed_concurrency)
+
+        async def one(inputs: tuple[str, ...], batch_state: _Call) -> tuple[EmbedAnswer, str]:
+            async with gate:
+                return await self._embed_attempts(inputs, call, batch_state)
+
+        tasks = [asyncio.ensure_future(one(inputs, s)) for inputs, s in zip(parts, states, strict=True)]
+        try:
+            answered = await asyncio.gather(*tasks)
+        except errors.LLMError as err:
+            err.attempts = sum(s.attempts for s in states)
+            raise
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        state.attempts = sum(s.attempts for s in states)
+        state.upstream_s = sum(s.upstream_s for s in states)
+        answers = [answer for answer, _ in answered]
+        deployments = ",".join(dict.fromkeys(deployment for _, deployment in answered))
+        vectors = [vector for answer in answers for vector in answer.vectors]
+        usage = Usage(input_tokens=sum(a.input_tokens for a in answers))
+        yield Embedding(
+            vectors=vectors,
+            usage=usage,
+            cost_usd=cost_usd(route.model, usage, route.price_usd_per_mtok),
+            provider_model=answers[0].model or route.model,
+            gateway=state.gateway(deployments),
+        )
+
+    def _batch_state(self, state: _Call) -> _Call:
+        """One batch's bookkeeping: the call's route, retry limits and deadline, its own retry counts."""
+        return _Call(state.route, CallRetries(state.retries.limits, state.deadline, self._retry), state.deadline)
+
+    async def _embed_attempts(self, inputs: tuple[str, ...], call: EmbedCall, state: _Call) -> tuple[EmbedAnswer, str]:
+        """Attempts of one batch until an answer (and the deployment that gave it) or a final failure,
+        as `_attempts` makes them for a whole answer: each to the deployment the pool chooses,
+        failures decided by the policy table."""
+        assert self._embed_planner is not None, "this engine was built without embedding transports"
+        pool = self._pools.get(state.route.name)
+        plan: EmbedPlan | None = None
+        tried: set[str] = set()
+        while True:
+            target = state.route if pool is None else await pool.next(tried, state.deadline, state.attempts)
+            if plan is None or plan.route is not target:
+                plan = self._embed_planner.plan(target, inputs, call)
+            tried.add(target.deployment)
+            try:
+                return await self._embed_attempt(plan, state), plan.route.deployment
+            except errors.LLMError as err:
+                if pool is not None and await self._failed_over(pool, plan, state, err):
+                    continue
+                await self._after_failure(plan, state, err)
+
+    async def _embed_attempt(self, plan: EmbedPlan, state: _Call) -> EmbedAnswer:
+        """One upstream embedding request; what it billed is reported as for a whole answer."""
+        answer = await self._unary_attempt(plan, state, plan.prepared.embed)
+        self.health.answered(plan.route)
+        usage = Usage(input_tokens=answer.input_tokens)
+        if not usage.is_empty():
+            self._observer.used(state.route, usage, cost_usd(plan.request.model, usage, plan.route.price_usd_per_mtok))
+        return answer

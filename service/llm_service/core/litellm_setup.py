@@ -660,6 +660,10 @@ def install() -> SetupReport:
         litellm.suppress_debug_info = True
         # The service is the one retry layer (PC12–PC16): LiteLLM never retries by itself.
         litellm.num_retries = 0
+        # LiteLLM 1.106's OpenAI embedding reads max_retries=0 as unset and gives the openai SDK
+        # DEFAULT_MAX_RETRIES (2) retries of its own (llms/openai/openai.py, `embedding`): its
+        # default is the service's 0 too (tests/test_embed.py counts a 429's upstream requests).
+        litellm.DEFAULT_MAX_RETRIES = 0  # type: ignore[attr-defined]
         # Token counting must never reach for the network: tokenizers not bundled with LiteLLM
         # would be downloaded from Hugging Face, blocking the event loop until that times out.
         litellm.disable_hf_tokenizer_download = True

@@ -27,6 +27,7 @@ from llm_service.core.classify import upstream_error
 from llm_service.core.decode import decode_response, decode_stream_chunk, usage_from
 from llm_service.core.direct_decode import estimated_usage
 from llm_service.core.direct_request import direct_provider
+from llm_service.core.embedding import EmbedAnswer, answered_vectors
 from llm_service.core.request import UpstreamRequest
 from llm_service.core.retry import Deadline
 from llm_service.core.settings import Route
@@ -45,6 +46,10 @@ class LiteLLMTransport:
     def prepare(self, route: Route, req: UpstreamRequest) -> LiteLLMRequest:
         """The request as LiteLLM's keyword arguments (it carries every request)."""
         return LiteLLMRequest(route, req)
+
+    def prepare_embedding(self, route: Route, req: UpstreamRequest) -> LiteLLMEmbedding:
+        """The embedding request as `litellm.aembedding`'s keyword arguments (it carries every one)."""
+        return LiteLLMEmbedding(route, req)
 
     async def aclose(self) -> None:
         """LiteLLM keeps its own clients for the life of the process."""
@@ -81,6 +86,32 @@ class LiteLLMRequest:
         except Exception as exc:
             raise upstream_error(exc, self.req, self.route.name) from None
         return LiteLLMStream(self, response, deadline)
+
+
+class LiteLLMEmbedding:
+    """One embedding request, sent through `litellm.aembedding` once per attempt."""
+
+    transport = "litellm"
+
+    def __init__(self, route: Route, req: UpstreamRequest) -> None:
+        self.route = route
+        self.req = req
+
+    async def embed(self, deadline: Deadline) -> EmbedAnswer:
+        """The vectors LiteLLM decoded, in input order, and the tokens it billed."""
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                response = await litellm.aembedding(**self.req.kwargs)
+        except TimeoutError:
+            raise deadline.passed() from None
+        except Exception as exc:
+            raise upstream_error(exc, self.req, self.route.name) from None
+        usage = usage_from(getattr(response, "usage", None))
+        return EmbedAnswer(
+            vectors=answered_vectors(getattr(response, "data", None), len(self.req.kwargs["input"])),
+            input_tokens=usage.input_tokens if usage is not None else 0,
+            model=str(getattr(response, "model", "") or ""),
+        )
 
 
 class LiteLLMStream:

@@ -16,11 +16,12 @@ decided here and nowhere else:
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from llm_service.core import errors, tool_compat
+from llm_service.core import errors, thinking, tool_compat
 from llm_service.core.assembly import StreamAssembler
 from llm_service.core.direct_request import direct_provider
+from llm_service.core.documents import refuse_what_the_route_cannot_read
 from llm_service.core.request import UpstreamRequest, build_request
 from llm_service.core.settings import ClaudeCodeConfig, Route
 from llm_service.core.tokens import estimate_tokens
@@ -57,8 +58,9 @@ class Plan:
             cost_usd=asm.cost_usd,
             provider_model=asm.model or self.request.model,
             gateway=gateway,
-            thinking_blocks=tuple(asm.thinking),
+            thinking_blocks=tuple(replace(b, provider=thinking.origin(self.route.model)) for b in asm.thinking),
             refusal=asm.refusal,
+            citations=tuple(asm.citations),
         )
         if self.tool_compat:
             return tool_compat.read_back(Completion(asm.text, asm.reasoning, (), finish), self.call.tools)
@@ -92,6 +94,7 @@ class Planner:
         if built.stream != streamed or (tool_compat_mode and "tools" in built.kwargs):
             req = self._build(route, call, streamed, tool_compat_mode)
         _refuse_image_urls_litellm_would_fetch(req, call)
+        refuse_what_the_route_cannot_read(route, req.model, call.messages)
         prepared = (self._direct.prepare(route, req) if route.transport == "direct" else None) or self._litellm.prepare(
             route, req
         )

@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator
 
 from llm_service.core.direct_transport import DirectTransport
 from llm_service.core.dumps import FailedRequestDumps
+from llm_service.core.embedding import EmbedCall, Embedding, EmbedPlanner, route_kind
 from llm_service.core.engine import Engine
 from llm_service.core.litellm_transport import LiteLLMTransport
 from llm_service.core.observer import Observer
@@ -31,7 +32,7 @@ class Provider:
         self._planner = Planner(*self._transports, settings.claude_code, settings.hive_api_base)
         dumps = FailedRequestDumps(settings.debug_dump_dir, settings.debug_dump_keep) if settings.debug_dump_dir else None
         health = RouteHealthBook(settings.resilience, observer.breaker_changed)
-        self.engine = Engine(settings, self._planner, health, observer, dumps)
+        self.engine = Engine(settings, self._planner, health, observer, dumps, EmbedPlanner(*self._transports))
 
     def stream(self, route: Route, call: CallRequest, deadline: Deadline) -> AsyncGenerator[Event, None]:
         """See Engine.stream."""
@@ -40,6 +41,14 @@ class Provider:
     async def complete(self, route: Route, call: CallRequest, deadline: Deadline) -> Completion:
         """See Engine.complete."""
         return await self.engine.complete(route, call, deadline)
+
+    async def embed(self, route: Route, call: EmbedCall, deadline: Deadline) -> Embedding:
+        """See Engine.embed."""
+        return await self.engine.embed(route, call, deadline)
+
+    def kind(self, route: Route) -> str:
+        """The route's kind: "chat" or "embedding" (see embedding.route_kind)."""
+        return route_kind(route)
 
     async def count_tokens(self, route: Route, call: CallRequest) -> tuple[int, str]:
         """See Planner.count_tokens."""

@@ -5,7 +5,9 @@ default endpoints by model prefix, Claude subscription headers and billing block
 Codex parameters, cache_control on allow-listed models (the system prompt and the end of
 the conversation, PC33), the JSON-mode instruction,
 tools in OpenAI function format, empty assistant messages dropped, and
-stream_options for every provider but Anthropic. LiteLLM then applies its own
+stream_options for every provider but Anthropic. Beside them, from their own modules: the
+reasoning parameters (`reasoning`), the route's provider-run tools (`provider_tools`) and the
+thinking blocks each assistant turn takes back (`thinking`). LiteLLM then applies its own
 provider knowledge.
 """
 
@@ -15,7 +17,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from llm_service.core import secrets
+from llm_service.core import secrets, thinking
+from llm_service.core.provider_tools import provider_tool_kwargs
+from llm_service.core.reasoning import reasoning_kwargs
 from llm_service.core.settings import ClaudeCodeConfig, Route
 from llm_service.core.types import CallRequest, ToolSpec
 
@@ -160,8 +164,10 @@ def build_messages(
     oauth: bool,
     codex: bool,
     cc: ClaudeCodeConfig,
+    route: Route | None = None,
 ) -> list[dict[str, Any]]:
-    """The message list sent upstream: billing block, system, conversation.
+    """The message list sent upstream: billing block, system, conversation (assistant turns with the
+    thinking blocks this route takes back).
 
     Cache-capable models get at most two cache breakpoints: the system prompt (without its
     dynamic suffix) and the last message of the conversation (PC07, PC33).
@@ -178,7 +184,8 @@ def build_messages(
         out.append({"role": "system", "content": claude_billing_block(call.messages, cc)})
     if system or suffix:
         out.append(system_message(system, suffix, cached))
-    out.extend(m for m in call.messages if not is_empty_assistant(m))
+    route_model, route_name = (route.model, route.name) if route is not None else (model, "")
+    out.extend(thinking.for_route(m, route_model, model, route_name) for m in call.messages if not is_empty_assistant(m))
     if cached and out and out[-1].get("role") != "system":
         out[-1] = {**out[-1], "cache_control": {"type": "ephemeral"}}
     if codex and not any(m.get("role") == "system" for m in out):
@@ -227,9 +234,13 @@ def build_request(
         headers["Authorization"] = f"Bearer {key}"
     system = call.system if system_override is None else system_override
     tools = call.tools if tools_override is None else tools_override
+    hosted = provider_tool_kwargs(route, model)
+    if "beta" in hosted:
+        betas = [b for b in headers.get("anthropic-beta", "").split(",") if b]
+        headers["anthropic-beta"] = ",".join([*betas, hosted.pop("beta")])
     kwargs: dict[str, Any] = {
         "model": model,
-        "messages": build_messages(call, system=system, model=model, oauth=oauth, codex=codex, cc=cc),
+        "messages": build_messages(call, system=system, model=model, oauth=oauth, codex=codex, cc=cc, route=route),
         "max_tokens": call.max_tokens if call.max_tokens is not None else route.max_tokens,
         "api_key": key or NO_KEY_PLACEHOLDER,
         "timeout": timeout_s,
@@ -248,6 +259,11 @@ def build_request(
         kwargs["tools"] = [tool_to_openai(t) for t in tools]
         if call.tool_choice is not None:
             kwargs["tool_choice"] = call.tool_choice
+    if hosted:  # the route's provider tools, after the caller's own
+        kwargs["tools"] = [*kwargs.get("tools", []), *hosted.pop("tools", [])]
+        kwargs.update(hosted)
+        if not kwargs["tools"]:
+            del kwargs["tools"]
     if call.temperature is not None:
         kwargs["temperature"] = call.temperature
     if call.top_p is not None:
@@ -258,6 +274,7 @@ def build_request(
         kwargs["seed"] = call.seed
     if call.response_format is not None:
         kwargs["response_format"] = call.response_format
+    kwargs.update(reasoning_kwargs(route, call, model, kwargs["max_tokens"]))
     if codex:
         kwargs.pop("max_tokens", None)
         kwargs.pop("stream_options", None)

@@ -146,6 +146,32 @@ class Price:
     cache_creation: float | None = setting(None, USD_RATE)
 
 
+PROVIDER_TOOL_NAMES = ("web_search", "web_fetch", "code_execution")
+
+
+@dataclass(frozen=True)
+class ProviderTool:
+    """A tool the provider runs itself, enabled on a route: its name and its options as the
+    provider takes them (JSON text, for example Anthropic's web search `{"max_uses": 3}`)."""
+
+    name: str
+    options_json: str = "{}"
+
+
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class ReasoningDefaults:
+    """A route's reasoning: what a call that asks nothing itself gets (effort, thinking budget), and
+    whether the model reasons when LiteLLM's model map does not know it (`supported`; None: ask
+    the map). A caller's own request.reasoning replaces both defaults."""
+
+    effort: str = setting("", Check('"none", "minimal", "low", "medium" or "high"', lambda v: v in REASONING_EFFORTS))
+    budget_tokens: int | None = setting(None, POSITIVE_INT)
+    supported: bool | None = setting(None, Check("true or false"))
+
+
 @dataclass(frozen=True)
 class Route:
     """One route: a name callers use, and how the server reaches the provider for it."""
@@ -161,6 +187,14 @@ class Route:
     max_tokens: int = setting(4096, POSITIVE_INT)
     max_retries: int | None = setting(None, COUNT)
     fallbacks: tuple[str, ...] = ()
+    # What the model does: "chat" or "embedding"; "" (the default) asks LiteLLM's model map
+    # (`mode: embedding`), and a model the map does not know is a chat model.
+    kind: str = setting(
+        "", Check('"chat", "embedding", or "" (from LiteLLM\'s model map)', lambda v: v in ("", "chat", "embedding"))
+    )
+    # Embed: inputs per upstream request (None: the provider's maximum), and split requests in flight at once.
+    embed_batch_size: int | None = setting(None, POSITIVE_INT)
+    embed_concurrency: int = setting(4, POSITIVE_INT)
     # "direct": the service's own HTTP client and decoders where they carry the route's wire
     # format (else LiteLLM, said once at WARNING); "litellm": always litellm.acompletion.
     transport: str = setting("direct", Check('"direct" or "litellm"', lambda v: v in ("direct", "litellm")))
@@ -175,6 +209,10 @@ class Route:
     # A streamed attempt with no first chunk within it is abandoned and retried elsewhere (None: no limit).
     first_token_timeout_s: float | None = setting(None, POSITIVE_SECONDS)
     price_usd_per_mtok: Price | None = None  # the last resort for the cost of an answer (PC34)
+    reasoning: ReasoningDefaults = field(default_factory=ReasoningDefaults)
+    provider_tools: tuple[ProviderTool, ...] = ()  # tools the provider runs itself on every call of the route
+    # Whether the model reads documents (PDFs), where LiteLLM's model map does not say (None: ask it).
+    documents: bool | None = setting(None, Check("true or false"))
 
     def of(self, deployment: Deployment) -> Route:
         """The route as one of its deployments is called: its endpoint, key, model and headers."""

@@ -12,13 +12,16 @@ decoders, for OpenAI-compatible chat and Anthropic Messages) and `litellm`
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from llm_service.core.assembly import StreamAssembler
 from llm_service.core.request import UpstreamRequest
 from llm_service.core.retry import Deadline
 from llm_service.core.settings import Route
 from llm_service.core.types import Chunk, Usage
+
+if TYPE_CHECKING:
+    from llm_service.core.embedding import EmbedAnswer
 
 
 class UpstreamStream(Protocol):
@@ -47,11 +50,25 @@ class Prepared(Protocol):
         ...
 
 
+class PreparedEmbedding(Protocol):
+    """An embedding request ready to send, as many times as the attempts need."""
+
+    transport: str  # the transport's name, for logs
+
+    async def embed(self, deadline: Deadline) -> EmbedAnswer:
+        """A vector per input, in order; raises LLMError."""
+        ...
+
+
 class Transport(Protocol):
     """Prepares requests for the wire it speaks."""
 
     def prepare(self, route: Route, req: UpstreamRequest) -> Prepared | None:
         """The request ready to send, or None when this transport cannot carry it."""
+        ...
+
+    def prepare_embedding(self, route: Route, req: UpstreamRequest) -> PreparedEmbedding | None:
+        """The embedding request ready to send, or None when this transport cannot carry it."""
         ...
 
     async def aclose(self) -> None:

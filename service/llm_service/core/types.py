@@ -16,6 +16,15 @@ class ToolSpec:
 
 
 @dataclass(frozen=True)
+class ReasoningAsk:
+    """What a caller asked of a reasoning model: an effort ("none", "minimal", "low", "medium",
+    "high"; "" for the route's default) and a thinking budget in tokens (None: the route's default)."""
+
+    effort: str = ""
+    budget_tokens: int | None = None
+
+
+@dataclass(frozen=True)
 class CallRequest:
     """A call, provider-neutral. messages are OpenAI chat-format dicts (what LiteLLM takes)."""
 
@@ -32,6 +41,7 @@ class CallRequest:
     json_mode: bool = False
     response_format: dict[str, Any] | None = None
     max_retries: int | None = None
+    reasoning: ReasoningAsk = ReasoningAsk()
     large: bool = False  # the request is large enough that building its upstream request leaves the event loop
 
 
@@ -68,6 +78,16 @@ class ThinkingBlock:
     thinking: str = ""
     signature: str = ""
     redacted_data: str = ""
+    provider: str = ""  # who signed it (the route's thinking origin), set when the answer is finished
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A source the answer cites, found by a tool the provider ran (web search, web fetch)."""
+
+    url: str
+    title: str = ""
+    cited_text: str = ""
 
 
 @dataclass
@@ -82,6 +102,7 @@ class Chunk:
     usage: Usage | None = None
     model: str = ""
     refusal: str = ""  # the model declined: OpenAI's delta/message `refusal` text
+    citations: list[Citation] = field(default_factory=list)
 
 
 # --- events the core emits ---------------------------------------------------------------------
@@ -136,6 +157,7 @@ class Finish:
     gateway: GatewayInfo
     thinking_blocks: tuple[ThinkingBlock, ...] = ()
     refusal: str = ""  # the model's refusal; finish_reason is then "content_filter"
+    citations: tuple[Citation, ...] = ()  # sources a provider-run tool found, in the order cited
 
 
 Event = TextDelta | ReasoningDelta | ToolCall | TextEnd | Finish

@@ -15,9 +15,10 @@ import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llm_service.core import errors
+from llm_service.core.embedding import EmbedCall
 from llm_service.core.pricing import TOKENS_PER_MTOK, cost_usd
 from llm_service.core.settings import Route
-from llm_service.core.tokens import chars_estimate
+from llm_service.core.tokens import CHARS_PER_TOKEN, chars_estimate
 from llm_service.core.types import CallRequest, Usage
 from llm_service.quotas.counters import Ask, Counters, MemoryCounters, Refusal
 from llm_service.quotas.limits import ALL_ROUTES, QuotaRules, QuotasConfig
@@ -86,13 +87,12 @@ class QuotaGate:
             return ANONYMOUS
         return caller.name if caller.listed or caller.name in self.config.callers else UNLISTED
 
-    def open_tab(self, caller: Caller | None, route: Route, call: CallRequest, streamed: bool, lease_s: float) -> Tab:
+    def open_tab(self, caller: Caller | None, route: Route, call: CallRequest | EmbedCall, streamed: bool, lease_s: float) -> Tab:
         """The call's tab, set as TAB for the rest of the RPC; what it will ask of the counters."""
         scopes = self.rules(caller).scopes(route.name)
         ask = None
         if scopes:
-            estimate = chars_estimate(call.messages, system=call.system)
-            out = call.max_tokens or route.max_tokens
+            estimate, out = _tokens_asked(route, call)
             usd = self._estimated_cost(route, estimate, out) if any(limits.spends for _, limits in scopes) else 0.0
             name = caller.name if caller is not None else ANONYMOUS
             stream_id = uuid.uuid4().hex if streamed else ""
@@ -193,6 +193,7 @@ class QuotaGate:
             else:
                 if not self._up:
                     log.warning("quota backend reachable again")
+                    await shared.reconnect()
                     self._up = True
                     self.metrics.quota_backend(True)
             await asyncio.sleep(self.config.backend_retry_s)
@@ -211,6 +212,13 @@ class QuotaGate:
                 await self._watch
         if self._shared is not None:
             await self._shared.aclose()
+
+
+def _tokens_asked(route: Route, call: CallRequest | EmbedCall) -> tuple[int, int]:
+    """A call's input estimate (characters / 4) and the most output tokens it may be billed for."""
+    if isinstance(call, EmbedCall):
+        return sum(len(text) for text in call.inputs) // CHARS_PER_TOKEN, 0
+    return chars_estimate(call.messages, system=call.system), call.max_tokens or route.max_tokens
 
 
 def _retrieved(task: asyncio.Future[Any]) -> None:

@@ -161,6 +161,13 @@ class RedisCounters:
         """Raise unless Redis answers."""
         await self.client.ping()
 
+    async def reconnect(self) -> None:
+        """Drop the pooled connections (dead after Redis restarted): the next commands open fresh ones."""
+        if isinstance(self.client, redis.asyncio.RedisCluster):
+            await self.client.aclose()  # it initializes again on its next command
+        else:
+            await self.client.connection_pool.disconnect(inuse_connections=False)
+
     async def status(self, caller: str = "") -> list[dict[str, Any]]:
         """The live counters of one caller (every caller: ""), one row per caller and scope."""
         pattern = f"{key_base(self.prefix, caller, '*')}:*" if caller else f"{self.prefix}:{{*}}:*"

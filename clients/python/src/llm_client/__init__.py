@@ -9,6 +9,7 @@
                     print(event.delta, end="")
                 elif event.kind == "finish":
                     print(event.finish.usage)
+        print(client.embed("embed", ["a text", "another"]).vectors.shape)  # (2, dims) with NumPy
 
 It depends on grpcio and protobuf only (never LiteLLM).
 """
@@ -38,12 +39,15 @@ from llm_client.client import (
     Unauthenticated,
     Unavailable,
     assistant,
+    assistant_from_events,
     channel_options,
+    document,
     error_from_rpc,
     system,
     tool_result,
     user,
 )
+from llm_client.embeddings import Embeddings, EmbedOptions
 
 __all__ = [
     "AsyncLLMClient",
@@ -51,6 +55,8 @@ __all__ = [
     "CallOptions",
     "Completion",
     "DeadlineExceeded",
+    "EmbedOptions",
+    "Embeddings",
     "FailedPrecondition",
     "FinishEvent",
     "InvalidArgument",
@@ -69,7 +75,9 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "assistant",
+    "assistant_from_events",
     "channel_options",
+    "document",
     "error_from_rpc",
     "pb",
     "system",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypedDict
@@ -17,6 +17,7 @@ import grpc.aio
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from llm_client._rpc_status import parse_details
+from llm_client.embeddings import Embeddings, EmbedOptions, embed_request
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 DEFAULT_TIMEOUT_S = 120.0
@@ -83,15 +84,26 @@ def user(text: str) -> pb.Message:
     return pb.Message(role=pb.ROLE_USER, parts=[pb.ContentPart(text=text)])
 
 
+def document(source: bytes | str, mime_type: str = "application/pdf", filename: str = "") -> pb.ContentPart:
+    """A document part for a user message: its bytes (with their MIME type), or an https URL the
+    provider fetches itself (`pb.Message(role=pb.ROLE_USER, parts=[pb.ContentPart(text=...), document(pdf)])`)."""
+    if isinstance(source, str):
+        return pb.ContentPart(document=pb.Document(url=source, filename=filename))
+    return pb.ContentPart(document=pb.Document(data=source, mime_type=mime_type, filename=filename))
+
+
 def system(text: str) -> pb.Message:
     """A system message with text."""
     return pb.Message(role=pb.ROLE_SYSTEM, parts=[pb.ContentPart(text=text)])
 
 
-def assistant(text: str = "", tool_calls: Sequence[pb.ToolCall] = ()) -> pb.Message:
-    """An assistant message: earlier answer text and the tool calls it made."""
+def assistant(
+    text: str = "", tool_calls: Sequence[pb.ToolCall] = (), thinking_blocks: Sequence[pb.ThinkingBlock] = ()
+) -> pb.Message:
+    """An assistant message: earlier answer text, the tool calls it made and the thinking blocks it
+    came with (sent back unchanged: Anthropic requires them after a tool call with thinking on)."""
     parts = [pb.ContentPart(text=text)] if text else []
-    return pb.Message(role=pb.ROLE_ASSISTANT, parts=parts, tool_calls=list(tool_calls))
+    return pb.Message(role=pb.ROLE_ASSISTANT, parts=parts, tool_calls=list(tool_calls), thinking_blocks=list(thinking_blocks))
 
 
 def tool_result(tool_call_id: str, text: str) -> pb.Message:
@@ -118,6 +130,12 @@ class Completion:
     raw: pb.CompleteResponse
     refusal: str = ""  # the model declined (finish_reason is then FINISH_REASON_CONTENT_FILTER)
     deployment: str = ""  # the route's deployment that answered, for a route with several
+    thinking_blocks: tuple[pb.ThinkingBlock, ...] = ()  # signed reasoning, to send back with this turn
+    citations: tuple[pb.Citation, ...] = ()  # sources a provider-run tool (web search) found and the text cites
+
+    def as_message(self) -> pb.Message:
+        """This answer as the assistant turn of the next request: text, tool calls and thinking blocks."""
+        return assistant(self.text, self.tool_calls, self.thinking_blocks)
 
     @classmethod
     def from_proto(cls, r: pb.CompleteResponse) -> Completion:
@@ -135,6 +153,8 @@ class Completion:
             raw=r,
             refusal=r.refusal,
             deployment=r.gateway.deployment,
+            thinking_blocks=tuple(r.thinking_blocks),
+            citations=tuple(r.citations),
         )
 
 
@@ -251,6 +271,22 @@ def _event(r: pb.StreamResponse, text: _TextSoFar) -> StreamEvent | None:
     if kind == "finish":
         return FinishEvent(r, text, text.count, r.finish)
     return None  # the error event: the status that follows carries the same error
+
+
+def assistant_from_events(events: Iterable[StreamEvent]) -> pb.Message:
+    """A streamed answer as the assistant turn of the next request: its text, tool calls and the
+    finish's thinking blocks (collect the events as they arrive, then pass them here)."""
+    text: list[str] = []
+    calls: list[pb.ToolCall] = []
+    blocks: list[pb.ThinkingBlock] = []
+    for event in events:
+        if event.kind == "text_delta":
+            text.append(event.delta)
+        elif event.kind == "tool_call":
+            calls.append(event.tool_call)
+        elif event.kind == "finish":
+            blocks.extend(event.finish.thinking_blocks)
+    return assistant("".join(text), calls, blocks)
 
 
 class Stream:
@@ -441,6 +477,8 @@ class CallOptions(TypedDict, total=False):
     max_tokens, temperature, top_p, stop_sequences, seed: the sampling controls.
     json_mode: ask for a JSON object. response_format: a JSON Schema (a dict, or `pb.ResponseFormat`).
     max_retries: the server's retries for this call (capped by the server).
+    reasoning: an effort ("none", "minimal", "low", "medium", "high") or a `pb.Reasoning` with a
+        thinking budget (`pb.Reasoning(budget_tokens=2048)`); unset: the route's default.
     metadata: caller key/values for attribution in the server's logs (never labels).
     timeout: the gRPC deadline in seconds (default 120).
     """
@@ -458,6 +496,7 @@ class CallOptions(TypedDict, total=False):
     response_format: dict[str, Any] | pb.ResponseFormat
     max_retries: int
     metadata: dict[str, str]
+    reasoning: str | pb.Reasoning
     timeout: float
 
 
@@ -475,6 +514,15 @@ def _response_format(fmt: dict[str, Any] | pb.ResponseFormat) -> pb.ResponseForm
     return fmt if isinstance(fmt, pb.ResponseFormat) else pb.ResponseFormat(json_schema=json.dumps(fmt))
 
 
+def _reasoning(value: str | pb.Reasoning) -> pb.Reasoning:
+    if isinstance(value, pb.Reasoning):
+        return value
+    try:
+        return pb.Reasoning(effort=pb.ReasoningEffort.Value(f"REASONING_EFFORT_{value.upper()}"))
+    except ValueError:
+        raise ValueError(f"unknown reasoning effort {value!r}: none, minimal, low, medium or high") from None
+
+
 def _fields(model: str, messages: Sequence[pb.Message], options: CallOptions, allowed: frozenset[str]) -> dict[str, Any]:
     """The request's fields from a call's options; options the request does not have are refused."""
     unknown = set(options) - allowed - {"timeout"}
@@ -488,6 +536,8 @@ def _fields(model: str, messages: Sequence[pb.Message], options: CallOptions, al
             value = _tool_choice(value)  # type: ignore[arg-type]
         elif name == "response_format":
             value = _response_format(value)  # type: ignore[arg-type]
+        elif name == "reasoning":
+            value = _reasoning(value)  # type: ignore[arg-type]
         elif name in ("tools", "messages", "stop_sequences"):
             value = list(value)  # type: ignore[call-overload]
         fields[name] = value
@@ -577,6 +627,13 @@ class LLMClient(_Base):
         with _mapped_errors():
             return self._token_count(self.stub.CountTokens(req, timeout=options.get("timeout", DEFAULT_TIMEOUT_S)))
 
+    def embed(self, model: str, inputs: Sequence[str | pb.EmbedInput], **options: Unpack[EmbedOptions]) -> Embeddings:
+        """The vectors of texts (or `pb.EmbedInput`s) on an embedding route, in order. Options: see EmbedOptions."""
+        req = embed_request(model, inputs, options)
+        with _mapped_errors():
+            answer = self.stub.Embed(req, timeout=options.get("timeout", DEFAULT_TIMEOUT_S))
+        return Embeddings.from_proto(answer, options.get("as_lists", False))
+
 
 class AsyncLLMClient(_Base):
     """An asyncio client with the same methods. Use as an async context manager, or await close()."""
@@ -625,3 +682,10 @@ class AsyncLLMClient(_Base):
         req = self._count_request(model, messages, options)
         with _mapped_errors():
             return self._token_count(await self.stub.CountTokens(req, timeout=options.get("timeout", DEFAULT_TIMEOUT_S)))
+
+    async def embed(self, model: str, inputs: Sequence[str | pb.EmbedInput], **options: Unpack[EmbedOptions]) -> Embeddings:
+        """The vectors of texts (or `pb.EmbedInput`s) on an embedding route, in order. Options: see EmbedOptions."""
+        req = embed_request(model, inputs, options)
+        with _mapped_errors():
+            answer = await self.stub.Embed(req, timeout=options.get("timeout", DEFAULT_TIMEOUT_S))
+        return Embeddings.from_proto(answer, options.get("as_lists", False))

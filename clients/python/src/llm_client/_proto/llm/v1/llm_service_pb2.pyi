@@ -162,6 +162,144 @@ TOKEN_COUNT_METHOD_ESTIMATE: TokenCountMethod.ValueType  # 2
 """A rough estimate: characters divided by four."""
 Global___TokenCountMethod: _TypeAlias = TokenCountMethod  # noqa: Y015
 
+class _ReasoningEffort:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReasoningEffortEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasoningEffort.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REASONING_EFFORT_UNSPECIFIED: _ReasoningEffort.ValueType  # 0
+    """Not set: the route's default (no reasoning parameter when it has none)."""
+    REASONING_EFFORT_NONE: _ReasoningEffort.ValueType  # 1
+    """No reasoning: OpenAI's "none" where the model has it; for Anthropic, no
+    thinking parameter at all (thinking is off unless asked for). Elsewhere
+    rejected with INVALID_ARGUMENT.
+    """
+    REASONING_EFFORT_MINIMAL: _ReasoningEffort.ValueType  # 2
+    """The least reasoning, where the model has the level (OpenAI GPT-5's
+    "minimal"); elsewhere rejected with INVALID_ARGUMENT.
+    """
+    REASONING_EFFORT_LOW: _ReasoningEffort.ValueType  # 3
+    """Little reasoning."""
+    REASONING_EFFORT_MEDIUM: _ReasoningEffort.ValueType  # 4
+    """Some reasoning."""
+    REASONING_EFFORT_HIGH: _ReasoningEffort.ValueType  # 5
+    """Much reasoning."""
+
+class ReasoningEffort(_ReasoningEffort, metaclass=_ReasoningEffortEnumTypeWrapper):
+    """ReasoningEffort is how much a reasoning model thinks before it answers."""
+
+REASONING_EFFORT_UNSPECIFIED: ReasoningEffort.ValueType  # 0
+"""Not set: the route's default (no reasoning parameter when it has none)."""
+REASONING_EFFORT_NONE: ReasoningEffort.ValueType  # 1
+"""No reasoning: OpenAI's "none" where the model has it; for Anthropic, no
+thinking parameter at all (thinking is off unless asked for). Elsewhere
+rejected with INVALID_ARGUMENT.
+"""
+REASONING_EFFORT_MINIMAL: ReasoningEffort.ValueType  # 2
+"""The least reasoning, where the model has the level (OpenAI GPT-5's
+"minimal"); elsewhere rejected with INVALID_ARGUMENT.
+"""
+REASONING_EFFORT_LOW: ReasoningEffort.ValueType  # 3
+"""Little reasoning."""
+REASONING_EFFORT_MEDIUM: ReasoningEffort.ValueType  # 4
+"""Some reasoning."""
+REASONING_EFFORT_HIGH: ReasoningEffort.ValueType  # 5
+"""Much reasoning."""
+Global___ReasoningEffort: _TypeAlias = ReasoningEffort  # noqa: Y015
+
+class _ModelKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ModelKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModelKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MODEL_KIND_UNSPECIFIED: _ModelKind.ValueType  # 0
+    """Not set (a server older than this field)."""
+    MODEL_KIND_CHAT: _ModelKind.ValueType  # 1
+    """A chat model: Complete, Stream and CountTokens; Embed is INVALID_ARGUMENT."""
+    MODEL_KIND_EMBEDDING: _ModelKind.ValueType  # 2
+    """An embedding model: Embed; Complete, Stream and CountTokens are
+    INVALID_ARGUMENT.
+    """
+
+class ModelKind(_ModelKind, metaclass=_ModelKindEnumTypeWrapper):
+    """ModelKind is what a route's model does."""
+
+MODEL_KIND_UNSPECIFIED: ModelKind.ValueType  # 0
+"""Not set (a server older than this field)."""
+MODEL_KIND_CHAT: ModelKind.ValueType  # 1
+"""A chat model: Complete, Stream and CountTokens; Embed is INVALID_ARGUMENT."""
+MODEL_KIND_EMBEDDING: ModelKind.ValueType  # 2
+"""An embedding model: Embed; Complete, Stream and CountTokens are
+INVALID_ARGUMENT.
+"""
+Global___ModelKind: _TypeAlias = ModelKind  # noqa: Y015
+
+class _EmbedInputType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EmbedInputTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EmbedInputType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EMBED_INPUT_TYPE_UNSPECIFIED: _EmbedInputType.ValueType  # 0
+    """Not set: the provider's default."""
+    EMBED_INPUT_TYPE_QUERY: _EmbedInputType.ValueType  # 1
+    """A search query, to be matched against documents."""
+    EMBED_INPUT_TYPE_DOCUMENT: _EmbedInputType.ValueType  # 2
+    """A document, to be stored and searched."""
+
+class EmbedInputType(_EmbedInputType, metaclass=_EmbedInputTypeEnumTypeWrapper):
+    """EmbedInputType says what the vectors will be used for, for providers that
+    embed queries and documents differently (Cohere's and Voyage's input_type,
+    Gemini's task type). Others ignore it.
+    """
+
+EMBED_INPUT_TYPE_UNSPECIFIED: EmbedInputType.ValueType  # 0
+"""Not set: the provider's default."""
+EMBED_INPUT_TYPE_QUERY: EmbedInputType.ValueType  # 1
+"""A search query, to be matched against documents."""
+EMBED_INPUT_TYPE_DOCUMENT: EmbedInputType.ValueType  # 2
+"""A document, to be stored and searched."""
+Global___EmbedInputType: _TypeAlias = EmbedInputType  # noqa: Y015
+
+@_typing.final
+class Reasoning(_message.Message):
+    """Reasoning turns a reasoning model's thinking on and sets how much. The server
+    maps it per provider as LiteLLM does: OpenAI's reasoning_effort, Anthropic's
+    thinking {type: enabled, budget_tokens} (an effort becomes LiteLLM's budget
+    for it), Gemini's thinkingConfig. A route whose model does not reason, or
+    does not take what is asked, answers INVALID_ARGUMENT naming the field.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EFFORT_FIELD_NUMBER: _builtins.int
+    BUDGET_TOKENS_FIELD_NUMBER: _builtins.int
+    effort: Global___ReasoningEffort.ValueType
+    """How much to reason. Unset: the route's default effort."""
+    budget_tokens: _builtins.int
+    """Most tokens to spend thinking, for providers that take a budget
+    (Anthropic, Gemini); it wins over effort there. Anthropic needs at least
+    1024 and less than max_tokens. Unset: the route's default budget, else
+    the effort's.
+    """
+    def __init__(
+        self,
+        *,
+        effort: Global___ReasoningEffort.ValueType = ...,
+        budget_tokens: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_tokens", b"_budget_tokens", "budget_tokens", b"budget_tokens"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_tokens", b"_budget_tokens", "budget_tokens", b"budget_tokens", "effort", b"effort"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__budget_tokens: _TypeAlias = _typing.Literal["budget_tokens"]  # noqa: Y015
+    _WhichOneofArgType__budget_tokens: _TypeAlias = _typing.Literal["_budget_tokens", b"_budget_tokens"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_tokens) -> _WhichOneofReturnType__budget_tokens | None: ...
+
+Global___Reasoning: _TypeAlias = Reasoning  # noqa: Y015
+
 @_typing.final
 class ImageUrl(_message.Message):
     """ImageUrl is an image the provider fetches itself."""
@@ -215,6 +353,49 @@ class InlineImage(_message.Message):
 Global___InlineImage: _TypeAlias = InlineImage  # noqa: Y015
 
 @_typing.final
+class Document(_message.Message):
+    """Document is a file the model reads, such as a PDF: as bytes, or by URL.
+    Sent as Anthropic document blocks, OpenAI file parts and Gemini inline
+    data. Routes whose model reads no documents answer INVALID_ARGUMENT.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The file's bytes; at most limits.max_document_bytes."""
+    url: _builtins.str
+    """An https: URL the provider fetches itself (Anthropic only: the server
+    never fetches caller URLs).
+    """
+    mime_type: _builtins.str
+    """Its MIME type, for example "application/pdf". Required with data."""
+    filename: _builtins.str
+    """A file name for providers that show one (OpenAI's file parts).
+    Optional: "document" when unset.
+    """
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        url: _builtins.str = ...,
+        mime_type: _builtins.str = ...,
+        filename: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "source", b"source", "url", b"url"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "filename", b"filename", "mime_type", b"mime_type", "source", b"source", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["data", "url"]  # noqa: Y015
+    _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
+
+Global___Document: _TypeAlias = Document  # noqa: Y015
+
+@_typing.final
 class ContentPart(_message.Message):
     """ContentPart is one piece of a message's content."""
 
@@ -223,6 +404,7 @@ class ContentPart(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     IMAGE_URL_FIELD_NUMBER: _builtins.int
     INLINE_IMAGE_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """Plain text."""
     @_builtins.property
@@ -233,18 +415,25 @@ class ContentPart(_message.Message):
     def inline_image(self) -> Global___InlineImage:
         """An image given as bytes, for providers that accept images."""
 
+    @_builtins.property
+    def document(self) -> Global___Document:
+        """A document (a PDF), for providers that read documents; user messages
+        only.
+        """
+
     def __init__(
         self,
         *,
         text: _builtins.str = ...,
         image_url: Global___ImageUrl | None = ...,
         inline_image: Global___InlineImage | None = ...,
+        document: Global___Document | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image_url", b"image_url", "inline_image", b"inline_image", "part", b"part", "text", b"text"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "image_url", b"image_url", "inline_image", b"inline_image", "part", b"part", "text", b"text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_url", b"image_url", "inline_image", b"inline_image", "part", b"part", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "image_url", b"image_url", "inline_image", b"inline_image", "part", b"part", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["text", "image_url", "inline_image"]  # noqa: Y015
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["text", "image_url", "inline_image", "document"]  # noqa: Y015
     _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
@@ -291,6 +480,7 @@ class Message(_message.Message):
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
+    THINKING_BLOCKS_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
     """Who wrote it. Required."""
     tool_call_id: _builtins.str
@@ -309,6 +499,15 @@ class Message(_message.Message):
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
         """For ROLE_ASSISTANT: the tool calls the model made in this turn."""
 
+    @_builtins.property
+    def thinking_blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThinkingBlock]:
+        """For ROLE_ASSISTANT: the thinking blocks the answer came with
+        (CompleteResponse.thinking_blocks or Finish.thinking_blocks), unchanged
+        and in order. They go back before the turn's text and tool calls, as
+        Anthropic requires after a tool call with thinking on. Blocks whose
+        provider is not the route's are dropped (the server logs a warning).
+        """
+
     def __init__(
         self,
         *,
@@ -317,10 +516,11 @@ class Message(_message.Message):
         tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
         tool_call_id: _builtins.str = ...,
         name: _builtins.str = ...,
+        thinking_blocks: _abc.Iterable[Global___ThinkingBlock] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "parts", b"parts", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "parts", b"parts", "role", b"role", "thinking_blocks", b"thinking_blocks", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -474,26 +674,66 @@ class ThinkingBlock(_message.Message):
     THINKING_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     REDACTED_DATA_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
     thinking: _builtins.str
     """The reasoning text; empty for a redacted block."""
     signature: _builtins.str
     """The provider's signature over the block."""
     redacted_data: _builtins.str
     """For a redacted block: the provider's opaque data."""
+    provider: _builtins.str
+    """The provider that signed it, as the server names it ("anthropic", or the
+    route's provider prefix such as "kimi"); set by the server. A block sent
+    back with a provider other than the route's is dropped, since that
+    provider would reject the signature; empty is taken as the route's.
+    """
     def __init__(
         self,
         *,
         thinking: _builtins.str = ...,
         signature: _builtins.str = ...,
         redacted_data: _builtins.str = ...,
+        provider: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["redacted_data", b"redacted_data", "signature", b"signature", "thinking", b"thinking"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider", "redacted_data", b"redacted_data", "signature", b"signature", "thinking", b"thinking"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ThinkingBlock: _TypeAlias = ThinkingBlock  # noqa: Y015
+
+@_typing.final
+class Citation(_message.Message):
+    """Citation is a source a provider-run tool (web search, web fetch) found
+    and the answer's text cites.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    CITED_TEXT_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """The source's URL."""
+    title: _builtins.str
+    """The source's title, where the provider gives one."""
+    cited_text: _builtins.str
+    """The text cited from the source, where the provider gives it (Anthropic)."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        title: _builtins.str = ...,
+        cited_text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cited_text", b"cited_text", "title", b"title", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Citation: _TypeAlias = Citation  # noqa: Y015
 
 @_typing.final
 class GatewayInfo(_message.Message):
@@ -574,6 +814,7 @@ class CompleteRequest(_message.Message):
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     SYSTEM_DYNAMIC_SUFFIX_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The route to use: a name from ListModels. Required."""
     system: _builtins.str
@@ -624,6 +865,10 @@ class CompleteRequest(_message.Message):
         At most 16 entries; never sent upstream.
         """
 
+    @_builtins.property
+    def reasoning(self) -> Global___Reasoning:
+        """Reasoning (thinking) controls. Unset: the route's defaults, if any."""
+
     def __init__(
         self,
         *,
@@ -642,10 +887,11 @@ class CompleteRequest(_message.Message):
         max_retries: _builtins.int | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         system_dynamic_suffix: _builtins.str = ...,
+        reasoning: Global___Reasoning | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_retries", b"max_retries", "max_tokens", b"max_tokens", "response_format", b"response_format", "seed", b"seed", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_p", b"top_p"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_retries", b"max_retries", "max_tokens", b"max_tokens", "reasoning", b"reasoning", "response_format", b"response_format", "seed", b"seed", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "json_mode", b"json_mode", "max_retries", b"max_retries", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "model", b"model", "response_format", b"response_format", "seed", b"seed", "stop_sequences", b"stop_sequences", "system", b"system", "system_dynamic_suffix", b"system_dynamic_suffix", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "json_mode", b"json_mode", "max_retries", b"max_retries", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "model", b"model", "reasoning", b"reasoning", "response_format", b"response_format", "seed", b"seed", "stop_sequences", b"stop_sequences", "system", b"system", "system_dynamic_suffix", b"system_dynamic_suffix", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
@@ -687,6 +933,7 @@ class CompleteResponse(_message.Message):
     GATEWAY_FIELD_NUMBER: _builtins.int
     THINKING_BLOCKS_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
+    CITATIONS_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The answer's text, as the provider sent it: a <think>...</think> inside
     it stays text.
@@ -733,7 +980,16 @@ class CompleteResponse(_message.Message):
 
     @_builtins.property
     def thinking_blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThinkingBlock]:
-        """Signed thinking blocks, to be sent back in the next turn."""
+        """Signed thinking blocks, to be sent back in the next turn (in that
+        assistant Message's thinking_blocks, unchanged).
+        """
+
+    @_builtins.property
+    def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]:
+        """Sources the answer cites, in order, from tools the provider ran itself
+        (a route's provider_tools: Anthropic's web search citations, OpenAI's
+        url_citation annotations). Empty otherwise.
+        """
 
     def __init__(
         self,
@@ -749,10 +1005,11 @@ class CompleteResponse(_message.Message):
         gateway: Global___GatewayInfo | None = ...,
         thinking_blocks: _abc.Iterable[Global___ThinkingBlock] | None = ...,
         refusal: _builtins.str = ...,
+        citations: _abc.Iterable[Global___Citation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["gateway", b"gateway", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "gateway", b"gateway", "provider_finish_reason", b"provider_finish_reason", "provider_model", b"provider_model", "reasoning", b"reasoning", "refusal", b"refusal", "text", b"text", "thinking_blocks", b"thinking_blocks", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "gateway", b"gateway", "provider_finish_reason", b"provider_finish_reason", "provider_model", b"provider_model", "reasoning", b"reasoning", "refusal", b"refusal", "text", b"text", "thinking_blocks", b"thinking_blocks", "tool_calls", b"tool_calls", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -801,6 +1058,7 @@ class StreamRequest(_message.Message):
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     SYSTEM_DYNAMIC_SUFFIX_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The route to use: a name from ListModels. Required."""
     system: _builtins.str
@@ -851,6 +1109,10 @@ class StreamRequest(_message.Message):
         At most 16 entries; never sent upstream.
         """
 
+    @_builtins.property
+    def reasoning(self) -> Global___Reasoning:
+        """Reasoning (thinking) controls. Unset: the route's defaults, if any."""
+
     def __init__(
         self,
         *,
@@ -869,10 +1131,11 @@ class StreamRequest(_message.Message):
         max_retries: _builtins.int | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         system_dynamic_suffix: _builtins.str = ...,
+        reasoning: Global___Reasoning | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_retries", b"max_retries", "max_tokens", b"max_tokens", "response_format", b"response_format", "seed", b"seed", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_p", b"top_p"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_retries", b"max_retries", "max_tokens", b"max_tokens", "reasoning", b"reasoning", "response_format", b"response_format", "seed", b"seed", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "json_mode", b"json_mode", "max_retries", b"max_retries", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "model", b"model", "response_format", b"response_format", "seed", b"seed", "stop_sequences", b"stop_sequences", "system", b"system", "system_dynamic_suffix", b"system_dynamic_suffix", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "_max_tokens", b"_max_tokens", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "json_mode", b"json_mode", "max_retries", b"max_retries", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "model", b"model", "reasoning", b"reasoning", "response_format", b"response_format", "seed", b"seed", "stop_sequences", b"stop_sequences", "system", b"system", "system_dynamic_suffix", b"system_dynamic_suffix", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
@@ -972,6 +1235,7 @@ class Finish(_message.Message):
     GATEWAY_FIELD_NUMBER: _builtins.int
     THINKING_BLOCKS_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
+    CITATIONS_FIELD_NUMBER: _builtins.int
     finish_reason: Global___FinishReason.ValueType
     """Why the model stopped, normalised."""
     provider_finish_reason: _builtins.str
@@ -1000,7 +1264,13 @@ class Finish(_message.Message):
 
     @_builtins.property
     def thinking_blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThinkingBlock]:
-        """Signed thinking blocks, to be sent back in the next turn."""
+        """Signed thinking blocks, to be sent back in the next turn (in that
+        assistant Message's thinking_blocks, unchanged).
+        """
+
+    @_builtins.property
+    def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]:
+        """Sources the answer cites, as in CompleteResponse.citations."""
 
     def __init__(
         self,
@@ -1013,10 +1283,11 @@ class Finish(_message.Message):
         gateway: Global___GatewayInfo | None = ...,
         thinking_blocks: _abc.Iterable[Global___ThinkingBlock] | None = ...,
         refusal: _builtins.str = ...,
+        citations: _abc.Iterable[Global___Citation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["gateway", b"gateway", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "gateway", b"gateway", "provider_finish_reason", b"provider_finish_reason", "provider_model", b"provider_model", "refusal", b"refusal", "thinking_blocks", b"thinking_blocks", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "gateway", b"gateway", "provider_finish_reason", b"provider_finish_reason", "provider_model", b"provider_model", "refusal", b"refusal", "thinking_blocks", b"thinking_blocks", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1140,6 +1411,7 @@ class Model(_message.Message):
     PROVIDER_MODEL_FIELD_NUMBER: _builtins.int
     READY_FIELD_NUMBER: _builtins.int
     FALLBACKS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The route's name, used as the request's model."""
     provider: _builtins.str
@@ -1149,6 +1421,10 @@ class Model(_message.Message):
     ready: _builtins.bool
     """Whether the route has the key it needs; calls fail with
     FAILED_PRECONDITION until it does.
+    """
+    kind: Global___ModelKind.ValueType
+    """What the route's model does: chat (Complete, Stream, CountTokens) or
+    embedding (Embed).
     """
     @_builtins.property
     def fallbacks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -1162,10 +1438,11 @@ class Model(_message.Message):
         provider_model: _builtins.str = ...,
         ready: _builtins.bool = ...,
         fallbacks: _abc.Iterable[_builtins.str] | None = ...,
+        kind: Global___ModelKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallbacks", b"fallbacks", "name", b"name", "provider", b"provider", "provider_model", b"provider_model", "ready", b"ready"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fallbacks", b"fallbacks", "kind", b"kind", "name", b"name", "provider", b"provider", "provider_model", b"provider_model", "ready", b"ready"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1258,3 +1535,198 @@ class CountTokensResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CountTokensResponse: _TypeAlias = CountTokensResponse  # noqa: Y015
+
+@_typing.final
+class EmbedInput(_message.Message):
+    """EmbedInput is one thing to embed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    INLINE_IMAGE_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """Text. Must not be empty."""
+    @_builtins.property
+    def inline_image(self) -> Global___InlineImage:
+        """An image as bytes, on routes whose provider embeds images (Cohere);
+        elsewhere INVALID_ARGUMENT naming the input. A request's inputs are all
+        text or all images.
+        """
+
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        inline_image: Global___InlineImage | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["inline_image", b"inline_image", "input", b"input", "text", b"text"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inline_image", b"inline_image", "input", b"input", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_input: _TypeAlias = _typing.Literal["text", "inline_image"]  # noqa: Y015
+    _WhichOneofArgType_input: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_input) -> _WhichOneofReturnType_input | None: ...
+
+Global___EmbedInput: _TypeAlias = EmbedInput  # noqa: Y015
+
+@_typing.final
+class EmbedRequest(_message.Message):
+    """EmbedRequest asks for the vectors of a batch of inputs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    DIMENSIONS_FIELD_NUMBER: _builtins.int
+    INPUT_TYPE_FIELD_NUMBER: _builtins.int
+    MAX_RETRIES_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The route to use: an embedding route from ListModels. Required."""
+    dimensions: _builtins.int
+    """The vectors' length, for models that can shorten them (OpenAI's
+    text-embedding-3, Cohere's embed-v4, Gemini). Unset: the model's own.
+    Must be positive.
+    """
+    input_type: Global___EmbedInputType.ValueType
+    """What the vectors are for (query or document), where the provider asks."""
+    max_retries: _builtins.int
+    """Most retries for each upstream request; capped by the server's
+    configured maximum. Unset: the server's default.
+    """
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___EmbedInput]:
+        """What to embed, in order. At least one; at most limits.max_embed_inputs,
+        their text at most limits.max_embed_input_bytes in total.
+        """
+
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Caller attribution (for example team or feature), logged with the call.
+        At most 16 entries; never sent upstream.
+        """
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        inputs: _abc.Iterable[Global___EmbedInput] | None = ...,
+        dimensions: _builtins.int | None = ...,
+        input_type: Global___EmbedInputType.ValueType = ...,
+        max_retries: _builtins.int | None = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "_max_retries", b"_max_retries", "dimensions", b"dimensions", "max_retries", b"max_retries"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions", "_max_retries", b"_max_retries", "dimensions", b"dimensions", "input_type", b"input_type", "inputs", b"inputs", "max_retries", b"max_retries", "metadata", b"metadata", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__dimensions: _TypeAlias = _typing.Literal["dimensions"]  # noqa: Y015
+    _WhichOneofArgType__dimensions: _TypeAlias = _typing.Literal["_dimensions", b"_dimensions"]  # noqa: Y015
+    _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
+    _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dimensions) -> _WhichOneofReturnType__dimensions | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_retries) -> _WhichOneofReturnType__max_retries | None: ...
+
+Global___EmbedRequest: _TypeAlias = EmbedRequest  # noqa: Y015
+
+@_typing.final
+class Embedding(_message.Message):
+    """Embedding is the vector of one input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The vector's components, as float32 (packed on the wire: 4 bytes each)."""
+
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Embedding: _TypeAlias = Embedding  # noqa: Y015
+
+@_typing.final
+class EmbedResponse(_message.Message):
+    """EmbedResponse is the vectors, one per input, in the inputs' order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMBEDDINGS_FIELD_NUMBER: _builtins.int
+    DIMENSIONS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    PROVIDER_MODEL_FIELD_NUMBER: _builtins.int
+    GATEWAY_FIELD_NUMBER: _builtins.int
+    dimensions: _builtins.int
+    """Every vector's length."""
+    cost_usd: _builtins.float
+    """Cost in US dollars: LiteLLM's price for the model, else the route's
+    configured price; 0 when unknown.
+    """
+    provider_model: _builtins.str
+    """The provider model that answered: as the provider named it in its
+    answer, else the model the route asked for.
+    """
+    @_builtins.property
+    def embeddings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Embedding]:
+        """embeddings[i] is the vector of inputs[i]."""
+
+    @_builtins.property
+    def usage(self) -> Global___Usage:
+        """Tokens used: input_tokens, summed over the upstream requests."""
+
+    @_builtins.property
+    def gateway(self) -> Global___GatewayInfo:
+        """What the gateway did. attempts counts every upstream request, a split
+        batch's included; upstream_duration is summed over them; deployment
+        names those that answered, comma-separated when a split batch's
+        requests went to several.
+        """
+
+    def __init__(
+        self,
+        *,
+        embeddings: _abc.Iterable[Global___Embedding] | None = ...,
+        dimensions: _builtins.int = ...,
+        usage: Global___Usage | None = ...,
+        cost_usd: _builtins.float = ...,
+        provider_model: _builtins.str = ...,
+        gateway: Global___GatewayInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gateway", b"gateway", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "dimensions", b"dimensions", "embeddings", b"embeddings", "gateway", b"gateway", "provider_model", b"provider_model", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbedResponse: _TypeAlias = EmbedResponse  # noqa: Y015

@@ -55,6 +55,11 @@ class LLMServiceStub:
                 request_serializer=llm_dot_v1_dot_llm__service__pb2.CountTokensRequest.SerializeToString,
                 response_deserializer=llm_dot_v1_dot_llm__service__pb2.CountTokensResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/llm.v1.LLMService/Embed',
+                request_serializer=llm_dot_v1_dot_llm__service__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=llm_dot_v1_dot_llm__service__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class LLMServiceServicer:
@@ -92,6 +97,15 @@ class LLMServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Embed turns a batch of inputs into vectors on an embedding route: one
+        vector per input, in the inputs' order. A batch larger than the
+        provider's maximum is split, sent concurrently and put back in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LLMServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +128,11 @@ def add_LLMServiceServicer_to_server(servicer, server):
                     servicer.CountTokens,
                     request_deserializer=llm_dot_v1_dot_llm__service__pb2.CountTokensRequest.FromString,
                     response_serializer=llm_dot_v1_dot_llm__service__pb2.CountTokensResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=llm_dot_v1_dot_llm__service__pb2.EmbedRequest.FromString,
+                    response_serializer=llm_dot_v1_dot_llm__service__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +244,33 @@ class LLMService:
             '/llm.v1.LLMService/CountTokens',
             llm_dot_v1_dot_llm__service__pb2.CountTokensRequest.SerializeToString,
             llm_dot_v1_dot_llm__service__pb2.CountTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llm.v1.LLMService/Embed',
+            llm_dot_v1_dot_llm__service__pb2.EmbedRequest.SerializeToString,
+            llm_dot_v1_dot_llm__service__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

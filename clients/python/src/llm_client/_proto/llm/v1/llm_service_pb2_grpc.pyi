@@ -59,6 +59,11 @@ class LLMServiceStub:
     """ListModels lists the routes this server offers."""
     CountTokens: _grpc.UnaryUnaryMultiCallable[_llm_service_pb2.CountTokensRequest, _llm_service_pb2.CountTokensResponse]
     """CountTokens estimates the input tokens a request would use on a route."""
+    Embed: _grpc.UnaryUnaryMultiCallable[_llm_service_pb2.EmbedRequest, _llm_service_pb2.EmbedResponse]
+    """Embed turns a batch of inputs into vectors on an embedding route: one
+    vector per input, in the inputs' order. A batch larger than the
+    provider's maximum is split, sent concurrently and put back in order.
+    """
 
 @_typing.type_check_only
 class LLMServiceAsyncStub(LLMServiceStub):
@@ -77,6 +82,11 @@ class LLMServiceAsyncStub(LLMServiceStub):
     """ListModels lists the routes this server offers."""
     CountTokens: _aio.UnaryUnaryMultiCallable[_llm_service_pb2.CountTokensRequest, _llm_service_pb2.CountTokensResponse]  # type: ignore[assignment]
     """CountTokens estimates the input tokens a request would use on a route."""
+    Embed: _aio.UnaryUnaryMultiCallable[_llm_service_pb2.EmbedRequest, _llm_service_pb2.EmbedResponse]  # type: ignore[assignment]
+    """Embed turns a batch of inputs into vectors on an embedding route: one
+    vector per input, in the inputs' order. A batch larger than the
+    provider's maximum is split, sent concurrently and put back in order.
+    """
 
 class LLMServiceServicer(metaclass=_abc_1.ABCMeta):
     """LLMService completes conversations on configured routes."""
@@ -116,5 +126,16 @@ class LLMServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_llm_service_pb2.CountTokensResponse, _abc.Awaitable[_llm_service_pb2.CountTokensResponse]]:
         """CountTokens estimates the input tokens a request would use on a route."""
+
+    @_abc_1.abstractmethod
+    def Embed(
+        self,
+        request: _llm_service_pb2.EmbedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_service_pb2.EmbedResponse, _abc.Awaitable[_llm_service_pb2.EmbedResponse]]:
+        """Embed turns a batch of inputs into vectors on an embedding route: one
+        vector per input, in the inputs' order. A batch larger than the
+        provider's maximum is split, sent concurrently and put back in order.
+        """
 
 def add_LLMServiceServicer_to_server(servicer: LLMServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
