@@ -193,6 +193,7 @@ def test_embed_calls_are_admitted_and_billed_like_the_others(shared: ServerThrea
         with pytest.raises(LLMServiceError) as refused:
             client.embed("embed", ["another"], timeout=30)
     assert refused.value.reason == "QUOTA_EXCEEDED" and refused.value.metadata["limit"] == "requests_per_minute"
+    assert refused.value.quota_violations == [(f"caller:{ANONYMOUS}/route:embed", refused.value.message)]  # QuotaFailure
     assert _metric(shared, "llm_caller_tokens_total", caller=ANONYMOUS, kind="input") > tokens_before
 
 
