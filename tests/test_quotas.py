@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,7 @@ from llm_service.quotas.gate import ANONYMOUS, UNLISTED, QuotaGate
 from llm_service.quotas.limits import QuotasConfig
 from tests.support.messages import user_msg
 from tests.support.metrics import scrape, total
-from tests.support.redis_server import RedisCluster, RedisServer
+from tests.support.redis_server import RedisCluster, RedisSentinel, RedisServer
 from tests.support.servers import ServerThread, service_config
 
 
@@ -258,6 +259,24 @@ def test_a_redis_cluster_holds_the_counters(fake: FakeUpstream, tmp_path: Path) 
         cluster.kill()
 
 
+def test_a_redis_sentinel_names_the_redis_that_holds_the_counters(fake: FakeUpstream, tmp_path: Path) -> None:
+    """redis+sentinel://host:port/name: the counters go to the master the Sentinel names."""
+    sentinel = RedisSentinel(tmp_path)
+    srv = _server(fake, {"redis_url": sentinel.url, "on_backend_down": "closed", "key_prefix": "sentinel"})
+    try:
+        with _client(srv) as client:
+            assert _outcomes(client, "rpm", 4) == ["OK", "OK", "OK", "QUOTA_EXCEEDED"]
+        assert _metric(srv, "llm_quota_backend_up") == 1
+        keys = subprocess.run(
+            ["redis-cli", "-p", str(sentinel.master.port), "--scan", "--pattern", "sentinel:*"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.split()  # fmt: skip
+        assert any(k.endswith(":minute") for k in keys), keys
+    finally:
+        srv.stop()
+        sentinel.kill()
+
+
 def test_without_redis_the_same_limits_hold_in_process_memory(fake: FakeUpstream) -> None:
     srv = _server(fake, {})
     try:
@@ -290,7 +309,8 @@ def test_only_configured_callers_name_a_series() -> None:
         ({"callers": {"team": {"requests_per_minut": 1}}}, "quotas.callers.team.requests_per_minut: expected one of"),
         ({"default": {"usd_per_day": -1}}, "quotas.default.usd_per_day: expected US dollars, >= 0"),
         ({"on_backend_down": "maybe"}, 'quotas.on_backend_down: expected "open" or "closed"'),
-        ({"redis_url": "http://redis:6379"}, "quotas.redis_url: expected a redis://, rediss:// or unix:// URL"),
+        ({"redis_url": "http://redis:6379"}, "quotas.redis_url: expected a redis://, rediss://, unix:// or redis+sentinel://"),
+        ({"redis_url": "redis+sentinel://127.0.0.1:26379"}, "quotas.redis_url: expected a redis://, rediss://, unix://"),
     ],
 )
 def test_a_bad_quotas_section_stops_the_server_naming_the_key(fake: FakeUpstream, quotas: dict[str, Any], named: str) -> None:

@@ -95,3 +95,40 @@ class RedisCluster:
     def kill(self) -> None:
         for node in self.nodes:
             node.kill()
+
+
+class RedisSentinel:
+    """A Redis master and one Redis Sentinel watching it under the name `service` (redis-server in
+    sentinel mode; it needs a config file it may rewrite)."""
+
+    def __init__(self, workdir: Path, service: str = "quotas") -> None:
+        self.master = RedisServer(workdir)
+        self.port = free_port()
+        config = workdir / f"sentinel-{self.port}.conf"
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {workdir}\nsentinel monitor {service} 127.0.0.1 {self.master.port} 1\n"
+        )
+        self.proc = subprocess.Popen(
+            [self.master.binary, str(config), "--sentinel", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.url = f"redis+sentinel://127.0.0.1:{self.port}/{service}"
+        deadline = time.monotonic() + 10
+        while not self._knows_master(service):
+            assert self.proc.poll() is None, "redis-server --sentinel exited at start"
+            assert time.monotonic() < deadline, "the Sentinel did not name its master within 10 s"
+            time.sleep(0.02)
+
+    def _knows_master(self, service: str) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(f"SENTINEL get-master-addr-by-name {service}\r\n".encode())
+                return str(self.master.port).encode() in s.recv(256)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self.master.kill()

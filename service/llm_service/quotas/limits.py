@@ -53,9 +53,15 @@ class QuotaRules:
 
 
 REDIS_URL = Check(
-    'a redis://, rediss:// or unix:// URL, or "" to keep the counters in process memory',
-    lambda v: v == "" or v.startswith(("redis://", "rediss://", "unix://")),
+    "a redis://, rediss://, unix:// or redis+sentinel://host:port[,host:port...]/master URL, "
+    'or "" to keep the counters in process memory',
+    lambda v: v == "" or v.startswith(("redis://", "rediss://", "unix://")) or _sentinel_url(v),
 )
+
+
+def _sentinel_url(v: str) -> bool:
+    hosts, _, service = v.removeprefix("redis+sentinel://").partition("/")
+    return v.startswith("redis+sentinel://") and bool(hosts) and bool(service.split("/")[0])
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ their period), `…:streams` (a sorted set of stream ids by lease end).
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 from typing import Any
 
 import redis.asyncio
+import redis.asyncio.sentinel
 import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -101,13 +103,39 @@ return {redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '0'}
 """
 
 
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
 def connect(url: str, timeout_s: float, cluster: bool = False) -> Any:
-    """A client for url (one node of a Redis Cluster, with cluster) that fails fast: no retries of
-    its own (the gate decides what a failure means)."""
+    """A client for url (one node of a Redis Cluster, with cluster; the master Redis Sentinel names,
+    with a redis+sentinel:// URL) that fails fast: no retries of its own (the gate decides what a
+    failure means)."""
+    fail_fast: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    if url.startswith(SENTINEL_SCHEME):
+        sentinels, service, db, password = sentinel_parts(url)
+        sentinel = redis.asyncio.sentinel.Sentinel(sentinels, sentinel_kwargs=fail_fast)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(
+            service, db=db, password=password, retry=Retry(NoBackoff(), 0), decode_responses=True, **fail_fast
+        )
     kind = redis.asyncio.RedisCluster if cluster else redis.asyncio.Redis
-    return kind.from_url(
-        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0), decode_responses=True
-    )
+    return kind.from_url(url, retry=Retry(NoBackoff(), 0), decode_responses=True, **fail_fast)
+
+
+def sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """redis+sentinel://[:password@]host:port[,host:port...]/service[/db]: the Sentinels to ask,
+    the name of the master they watch, its database and password."""
+    rest = url[len(SENTINEL_SCHEME) :]
+    password = None
+    if "@" in rest:
+        credentials, rest = rest.rsplit("@", 1)
+        password = urllib.parse.unquote(credentials.split(":", 1)[-1]) or None
+    hosts, _, path = rest.partition("/")
+    service, _, db = path.partition("/")
+    sentinels = []
+    for host in hosts.split(","):
+        name, _, port = host.rpartition(":")
+        sentinels.append((name, int(port)))
+    return sentinels, service, int(db or 0), password
 
 
 def key_base(prefix: str, caller: str, scope: str) -> str:
@@ -116,7 +144,8 @@ def key_base(prefix: str, caller: str, scope: str) -> str:
 
 
 class RedisCounters:
-    """The counters in one Redis or a Redis Cluster (redis://, rediss://, unix://), shared by every replica."""
+    """The counters in one Redis, a Redis Cluster or the master a Redis Sentinel names (redis://,
+    rediss://, unix://, redis+sentinel://), shared by every replica."""
 
     def __init__(self, url: str, prefix: str, timeout_s: float, cluster: bool = False) -> None:
         self.prefix = prefix
