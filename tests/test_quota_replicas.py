@@ -28,8 +28,7 @@ from llm_service.auth import hash_token
 from tests.support.messages import user_msg
 from tests.support.metrics import scrape, total
 from tests.support.redis_server import RedisServer
-from tests.support.servers import ServerProcess, service_env
-from tests.test_replicas import _started  # replicas started side by side (each spends seconds importing LiteLLM)
+from tests.support.servers import ServerProcess, service_env, started_side_by_side
 
 # The fake's answers report 11 input and 7 output tokens; at 200 and 1,000 US dollars per
 # million tokens, one answer on the priced route costs $0.0022 + $0.007 = $0.0092.
@@ -87,7 +86,7 @@ def cluster(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
     _tokens_file(tokens, CALLERS)
     config = _config(fake, redis.url, tokens)
     try:
-        replicas = _started(lambda _: ServerProcess(config, workdir), range(3))
+        replicas = started_side_by_side(lambda _: ServerProcess(config, workdir), range(3))
     except BaseException:
         redis.kill()
         raise
