@@ -11,6 +11,9 @@ path. Writes bench/results/bench.json
 and bench/results/bench.png; includes LiteLLM Proxy's figures when `make bench-peer`
 left bench/results/peer.json.
 
+The quotas row is the fast path again with a caller's limits counted in a Redis on loopback
+(pinned to the other core; unary calls only): its added CPU per call and p50 beside quotas off.
+
     python -m bench.run [--runs 3] [--seconds 2] [--concurrency 1,32,256]
 """
 
@@ -37,12 +40,22 @@ from tests.support.servers import free_port, service_env
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MEASURED_CPU, OTHER_CPU = "0", "1"
-PATHS = ("http", "litellm", "service-litellm", "service-fast", "service-fast-uncoalesced", "service-traced", "ceiling")
+PATHS = (
+    "http",
+    "litellm",
+    "service-litellm",
+    "service-fast",
+    "service-fast-uncoalesced",
+    "service-quotas",
+    "service-traced",
+    "ceiling",
+)
 LABELS = {
     "http": "raw HTTP + JSON/SSE parse (floor)",
     "litellm": "litellm.acompletion in-process",
     "service-litellm": "service, LiteLLM path",
     "service-fast": "service, fast path",
+    "service-quotas": "service, fast path, quotas in Redis",
     "service-traced": "service, fast path, traced 100% (OTLP)",
     "ceiling": "bare grpc.aio, canned messages (ceiling)",
     "proxy": "LiteLLM Proxy, 1 worker (peer)",
@@ -51,6 +64,7 @@ LABELS = {
     "service-fast-h2load": "service, fast path (h2load client)",
     "ceiling-h2load": "bare grpc.aio, canned messages (h2load client)",
 }
+ONLY_MODES = {"service-fast-uncoalesced": "burst,paced", "service-quotas": "unary"}  # the rest run every mode
 H2LOAD_PATHS = ("service-fast", "ceiling")  # their unary rows again, from h2load
 FIGURES = ("calls_per_s", "p50_ms", "p99_ms", "ttft_p50_ms", "cpu_us_per_call", "cpu_us_per_chunk", "rss_mb")
 HOLD_STREAMS = 1000
@@ -91,6 +105,22 @@ def service_config(upstream: str, port: int, fast: bool) -> dict[str, Any]:
         "routes": {name: route(name) for name in ("bench-burst", "bench-paced", "bench-slow")}
         | {"bench-embed": route("text-embedding-3-small")},
     }
+
+
+def quota_config(redis_url: str) -> dict[str, Any]:
+    """Limits no call reaches, every kind checked and counted (a budget prices each call too)."""
+    limits = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12, "usd_per_day": 10**6}
+    return {"redis_url": redis_url, "default": limits}
+
+
+def start_redis(workdir: Path) -> Any:
+    """A redis-server on loopback, on the other core (the quotas row's shared counters)."""
+    from tests.support.redis_server import RedisServer
+
+    redis = RedisServer(workdir)
+    assert redis.proc is not None
+    os.sched_setaffinity(redis.proc.pid, {int(OTHER_CPU)})
+    return redis
 
 
 def first_completion(port: int, started: float) -> float:
@@ -143,7 +173,7 @@ class SpanSink:
 class Server:
     """A measured gRPC server process pinned to the measured core."""
 
-    def __init__(self, label: str, workdir: Path, upstream: str, traced_to: str = "") -> None:
+    def __init__(self, label: str, workdir: Path, upstream: str, redis_url: str = "", traced_to: str = "") -> None:
         self.label = label
         self.port = free_port()
         self.log = open(RESULTS / f"server-{label}.log", "w")  # closed in stop()
@@ -151,15 +181,13 @@ class Server:
             argv = pinned(MEASURED_CPU, "-m", "bench.ceiling", "--port", str(self.port))
         else:
             config = workdir / f"{label}.yaml"
-            config.write_text(
-                yaml.safe_dump(
-                    service_config(upstream, self.port, fast=label.startswith("service-fast") or label == "service-traced")
-                )
-            )
+            fast = label.startswith("service-fast") or label in ("service-quotas", "service-traced")
+            settings = service_config(upstream, self.port, fast=fast)
             if label == "service-fast-uncoalesced":
-                settings = yaml.safe_load(config.read_text())
                 settings["server"]["stream_coalescing"] = False
-                config.write_text(yaml.safe_dump(settings))
+            if label == "service-quotas":
+                settings["quotas"] = quota_config(redis_url)
+            config.write_text(yaml.safe_dump(settings))
             argv = pinned(MEASURED_CPU, "-m", "llm_service", "--config", str(config))
         tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": traced_to, "OTEL_TRACES_SAMPLER": "always_on"} if traced_to else {}
         started = time.monotonic()
@@ -253,6 +281,8 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
     added_p50 = _minus(fig("service-fast", "unary", "p50_ms", 1), fig("http", "unary", "p50_ms", 1))
     added_ttft = _minus(fig("service-fast", "paced", "ttft_p50_ms", 1), fig("http", "paced", "ttft_p50_ms", 1))
     hold = extra.get("hold", {})
+    quota_cpu = _minus(fig("service-quotas", "unary", "cpu_us_per_call"), fast_call)
+    quota_p50 = _minus(fig("service-quotas", "unary", "p50_ms", 1), fig("service-fast", "unary", "p50_ms", 1))
 
     # Issue 24 (second round): unary against the floor, from h2load's rows where there are some.
     def unary_cpu(path: str) -> float | None:
@@ -295,6 +325,8 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
         ("idle RSS per worker (MB)", extra.get("idle_rss_mb"), "≤", 200.0),
         ("RSS per open stream, 1,000 open (KB)", hold.get("kb_per_open_stream"), "≤", 100.0),
         ("RSS after they closed ÷ before", hold.get("after_vs_before"), "≤", 1.10),
+        ("quotas in Redis: added CPU per unary call (µs)", quota_cpu, "≤", 300.0),
+        ("quotas in Redis: added p50 latency at c=1, unary (ms)", quota_p50, "≤", 0.5),
     ]
     out = []
     for name, value, op, bound in rows:
@@ -384,11 +416,12 @@ def main() -> None:
                 if label in ("http", "litellm"):
                     rows += load(args, label, "--path", label, "--upstream", upstream_url, cpu=MEASURED_CPU)
                     continue
+                redis = start_redis(Path(tmp)) if label == "service-quotas" else None
                 traced_to = sink.endpoint if sink is not None and label == "service-traced" else ""
-                server = Server(label, Path(tmp), upstream_url, traced_to)
+                server = Server(label, Path(tmp), upstream_url, redis.url if redis else "", traced_to)
                 try:
                     target = f"127.0.0.1:{server.port}"
-                    modes = ["--modes", "burst,paced"] if label == "service-fast-uncoalesced" else []
+                    modes = ["--modes", ONLY_MODES[label]] if label in ONLY_MODES else []
                     rows += load(args, label, "--target", target, "--pid", str(server.proc.pid), *modes, cpu=OTHER_CPU)
                     if label in H2LOAD_PATHS:
                         rows += load(args, f"{label}-h2load", "--target", target, "--pid", str(server.proc.pid),
@@ -399,6 +432,8 @@ def main() -> None:
                     extra.setdefault("startup", {})[label] = {"startup_s": server.startup_s, "idle_rss_mb": server.idle_rss_mb}
                 finally:
                     server.stop()
+                    if redis is not None:
+                        redis.kill()
     finally:
         if sink is not None:
             extra["spans_received"] = sink.spans

@@ -11,6 +11,7 @@ TABLE='
 prometheus          prometheus
 promtool            prometheus
 redis-server        redis-server
+redis-cli           redis-tools
 protoc              protobuf-compiler
 protoc-gen-go       protoc-gen-go
 protoc-gen-go-grpc  protoc-gen-go-grpc

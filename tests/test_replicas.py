@@ -9,8 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ from llm_client import LLMClient, LLMServiceError, channel_options
 from tests.support.dns import TinyDNS
 from tests.support.messages import user_msg
 from tests.support.metrics import scrape, total
-from tests.support.servers import ServerProcess, free_port
+from tests.support.servers import ServerProcess, free_port, started_side_by_side
 
 
 def _config(fake: FakeUpstream, scenario: str = "echo") -> dict[str, Any]:
@@ -36,22 +34,8 @@ def _target(replicas: list[ServerProcess]) -> str:
     return "ipv4:" + ",".join(r.target for r in replicas)
 
 
-def _started(start: Callable[[Any], ServerProcess], items: Iterable[Any]) -> list[ServerProcess]:
-    """Replicas started side by side (each spends seconds importing LiteLLM), in the items' order;
-    if one fails to start, the others are stopped before the failure is raised."""
-    with ThreadPoolExecutor() as pool:
-        futures = [pool.submit(start, item) for item in items]
-    failed = [e for f in futures if (e := f.exception()) is not None]
-    if failed:
-        for f in futures:
-            if f.exception() is None:
-                f.result().stop()
-        raise failed[0]
-    return [f.result() for f in futures]
-
-
 def test_round_robin_spreads_calls_across_three_replicas(fake: FakeUpstream, tmp_path: Path) -> None:
-    replicas = _started(lambda _: ServerProcess(_config(fake), tmp_path), range(3))
+    replicas = started_side_by_side(lambda _: ServerProcess(_config(fake), tmp_path), range(3))
     try:
         with LLMClient(_target(replicas)) as client:
             for _ in range(60):
@@ -65,7 +49,7 @@ def test_round_robin_spreads_calls_across_three_replicas(fake: FakeUpstream, tmp
 
 
 def test_rolling_restart_loses_no_call(fake: FakeUpstream, tmp_path: Path) -> None:
-    replicas = _started(lambda _: ServerProcess(_config(fake, "slow"), tmp_path), range(3))  # streams last about 2 s
+    replicas = started_side_by_side(lambda _: ServerProcess(_config(fake, "slow"), tmp_path), range(3))  # streams last about 2 s
     target = _target(replicas)
     outcomes: Counter[str] = Counter()
     failures: list[str] = []
@@ -106,7 +90,7 @@ def test_scale_up_a_new_replica_gets_a_fair_share_within_the_connection_age(fake
     port = free_port()
     hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
     dns = TinyDNS("llm.test", hosts)
-    replicas = _started(lambda h: ServerProcess(config, tmp_path, port=port, host=h), hosts)
+    replicas = started_side_by_side(lambda h: ServerProcess(config, tmp_path, port=port, host=h), hosts)
     # 1 s between re-resolutions instead of gRPC's default 30 s keeps the test short.
     options = [*channel_options(), ("grpc.dns_min_time_between_resolutions_ms", 1000)]
     try:

@@ -37,6 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--hash-token", action="store_true", help="read a client token on standard input, print the sha256 a tokens file stores"
     )
+    parser.add_argument(
+        "--quota-status",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="CALLER",
+        help="print the live quota counters in Redis (of CALLER, or of every caller) as JSON lines, and exit",
+    )
     args = parser.parse_args(argv)
     if args.hash_token:
         from llm_service.auth import hash_token
@@ -57,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     except TracingError as exc:
         print(f"llm_service: invalid tracing environment: {exc}", file=sys.stderr)
         return 2
+    if args.quota_status is not None:
+        from llm_service.quotas.report import print_status
+
+        return print_status(config, args.quota_status)
     if args.check_config:
         print(f"{args.config}: OK ({len(config.routes)} routes)")
         return 0

@@ -3,14 +3,17 @@
 The tokens file (YAML) lists who may call and which routes each may use:
 
     tokens:
-      - name: billing-service          # attribution in logs; never a metric label
+      - name: billing-service          # attribution in logs and the llm_caller_* metrics
         sha256: 5e884898da28…          # python -m llm_service --hash-token < token.txt
         routes: [gpt-4o-mini]          # optional; every route when absent
+        quotas:                        # optional; else the config's quotas.callers or quotas.default
+          requests_per_minute: 60
+          usd_per_day: 5
 
 Only SHA-256 hashes are stored. A presented token is hashed and compared with every
 entry in constant time (hmac.compare_digest, no early exit), so timing tells nothing
 about how close a guess was. Missing and wrong tokens get the same answer. The file
-is re-read when it changes, so tokens rotate without a restart. With mutual TLS, the
+is re-read when it changes, so tokens rotate (and quotas change) without a restart. With mutual TLS, the
 client certificate's common name identifies a caller that presents no token.
 """
 
@@ -29,8 +32,9 @@ from typing import Any
 import grpc
 import yaml
 
-from llm_service.config import ConfigError
+from llm_service.config import ConfigError, quota_rules
 from llm_service.interceptors import Guard
+from llm_service.quotas.limits import QuotaRules
 
 log = logging.getLogger(__name__)
 RELOAD_CHECK_INTERVAL_S = 1.0
@@ -39,10 +43,13 @@ UNAUTHENTICATED_MESSAGE = "missing or invalid credentials"
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: a name for attribution, and the routes it may use (None: all)."""
+    """Who is calling: a name for attribution, the routes it may use (None: all), its own quotas
+    (None: the configuration's), and whether the tokens file lists it (its name may be a metric label)."""
 
     name: str
     routes: frozenset[str] | None = None
+    quotas: QuotaRules | None = None
+    listed: bool = False
 
     def may_use(self, route: str) -> bool:
         return self.routes is None or route in self.routes
@@ -92,6 +99,10 @@ class TokenStore:
             self._checked = now
             self._load(strict=False)
 
+    def callers(self) -> tuple[Caller, ...]:
+        """Every caller the file lists."""
+        return tuple(entry.caller for entry in self._entries)
+
     def caller_for(self, token: str) -> Caller | None:
         """The caller a token belongs to, or None. Every entry is compared, in constant time."""
         self._maybe_reload()
@@ -117,7 +128,8 @@ def _parse(data: Any, source: str) -> tuple[_Entry, ...]:
         routes = item.get("routes")
         if routes is not None and (not isinstance(routes, list) or not all(isinstance(r, str) for r in routes)):
             raise ConfigError(f"{where}.routes: expected a list of route names")
-        caller = Caller(item["name"], frozenset(routes) if routes is not None else None)
+        quotas = quota_rules(item["quotas"], source, f"tokens[{i}].quotas") if item.get("quotas") is not None else None
+        caller = Caller(item["name"], frozenset(routes) if routes is not None else None, quotas, listed=True)
         entries.append(_Entry(caller, bytes.fromhex(digest)))
     return tuple(entries)
 

@@ -43,6 +43,7 @@ from llm_service.core.settings import (
     setting,
 )
 from llm_service.core.types import CallRequest
+from llm_service.quotas.limits import Limits, QuotaRules, QuotasConfig
 
 __all__ = [
     "ClaudeCodeConfig",
@@ -51,6 +52,7 @@ __all__ = [
     "FileSecret",
     "KeySource",
     "LimitsConfig",
+    "QuotasConfig",
     "ResilienceConfig",
     "RetryConfig",
     "Route",
@@ -59,6 +61,7 @@ __all__ = [
     "ServerConfig",
     "load_config",
     "parse_config",
+    "quota_rules",
 ]
 
 ROUTE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -153,6 +156,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
+    quotas: QuotasConfig = field(default_factory=QuotasConfig)
 
     def route(self, name: str) -> Route | None:
         """The route of that name, or None."""
@@ -306,6 +310,11 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
         for fb in route.fallbacks:
             if fb not in routes or fb == route.name:
                 raise ConfigError(f"{source}: routes.{route.name}.fallbacks: expected names of other routes, got {fb!r}")
+    quotas = _quotas(top.sub("quotas"))
+    for who, rules in (("default", quotas.default), *((f"callers.{n}", r) for n, r in quotas.callers.items())):
+        unknown = sorted(set(rules.routes) - set(routes))
+        if unknown:
+            raise ConfigError(f"{source}: quotas.{who}.routes: expected names of configured routes, got {unknown[0]!r}")
     top.done()
     return Config(
         source=source,
@@ -320,7 +329,42 @@ def parse_config(raw: Any, source: str, environ: Mapping[str, str]) -> Config:
         limits=limits,
         security=security,
         resilience=resilience,
+        quotas=quotas,
     )
+
+
+def _quotas(q: _Reader) -> QuotasConfig:
+    """The `quotas:` section: backend settings, `default` limits, and `callers: {name: limits}`."""
+    callers_reader = q.sub("callers")
+    callers = {}
+    for name in callers_reader.data:
+        callers_reader.used.add(name)
+        if not isinstance(name, str) or not name:
+            callers_reader.fail(str(name), "a caller name (as the tokens file or the client certificate names it)", name)
+        callers[name] = _quota_rules(callers_reader.sub(name))
+    quotas: QuotasConfig = q.settings(QuotasConfig, default=_quota_rules(q.sub("default")), callers=callers)
+    q.done()
+    return quotas
+
+
+def _quota_rules(r: _Reader) -> QuotaRules:
+    """One caller's limits: requests_per_minute, tokens_per_minute, concurrent_streams, usd_per_day,
+    usd_per_month over all its routes, and the same under `routes: {route: ...}` for single routes."""
+    routes_reader = r.sub("routes")
+    routes = {}
+    for name in routes_reader.data:
+        routes_reader.used.add(name)
+        per_route = routes_reader.sub(str(name))
+        routes[str(name)] = per_route.settings(Limits)
+        per_route.done()
+    limits: Limits = r.settings(Limits)
+    r.done()
+    return QuotaRules(limits, routes)
+
+
+def quota_rules(data: Any, source: str, where: str) -> QuotaRules:
+    """A caller's limits from a mapping (a tokens file entry's `quotas:`), checked as the config's are."""
+    return _quota_rules(_Reader(source, data, where))
 
 
 def _parse_route(r: _Reader, name: str, environ: Mapping[str, str]) -> Route:

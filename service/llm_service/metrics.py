@@ -2,7 +2,8 @@
 
 Label values are bounded: `route` and `provider` come from the configuration only
 (an unknown route is rejected before any route-labelled series is touched), `rpc`
-and `grpc_method` from the service definition, `reason` and `kind` from fixed sets.
+and `grpc_method` from the service definition, `reason` and `kind` from fixed sets,
+`caller` from the callers the configuration names (any other is `_unlisted`).
 No user, token or request ids ever become labels.
 
 With PROMETHEUS_MULTIPROC_DIR set (several worker processes), values live in that
@@ -31,6 +32,7 @@ from llm_service.config import Route
 from llm_service.core import types
 from llm_service.core.resilience import BreakerState
 from llm_service.core.retry import RetryReason
+from llm_service.quotas.tab import TAB
 
 # The `*_created` series (a timestamp per labelled child) are read by no dashboard or alert and
 # were a third of the exposed samples.
@@ -129,6 +131,35 @@ class Metrics:
             "llm_service_build_info", "Build information.", ["version", "litellm_version"], multiprocess_mode="max", registry=r
         )
         build.labels(__version__, litellm_version).set(1)
+        # Attribution by caller: `caller` is a name the configuration lists, or _anonymous / _unlisted.
+        self.caller_requests = Counter(
+            "llm_caller_requests", "Complete, Stream and Embed calls by caller and code.", ["caller", "code"], registry=r
+        )
+        self.caller_tokens = Counter("llm_caller_tokens", "Tokens billed, by caller.", ["caller", "kind"], registry=r)
+        self.caller_cost = Counter("llm_caller_cost_usd", "Cost in USD billed, by caller.", ["caller"], registry=r)
+        self.quota_rejections = Counter(
+            "llm_quota_rejections", "Calls refused by a quota, by caller and limit.", ["caller", "limit"], registry=r
+        )
+        self.quota_backend_up = Gauge(
+            "llm_quota_backend_up",
+            "1 while the shared quota counters (Redis) answer, 0 while they do not.",
+            multiprocess_mode="min",
+            registry=r,
+        )
+        self.caller_spent = Gauge(
+            "llm_caller_spent_usd",
+            "A caller's spend this day or month, as the shared counters last said.",
+            ["caller", "period"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.caller_budget = Gauge(
+            "llm_caller_budget_usd",
+            "A caller's budget for the day or month.",
+            ["caller", "period"],
+            multiprocess_mode="max",
+            registry=r,
+        )
         self._http: WSGIServer | None = None
         self._stream_event_children: dict[tuple[str, type], Any] = {}
 
@@ -199,6 +230,31 @@ class Metrics:
                 self.tokens.labels(route.name, route.provider, kind).inc(value)
         if cost_usd > 0:
             self.cost.labels(route.name, route.provider).inc(cost_usd)
+        tab = TAB.get()
+        if tab is not None:  # the call's own account, and its caller's series
+            tab.billed(usage, cost_usd)
+            for kind, value in zip(TOKEN_KINDS, values, strict=True):
+                if value:
+                    self.caller_tokens.labels(tab.label, kind).inc(value)
+            if cost_usd > 0:
+                self.caller_cost.labels(tab.label).inc(cost_usd)
+
+    def caller_finished(self, caller: str, code: str) -> None:
+        """A Complete, Stream or Embed call of this caller (its label) ended with this gRPC code name."""
+        self.caller_requests.labels(caller, code).inc()
+
+    def quota_refused(self, caller: str, limit: str) -> None:
+        """A call refused by one of its caller's limits."""
+        self.quota_rejections.labels(caller, limit).inc()
+
+    def quota_backend(self, up: bool) -> None:
+        """Whether the shared quota counters answer."""
+        self.quota_backend_up.set(1 if up else 0)
+
+    def caller_spend(self, caller: str, period: str, spent_usd: float, budget_usd: float) -> None:
+        """A caller's spend in a budget's period, and the budget."""
+        self.caller_spent.labels(caller, period).set(spent_usd)
+        self.caller_budget.labels(caller, period).set(budget_usd)
 
     def answered(self, route: Route, finish: types.Finish) -> None:
         """Attempts of a successful call."""

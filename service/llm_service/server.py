@@ -63,6 +63,7 @@ class RunningServer:
         await stopping
         self.admission.trimmer.cancel()
         await self.provider.aclose()
+        await self.servicer.quotas.aclose()
         await asyncio.to_thread(self.metrics.close)
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # the spans still batched are exported first

@@ -22,11 +22,13 @@ from llm_service import convert, logs
 from llm_service.auth import CALLER
 from llm_service.config import Config, Route
 from llm_service.core import errors, types
-from llm_service.core.embedding import Embedding
+from llm_service.core.embedding import EmbedCall, Embedding
 from llm_service.core.provider import Provider
 from llm_service.core.retry import Deadline
 from llm_service.interceptors import PARSE_OFF_LOOP_BYTES
 from llm_service.metrics import Metrics
+from llm_service.quotas.gate import QuotaGate
+from llm_service.quotas.tab import Tab
 from llm_service.relay import Relay
 from llm_service.status import MappedStatus, caller_ended_code, to_status
 from llm_service.tracing import Tracing
@@ -46,6 +48,7 @@ class _RpcRecord:
         self.metrics = metrics
         self.route: Route | None = None
         self.failure: MappedStatus | None = None
+        self.tab: Tab | None = None  # the call's quota account, once admission has looked at it
         self.fields: dict[str, Any] = {"rpc": rpc, "code": "OK", "route": ""}
         self.exemplar: dict[str, str] | None = None  # the trace a latency sample links to, when it is sampled
         caller = CALLER.get()
@@ -104,6 +107,8 @@ class _RpcRecord:
         seconds = time.monotonic() - self.started
         self.metrics.inflight.labels(self.rpc).dec()
         self.metrics.finished(self.rpc, self.route, self.fields["code"], seconds, self.exemplar)
+        if self.tab is not None:
+            self.metrics.caller_finished(self.tab.label, self.fields["code"])
         self.fields["latency_ms"] = round(seconds * 1000, 1)
         log.info("rpc", extra=self.fields)
 
@@ -129,6 +134,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         self.tracing = tracing
         self._streams: dict[asyncio.Task[Any], _OpenStream] = {}  # the open Stream calls
         self._ending_streams = False
+        self.quotas = QuotaGate(config.quotas, metrics)
 
     def end_streams(self) -> int:
         """At the end of a drain's grace: end every open stream with an error event and UNAVAILABLE
@@ -163,6 +169,20 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
             what, rpcs = ("an embedding", "Embed") if route_kind == "embedding" else ("a chat", "Complete, Stream or CountTokens")
             raise errors.InvalidRequest("model", f"route '{route.name}' is {what} route: call {rpcs} on it")
         return route
+
+    async def _admit(
+        self, rec: _RpcRecord, route: Route, call: types.CallRequest | EmbedCall, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Admission by the caller's quotas, before anything goes upstream (raises QuotaExceeded);
+        what it reserves is settled by `_settle` when the call ends."""
+        remaining = context.time_remaining()
+        lease_s = route.timeout_s if remaining is None else min(remaining, route.timeout_s)
+        rec.tab = self.quotas.open_tab(CALLER.get(), route, call, rec.rpc == "Stream", lease_s)
+        await self.quotas.admit(rec.tab)
+
+    async def _settle(self, rec: _RpcRecord) -> None:
+        """The call's reservation replaced by what the upstream billed (answered, failed or cancelled)."""
+        await self.quotas.settle(rec.tab)
 
     def _route(self, name: str) -> Route:
         if not name:
@@ -212,7 +232,11 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         with self._rpc("Complete", request, context) as rec:
             route = self._routed(rec, request.model)
             call = await self._call(request)
-            completion = await self.provider.complete(route, call, Deadline(context.time_remaining()))
+            await self._admit(rec, route, call, context)
+            try:
+                completion = await self.provider.complete(route, call, Deadline(context.time_remaining()))
+            finally:
+                await self._settle(rec)
             rec.finished(completion.finish)
             return convert.completion_to_proto(completion)
         return await _abort(context, rec)
@@ -227,6 +251,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
             with self._rpc("Stream", request, context) as rec:
                 route = self._routed(rec, request.model)
                 call = await self._call(request)
+                await self._admit(rec, route, call, context)
                 stream = self.provider.stream(route, call, Deadline(context.time_remaining()))
                 upstream = Relay(stream, coalesce=self.config.server.stream_coalescing)
                 events = 0
@@ -259,6 +284,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         finally:
             if task is not None:
                 self._streams.pop(task, None)
+            await self._settle(rec)
         if rec.failure is not None:
             if rec.route is not None:
                 self.metrics.stream_events.labels(rec.route.name, "error").inc()
@@ -302,7 +328,11 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
                 call = convert.embed_call_from_proto(request, entries, limits)
             else:
                 call = await asyncio.to_thread(convert.embed_call_from_proto, request, entries, limits)
-            embedding = await self.provider.embed(route, call, Deadline(context.time_remaining()))
+            await self._admit(rec, route, call, context)
+            try:
+                embedding = await self.provider.embed(route, call, Deadline(context.time_remaining()))
+            finally:
+                await self._settle(rec)
             rec.embedded(embedding, len(call.inputs))
             if sum(len(v) for v in embedding.vectors) > OFF_LOOP_FLOATS:
                 return await asyncio.to_thread(convert.embedding_to_proto, embedding)

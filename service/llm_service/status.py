@@ -29,6 +29,8 @@ _CODES: tuple[tuple[type[errors.LLMError], grpc.StatusCode], ...] = (
     (errors.RouteNotPermitted, grpc.StatusCode.PERMISSION_DENIED),
     (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.ShuttingDown, grpc.StatusCode.UNAVAILABLE),
+    (errors.QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.QuotaBackendUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.RouteNotReady, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ContextWindowExceeded, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.ContentPolicyViolation, grpc.StatusCode.INVALID_ARGUMENT),
@@ -86,6 +88,8 @@ def to_status(err: errors.LLMError, route: str = "") -> MappedStatus:
         metadata["attempts"] = str(err.attempts)
     if isinstance(err, errors.ToolArgumentsInvalid):
         metadata["tool_name"] = err.tool_name
+    if isinstance(err, errors.QuotaExceeded):
+        metadata.update(limit=err.limit, scope=err.scope, quota=f"{err.quota:g}")
     details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata))]
     trailers: list[tuple[str, str | bytes]] = []
     if err.retry_after_s is not None and code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
@@ -96,6 +100,13 @@ def to_status(err: errors.LLMError, route: str = "") -> MappedStatus:
     if isinstance(err, errors.InvalidRequest):
         violation = error_details_pb2.BadRequest.FieldViolation(field=err.field, description=err.description)
         details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
+    if isinstance(err, errors.QuotaExceeded):
+        violation = error_details_pb2.QuotaFailure.Violation(
+            subject=err.subject, description=err.message, quota_id=err.limit, quota_dimensions={"scope": err.scope}
+        )
+        if err.quota == int(err.quota):  # quota_value is an integer; a budget in dollars stays in the description
+            violation.quota_value = int(err.quota)
+        details.append(_pack(error_details_pb2.QuotaFailure(violations=[violation])))
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
     return MappedStatus(code, message, reason, ((STATUS_DETAILS_KEY, status.SerializeToString()), *trailers))
 

@@ -20,7 +20,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -263,3 +264,17 @@ class ServerProcess:
         self.proc.wait(timeout=60)
         self._reader.join(10)
         return self.output
+
+
+def started_side_by_side(start: Callable[[Any], ServerProcess], items: Iterable[Any]) -> list[ServerProcess]:
+    """Replicas started side by side (each spends seconds importing LiteLLM), in the items' order;
+    if one fails to start, the others are stopped before the failure is raised."""
+    with ThreadPoolExecutor() as pool:
+        futures = [pool.submit(start, item) for item in items]
+    failed = [e for f in futures if (e := f.exception()) is not None]
+    if failed:
+        for f in futures:
+            if f.exception() is None:
+                f.result().stop()
+        raise failed[0]
+    return [f.result() for f in futures]

@@ -118,6 +118,26 @@ class Overloaded(LLMError):
     reason = "SERVER_OVERLOADED"
 
 
+class QuotaExceeded(LLMError):
+    """The caller is over one of its quotas (limit names it, scope "*" or the route it counts);
+    the call was not started. retry_after_s says when the limit frees up."""
+
+    reason = "QUOTA_EXCEEDED"
+
+    def __init__(self, message: str, *, limit: str, scope: str, quota: float, subject: str, retry_after_s: float) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.limit = limit
+        self.scope = scope
+        self.quota = quota
+        self.subject = subject
+
+
+class QuotaBackendUnavailable(LLMError):
+    """The shared quota counters cannot be reached and the service is configured to fail closed."""
+
+    reason = "QUOTA_BACKEND_UNAVAILABLE"
+
+
 class ShuttingDown(LLMError):
     """This server is draining before it exits; the call was not started. Another replica can serve it."""
 

@@ -37,6 +37,8 @@ POLICIES: dict[type[errors.LLMError], FailurePolicy] = {
     errors.RouteNotReady: _FINAL,
     errors.Overloaded: _FINAL,
     errors.ShuttingDown: _FINAL,
+    errors.QuotaExceeded: _FINAL,
+    errors.QuotaBackendUnavailable: _FINAL,
     errors.ContentPolicyViolation: _FINAL,
     errors.UpstreamBadRequest: _FINAL,
     errors.UpstreamAuthFailed: _FINAL,

@@ -25,5 +25,11 @@ def estimate_tokens(model: str, messages: list[dict[str, Any]], tools: list[dict
         )
         return int(count), "litellm"
     except Exception:
-        chars = sum(len(str(m.get("content", ""))) for m in messages) + sum(len(str(t)) for t in tools or ())
-        return chars // CHARS_PER_TOKEN, "estimate"
+        return chars_estimate(messages, tools), "estimate"
+
+
+def chars_estimate(messages: list[dict[str, Any]], tools: Any = None, system: str = "") -> int:
+    """Input tokens as characters / 4: what costs nothing to count (a quota's reservation, or when
+    LiteLLM's counter fails)."""
+    chars = len(system) + sum(len(str(m.get("content", ""))) for m in messages) + sum(len(str(t)) for t in tools or ())
+    return chars // CHARS_PER_TOKEN

@@ -1,4 +1,4 @@
-"""Reading google.rpc.Status and its details (ErrorInfo, RetryInfo, BadRequest) without googleapis-common-protos.
+"""Reading google.rpc.Status and its details (ErrorInfo, RetryInfo, BadRequest, QuotaFailure) without googleapis-common-protos.
 
 The client depends on grpcio and protobuf only. The few google.rpc messages it reads
 are declared here with the same field numbers, in a private package and a private
@@ -62,6 +62,10 @@ def _pool() -> descriptor_pool.DescriptorPool:
     bad.nested_type.add(
         name="FieldViolation", field=[_field("field", 1, _F.TYPE_STRING), _field("description", 2, _F.TYPE_STRING)]
     )
+    quota = f.message_type.add(name="QuotaFailure", field=[
+        _field("violations", 1, _F.TYPE_MESSAGE, f".{_PACKAGE}.QuotaFailure.Violation", repeated=True),
+    ])  # fmt: skip
+    quota.nested_type.add(name="Violation", field=_strings("subject", "description"))
     pool.Add(f)
     return pool
 
@@ -71,6 +75,7 @@ Status: Any = GetMessageClass(_POOL.FindMessageTypeByName(f"{_PACKAGE}.Status"))
 ErrorInfo: Any = GetMessageClass(_POOL.FindMessageTypeByName(f"{_PACKAGE}.ErrorInfo"))
 RetryInfo: Any = GetMessageClass(_POOL.FindMessageTypeByName(f"{_PACKAGE}.RetryInfo"))
 BadRequest: Any = GetMessageClass(_POOL.FindMessageTypeByName(f"{_PACKAGE}.BadRequest"))
+QuotaFailure: Any = GetMessageClass(_POOL.FindMessageTypeByName(f"{_PACKAGE}.QuotaFailure"))
 
 
 @dataclass
@@ -81,10 +86,11 @@ class Details:
     metadata: dict[str, str] = field(default_factory=dict)
     retry_delay_s: float | None = None
     field_violations: list[tuple[str, str]] = field(default_factory=list)
+    quota_violations: list[tuple[str, str]] = field(default_factory=list)  # (subject, description)
 
 
 def parse_details(status_bytes: bytes) -> Details:
-    """The ErrorInfo, RetryInfo and BadRequest in a serialized google.rpc.Status; unknown details are skipped."""
+    """The ErrorInfo, RetryInfo, BadRequest and QuotaFailure in a serialized google.rpc.Status; unknown details are skipped."""
     status = Status.FromString(status_bytes)
     out = Details()
     for detail in status.details:
@@ -97,4 +103,6 @@ def parse_details(status_bytes: bytes) -> Details:
             out.retry_delay_s = delay.seconds + delay.nanos / 1e9
         elif kind == "google.rpc.BadRequest":
             out.field_violations = [(v.field, v.description) for v in BadRequest.FromString(detail.value).field_violations]
+        elif kind == "google.rpc.QuotaFailure":
+            out.quota_violations = [(v.subject, v.description) for v in QuotaFailure.FromString(detail.value).violations]
     return out

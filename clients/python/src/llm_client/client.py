@@ -379,7 +379,7 @@ class TokenCount:
 
 
 class LLMServiceError(Exception):
-    """A failed call: gRPC code, ErrorInfo reason and metadata, RetryInfo delay, field violations."""
+    """A failed call: gRPC code, ErrorInfo reason and metadata, RetryInfo delay, field and quota violations."""
 
     def __init__(
         self,
@@ -389,6 +389,7 @@ class LLMServiceError(Exception):
         metadata: dict[str, str] | None = None,
         retry_delay_s: float | None = None,
         field_violations: list[tuple[str, str]] | None = None,
+        quota_violations: list[tuple[str, str]] | None = None,
     ) -> None:
         super().__init__(f"{code.name}: {message}" + (f" [{reason}]" if reason else ""))
         self.code = code
@@ -397,6 +398,7 @@ class LLMServiceError(Exception):
         self.metadata = metadata or {}
         self.retry_delay_s = retry_delay_s
         self.field_violations = field_violations or []
+        self.quota_violations = quota_violations or []  # (subject, description) of each quota exceeded
 
 
 class InvalidArgument(LLMServiceError):
@@ -461,7 +463,7 @@ def error_from_rpc(err: grpc.RpcError | grpc.aio.AioRpcError) -> LLMServiceError
     if raw is None:
         return kind(code, message)
     d = parse_details(raw)
-    return kind(code, message, d.reason, d.metadata, d.retry_delay_s, d.field_violations)
+    return kind(code, message, d.reason, d.metadata, d.retry_delay_s, d.field_violations, d.quota_violations)
 
 
 # --- requests ------------------------------------------------------------------------------------
