@@ -181,7 +181,8 @@ def test_a_port_already_taken_ends_the_supervisor_instead_of_restarting_forever(
         port = taken.getsockname()[1]
         out = _run(_config_file(tmp_path, fake, listen=f"127.0.0.1:{port}", workers=2))
     assert out.returncode == 1
-    assert "workers keep exiting at start; giving up" in out.stderr
+    assert "a worker cannot listen on the port; giving up" in out.stderr
+    assert out.stderr.count('"msg": "worker exited"') == 1, "no worker is started again in its place"
 
 
 @pytest.mark.parametrize(

@@ -102,12 +102,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _work(config: Config, index: int, tracing: TracingSettings | None) -> int:
     """One of the supervisor's workers: the whole server on the shared port, no /metrics, no fake upstream."""
-    from llm_service.workers import die_with_supervisor
+    from llm_service.workers import EXIT_CANNOT_LISTEN, die_with_supervisor
 
     die_with_supervisor()
     logs.configure(config.server.log_level, fields={"worker": index})
     server = replace(config.server, metrics_listen="", workers=1)
-    return _serve(replace(config, server=server, fake_upstream=""), reuse_port=True, tracing=tracing)
+    code = _serve(replace(config, server=server, fake_upstream=""), reuse_port=True, tracing=tracing)
+    return EXIT_CANNOT_LISTEN if code == 1 else code
 
 
 def _serve(config: Config, reuse_port: bool, tracing: TracingSettings | None) -> int:

@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 SUPERVISOR_PID_ENV = "LLM_SERVICE_SUPERVISOR_PID"
 FAST_EXIT_S = 10.0  # a worker that dies sooner than this after starting counts towards giving up
 FAST_EXITS_TO_GIVE_UP = 3
+# A worker's exit code when it cannot listen on the shared port: a new one could not either, so
+# the supervisor gives up at once (however long the worker took to start: importing LiteLLM on a
+# busy machine can take longer than FAST_EXIT_S).
+EXIT_CANNOT_LISTEN = 3
 RESTART_DELAY_S = 1.0
 STOP_MARGIN_S = 15.0  # beyond the drain grace, before SIGKILL
 
@@ -138,6 +142,9 @@ class Supervisor:
         self.fast_exits = self.fast_exits + 1 if lived < FAST_EXIT_S else 0
         fields = {"worker": worker.index, "pid": worker.proc.pid, "exit_code": code, "lived_s": round(lived, 1)}
         log.warning("worker exited", extra=fields)
+        if code == EXIT_CANNOT_LISTEN:
+            log.error("a worker cannot listen on the port; giving up", extra={"address": self.config.server.listen})
+            return False
         if self.fast_exits >= FAST_EXITS_TO_GIVE_UP:
             log.error("workers keep exiting at start; giving up", extra={"fast_exits": self.fast_exits})
             return False
