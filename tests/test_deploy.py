@@ -77,7 +77,8 @@ def test_network_policy_never_allows_the_metadata_address_or_private_ranges(buil
     for block in blocks:
         assert {"169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} <= set(block["except"])
     ports = {p["port"] for rule in policy["egress"] for p in rule.get("ports", [])}
-    assert ports == {53, 443, 4317, 4318}  # DNS, HTTPS, and OTLP (to the collector only: see the tracing test)
+    # DNS, HTTPS, OTLP (to the collector only: see the tracing test), Redis and Sentinel (to redis pods only)
+    assert ports == {53, 443, 4317, 4318, 6379, 26379}
 
 
 def test_the_prometheus_rule_carries_the_alert_rules(built: dict[str, dict[str, Any]]) -> None:
@@ -219,6 +220,17 @@ def test_tracing_is_ready_for_the_collector_and_off_until_an_overlay_turns_it_on
     pod = _service_pod(built)
     assert allowed(built, pod, COLLECTOR, "Egress", 4317) and allowed(built, pod, COLLECTOR, "Egress", 4318)
     assert not allowed(built, pod, _pod("monitoring", app="other"), "Egress", 4317), "OTLP only to the collector"
+
+
+def test_the_quota_counters_redis_in_the_namespace_is_reachable_and_nothing_else_on_its_ports(
+    built: dict[str, dict[str, Any]],
+) -> None:
+    pod = _service_pod(built)
+    redis = _pod(pod.namespace, **{"app.kubernetes.io/name": "redis"})
+    assert allowed(built, pod, redis, "Egress", 6379) and allowed(built, pod, redis, "Egress", 26379), "Redis and Sentinel"
+    assert not allowed(built, pod, _pod(pod.namespace, app="other"), "Egress", 6379), "Redis ports to another pod"
+    assert not allowed(built, pod, _pod("elsewhere", **{"app.kubernetes.io/name": "redis"}), "Egress", 6379), "another namespace"
+    assert not allowed(built, pod, Endpoint(ip="104.18.6.192"), "Egress", 6379), "Redis on the internet"
 
 
 def test_network_policy_refuses_what_the_service_must_not_see(built: dict[str, dict[str, Any]]) -> None:
