@@ -52,7 +52,11 @@ def test_f08_thousands_of_streams_half_cancelled_or_failing(fake: FakeUpstream, 
         time.sleep(1.0)
         rss_base, sockets_busy = rss_mb(server.pid), upstream_sockets(server.pid, upstream_port)
         rest = asyncio.run(_load(server.target, range(WARMUP, STREAMS)))
-        time.sleep(4.0)  # twice the keep-alive timeout
+        # The fake upstream closes connections idle for its keep-alive timeout; its timer may take
+        # twice that, and longer on a busy machine: wait for the sockets to go, up to 15 s.
+        idle_by = time.monotonic() + 15
+        while upstream_sockets(server.pid, upstream_port) > sockets_base + SOCKET_SLACK and time.monotonic() < idle_by:
+            time.sleep(0.25)
         rss_end, sockets_end = rss_mb(server.pid), upstream_sockets(server.pid, upstream_port)
         after = asyncio.run(_load(server.target, range(0, 400, 2)))  # even: ordinary streams only
         elapsed = time.monotonic() - started
