@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--concurrency", default="1,32,256")
+    parser.add_argument("--modes", default="unary,burst,paced")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     os.environ["BENCH_BEARER"] = "sk-" + secrets.token_hex(32)
