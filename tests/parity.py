@@ -87,10 +87,17 @@ def junit_outcomes(path: Path) -> dict[str, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--junit", type=Path, help="a pytest --junitxml file: count only passing tests")
+    parser.add_argument(
+        "--junit", type=Path, action="append", help="a pytest --junitxml file (again for each phase): count only passing tests"
+    )
     args = parser.parse_args()
     found = tests_by_item()
-    outcomes = junit_outcomes(args.junit) if args.junit else None
+    outcomes: dict[str, str] | None = None
+    if args.junit:
+        outcomes = {}
+        for path in args.junit:
+            for key, outcome in junit_outcomes(path).items():
+                outcomes[key] = "failed" if "failed" in (outcome, outcomes.get(key)) else outcome
     problems: list[str] = [f"{item}: named by tests but not an item of the specification" for item in set(found) - set(ITEMS)]
     print("| item | behaviour | tests |")
     print("|---|---|---|")

@@ -17,6 +17,9 @@ from llm_client import LLMClient, LLMServiceError
 from tests.support.messages import user_msg
 from tests.support.servers import ServerPath, custom_server, on_both_paths
 
+pytestmark = pytest.mark.alone  # make test runs it after the parallel phase: its counts and timings need the machine to itself
+
+
 KEY_A = "sk-deployment-a-000000000000AAAA"
 KEY_B = "sk-deployment-b-000000000000BBBB"
 

@@ -20,6 +20,9 @@ from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from tests.support.load import mixed_load_config, mixed_stream, rss_mb, upstream_sockets
 from tests.support.servers import ServerProcess
 
+pytestmark = pytest.mark.alone  # make test runs it after the parallel phase: its counts and timings need the machine to itself
+
+
 STREAMS = int(os.environ.get("F08_STREAMS", "5000"))  # `F08_STREAMS=10000 make unit ...` for the long form
 WARMUP = 1_000
 CONCURRENCY = 64
