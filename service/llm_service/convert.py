@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
@@ -103,13 +104,8 @@ def _content(msg: pb.Message, i: int, limits: LimitsConfig) -> str | list[dict[s
                 image["detail"] = part.image_url.detail
             parts.append({"type": "image_url", "image_url": image})
         elif kind == "inline_image":
-            mime = part.inline_image.mime_type
-            if not re.fullmatch(r"image/[A-Za-z0-9.+-]+", mime):
-                raise InvalidRequest(f"{field}.inline_image.mime_type", "must be an image MIME type such as image/png")
-            if not part.inline_image.data:
-                raise InvalidRequest(f"{field}.inline_image.data", "must not be empty")
-            data = base64.b64encode(part.inline_image.data).decode()
-            parts.append({"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}})
+            url = _inline_image_url(part.inline_image, f"{field}.inline_image")
+            parts.append({"type": "image_url", "image_url": {"url": url}})
         elif kind == "document":
             parts.append(_document(part.document, f"{field}.document", limits))
         else:
@@ -121,6 +117,24 @@ def _content(msg: pb.Message, i: int, limits: LimitsConfig) -> str | list[dict[s
     if all(p["type"] == "text" for p in parts):
         return "".join(p["text"] for p in parts)
     return parts
+
+
+def _inline_image_url(image: pb.InlineImage, field: str) -> str:
+    """An inline image as a data: URL, its MIME type and bytes checked."""
+    if not re.fullmatch(r"image/[A-Za-z0-9.+-]+", image.mime_type):
+        raise InvalidRequest(f"{field}.mime_type", "must be an image MIME type such as image/png")
+    if not image.data:
+        raise InvalidRequest(f"{field}.data", "must not be empty")
+    return f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode()}"
+
+
+def _check_metadata(metadata: Mapping[str, str], max_entries: int) -> None:
+    """The caller's metadata within its limits (count, and characters per key and value)."""
+    if len(metadata) > max_entries:
+        raise InvalidRequest("metadata", f"at most {max_entries} entries")
+    for k, v in metadata.items():
+        if len(k) > METADATA_MAX_CHARS or len(v) > METADATA_MAX_CHARS:
+            raise InvalidRequest(f"metadata[{k[:40]}]", f"keys and values are at most {METADATA_MAX_CHARS} characters")
 
 
 def _document(doc: pb.Document, field: str, limits: LimitsConfig) -> dict[str, Any]:
@@ -295,11 +309,7 @@ def call_from_proto(req: Request, max_metadata_entries: int, limits: LimitsConfi
         raise InvalidRequest("max_retries", "must not be negative")
     if any(not s for s in req.stop_sequences):
         raise InvalidRequest("stop_sequences", "must not contain empty strings")
-    if len(req.metadata) > max_metadata_entries:
-        raise InvalidRequest("metadata", f"at most {max_metadata_entries} entries")
-    for k, v in req.metadata.items():
-        if len(k) > METADATA_MAX_CHARS or len(v) > METADATA_MAX_CHARS:
-            raise InvalidRequest(f"metadata[{k[:40]}]", f"keys and values are at most {METADATA_MAX_CHARS} characters")
+    _check_metadata(req.metadata, max_metadata_entries)
     response_format = None
     if req.HasField("response_format"):
         rf = req.response_format
@@ -455,13 +465,8 @@ def embed_call_from_proto(req: pb.EmbedRequest, max_metadata_entries: int, limit
             inputs.append(item.text)
             size += len(item.text.encode())
         elif kind == "inline_image":
-            image = item.inline_image
-            if not re.fullmatch(r"image/[A-Za-z0-9.+-]+", image.mime_type):
-                raise InvalidRequest(f"inputs[{i}].inline_image.mime_type", "must be an image MIME type such as image/png")
-            if not image.data:
-                raise InvalidRequest(f"inputs[{i}].inline_image.data", "must not be empty")
-            inputs.append(f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode()}")
-            size += len(image.data)
+            inputs.append(_inline_image_url(item.inline_image, f"inputs[{i}].inline_image"))
+            size += len(item.inline_image.data)
         else:
             raise InvalidRequest(f"inputs[{i}]", "exactly one of text or inline_image must be set")
         kinds.add(kind)
@@ -477,10 +482,7 @@ def embed_call_from_proto(req: pb.EmbedRequest, max_metadata_entries: int, limit
         raise InvalidRequest("max_retries", "must not be negative")
     if req.input_type not in (pb.EMBED_INPUT_TYPE_UNSPECIFIED, *_INPUT_TYPES):
         raise InvalidRequest("input_type", "must be EMBED_INPUT_TYPE_QUERY or EMBED_INPUT_TYPE_DOCUMENT")
-    if len(req.metadata) > max_metadata_entries:
-        raise InvalidRequest("metadata", f"at most {max_metadata_entries} entries")
-    if any(len(k) > METADATA_MAX_CHARS or len(v) > METADATA_MAX_CHARS for k, v in req.metadata.items()):
-        raise InvalidRequest("metadata", f"keys and values are at most {METADATA_MAX_CHARS} characters")
+    _check_metadata(req.metadata, max_metadata_entries)
     return EmbedCall(
         inputs=tuple(inputs),
         images=kinds == {"inline_image"},

@@ -11,8 +11,8 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
 
 import grpc
 
@@ -20,7 +20,7 @@ from llm_client._proto.llm.v1 import llm_service_pb2 as pb
 from llm_client._proto.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from llm_service import convert, logs
 from llm_service.auth import CALLER
-from llm_service.config import Config, Route
+from llm_service.config import Config, LimitsConfig, Route
 from llm_service.core import errors, types
 from llm_service.core.embedding import EmbedCall, Embedding
 from llm_service.core.provider import Provider
@@ -34,6 +34,7 @@ from llm_service.status import MappedStatus, caller_ended_code, to_status
 from llm_service.tracing import Tracing
 
 log = logging.getLogger("llm_service.rpc")
+T = TypeVar("T")
 ROUTE_NAME_SHOWN_MAX_CHARS = 64
 OFF_LOOP_BYTES = PARSE_OFF_LOOP_BYTES  # requests this large are decoded, converted and planned off the loop
 OFF_LOOP_FLOATS = 64 * 1024  # an Embed answer of more vector components than this is encoded off the loop
@@ -150,14 +151,17 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         return len(self._streams)
 
     async def _call(self, request: pb.CompleteRequest | pb.StreamRequest) -> types.CallRequest:
-        """The request as the core takes it; a large one converted in a worker thread, so the
-        event loop keeps serving every other call meanwhile (and the core plans it off the loop too)."""
+        """The request as the core takes it (a large one planned off the loop by the core too)."""
+        call, large = await self._converted(convert.call_from_proto, request)
+        return dataclasses.replace(call, large=True) if large else call
+
+    async def _converted(self, to_core: Callable[[Any, int, LimitsConfig], T], request: Any) -> tuple[T, bool]:
+        """The request converted by to_core, and whether it was large: a large one is converted in
+        a worker thread, so the event loop keeps serving every other call meanwhile."""
+        args = (request, self.config.server.max_metadata_entries, self.config.limits)
         if request.ByteSize() <= OFF_LOOP_BYTES:
-            return convert.call_from_proto(request, self.config.server.max_metadata_entries, self.config.limits)
-        call = await asyncio.to_thread(
-            convert.call_from_proto, request, self.config.server.max_metadata_entries, self.config.limits
-        )
-        return dataclasses.replace(call, large=True)
+            return to_core(*args), False
+        return await asyncio.to_thread(to_core, *args), True
 
     def _routed(self, rec: _RpcRecord, name: str, kind: str = "chat") -> Route:
         """The route the call names, checked for this caller and for the RPC's kind of model; from
@@ -323,11 +327,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         """The vectors of a batch of inputs, in order, on an embedding route."""
         with self._rpc("Embed", request, context) as rec:
             route = self._routed(rec, request.model, kind="embedding")
-            limits, entries = self.config.limits, self.config.server.max_metadata_entries
-            if request.ByteSize() <= OFF_LOOP_BYTES:
-                call = convert.embed_call_from_proto(request, entries, limits)
-            else:
-                call = await asyncio.to_thread(convert.embed_call_from_proto, request, entries, limits)
+            call, _ = await self._converted(convert.embed_call_from_proto, request)
             await self._admit(rec, route, call, context)
             try:
                 embedding = await self.provider.embed(route, call, Deadline(context.time_remaining()))

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+import grpc
+
 from llm_service import __version__
 from llm_service.core import errors
 from llm_service.core.retry import RetryReason
@@ -61,25 +63,6 @@ SAMPLERS = (
 )
 PROTOCOLS = ("grpc", "http/protobuf")
 DEFAULT_ENDPOINTS = {"grpc": "http://localhost:4317", "http/protobuf": "http://localhost:4318/v1/traces"}
-GRPC_CODES = (  # by number
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-)
 # The gRPC semantic conventions: a server span's status is an error only for these codes.
 SERVER_ERROR_CODES = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
 # LiteLLM's provider prefixes that the GenAI conventions name otherwise (the rest keep their own name).
@@ -245,7 +228,7 @@ class Tracing:
         trace.open.clear()
         span = trace.span
         if span.is_recording():
-            span.set_attribute("rpc.grpc.status_code", GRPC_CODES.index(code))
+            span.set_attribute("rpc.grpc.status_code", grpc.StatusCode[code].value[0])
             if route:
                 span.set_attribute("llm_service.route", route)
             if caller:
