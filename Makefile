@@ -28,7 +28,7 @@ PEER_VENV := .venv-peer
 OVERLAYS := dev prod
 K8S_VERSION := 1.30.0
 
-.PHONY: help unit versions kubectl go-client venv bench-deps system-deps run test parity soak bench bench-peer lint deploy-check stubs release-contract proto proto-check typecheck clean lock
+.PHONY: help unit versions kubectl go-client venv bench-deps system-deps run test parity soak bench profile bench-peer lint deploy-check stubs release-contract proto proto-check typecheck clean lock
 
 help:
 	@echo "make run    start the service with the bundled config (demo route -> bundled fake upstream)"
@@ -39,6 +39,7 @@ help:
 	@echo "make stubs  Go, Java and TypeScript stubs under build/stubs"
 	@echo "make soak   a few minutes of steady mixed load; RSS and sockets plotted to bench/results/"
 	@echo "make bench  every path side by side: the table, the ratios against the targets, bench/results/"
+	@echo "make profile  py-spy on the fast path under unary (c=32) and paced (c=1) load: collapsed stacks and a summary in bench/results/"
 	@echo "make bench-peer  LiteLLM Proxy (its own venv) and the Portkey gateway (npm lock) under the same load; make bench then shows them beside the service"
 	@echo "make proto  regenerate the Python code from protos/"
 
@@ -159,6 +160,12 @@ BENCH_SECONDS ?= 2
 bench: venv bench-deps
 	@scripts/system-deps.sh bench
 	$(PY) -m bench.run --runs $(BENCH_RUNS) --seconds $(BENCH_SECONDS)
+
+# Where the fast path's CPU goes: py-spy (from the bench lock) sampling the server under the bench's
+# unary and paced loads; collapsed stacks and a grouped summary in bench/results/profile-*.txt.
+PROFILE_SECONDS ?= 6
+profile: venv bench-deps
+	$(PY) -m bench.profile --seconds $(PROFILE_SECONDS)
 
 # LiteLLM Proxy (the peer) in a venv of its own, from its hash-checked lock; writes bench/results/peer.json.
 $(PEER_VENV)/.deps: requirements-peer.lock
