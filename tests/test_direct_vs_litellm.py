@@ -94,7 +94,10 @@ def _failure(err: grpc.RpcError) -> dict[str, Any]:
 
 
 def _outcome(client: LLMClient, rpc: str, route: str, options: dict[str, Any]) -> dict[str, Any]:
-    fields = _request(route, options)
+    return _answer(client, rpc, _request(route, options))
+
+
+def _answer(client: LLMClient, rpc: str, fields: dict[str, Any]) -> dict[str, Any]:
     try:
         if rpc == "stream":
             events = [_without_timing(MessageToDict(e)) for e in client.stub.Stream(pb.StreamRequest(**fields), timeout=30)]
@@ -237,3 +240,32 @@ def test_request_bodies_are_json_objects(fake: FakeUpstream, both: dict[str, LLM
     body = fake.requests()[0].body
     assert isinstance(body, dict) and body["tools"][0]["name"] == "get_weather"
     json.dumps(body)
+
+
+# Calls of one route in a row (issue 24): each request shape's template is built on its first call
+# and reused for the next calls of that shape, whose messages and per-call fields differ (the
+# reasoning pair has Anthropic's nested `thinking` parameter; the last, with lists, is not templated).
+TEMPLATE_SEQUENCE: tuple[dict[str, Any], ...] = (
+    {"messages": [user_msg("What is the weather in Paris today?")], "system": "Be brief."},
+    {"messages": [user_msg("And in Rome?")], "system": "Answer in one word."},
+    {"messages": [user_msg("Name a colour.")], "temperature": 0.3, "max_tokens": 77},
+    {"messages": [user_msg("Name a fruit.")], "temperature": 0.3, "max_tokens": 77},
+    {"messages": [user_msg("Think first.")], "max_tokens": 4096, "reasoning": pb.Reasoning(budget_tokens=1024)},
+    {"messages": [user_msg("Think again.")], "max_tokens": 4096, "reasoning": pb.Reasoning(budget_tokens=1024)},
+    {"messages": [user_msg("Count.")], "seed": 7, "stop_sequences": ["10"], "tools": TOOLS},
+)
+
+
+@pytest.mark.parametrize("route", FAST_ROUTES)
+def test_requests_built_from_a_routes_template_are_the_ones_litellm_sends(
+    fake: FakeUpstream, both: dict[str, LLMClient], route: str
+) -> None:
+    sent: dict[str, list[Any]] = {}
+    for path, client in both.items():
+        fake.reset()
+        calls = [(rpc, {"model": route, **fields}) for rpc in ("complete", "stream") for fields in TEMPLATE_SEQUENCE]
+        outcomes = [_answer(client, rpc, fields) for rpc, fields in calls]
+        sent[path] = [outcomes, _sent(fake)]
+    assert sent["fast"] == sent["litellm"]
+    refused = sum("failure" in o for o in sent["fast"][0])  # a model that does not reason refuses the two that ask, twice
+    assert len(sent["fast"][1]) == 2 * len(TEMPLATE_SEQUENCE) - refused >= 2 * len(TEMPLATE_SEQUENCE) - 4

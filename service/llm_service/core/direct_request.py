@@ -91,10 +91,15 @@ def prepare(req: UpstreamRequest, provider: str) -> HttpCall | None:
     _, model, default_base = resolved
     messages = kwargs["messages"]
     params = {k: v for k, v in kwargs.items() if k not in _CALL_OPTIONS}
-    optional = get_optional_params(model=model, custom_llm_provider=provider, messages=messages, **params)
+    shape = _shape(params)
+    if shape is not None:
+        template = _template(provider, model, shape)
+        optional, config = _copied(template.optional), template.config
+    else:
+        optional = get_optional_params(model=model, custom_llm_provider=provider, messages=messages, **params)
+        config = _chat_config(provider, model)
     if optional.pop("json_mode", False) or optional.get("fake_stream"):
         return None  # LiteLLM rewrites such answers (JSON-mode tool, faked stream): its own path reads them
-    config = ProviderConfigManager.get_provider_chat_config(model=model, provider=LlmProviders(provider))
     if config is None:
         return None
     api_base = kwargs.get("api_base") or default_base
@@ -110,6 +115,64 @@ def prepare(req: UpstreamRequest, provider: str) -> HttpCall | None:
     if provider in OPENAI_SDK_PROVIDERS:
         return _openai_sdk(parts)
     return _openai_http(parts)
+
+
+@dataclass(frozen=True)
+class _Template:
+    """What every request of one shape on one route shares: LiteLLM's mapping of its parameters
+    (`get_optional_params`, most of the cost of building a small request) and the provider's
+    configuration. Only the messages, and what the configuration makes of them, differ per call."""
+
+    optional: dict[str, Any]  # never handed out: each call gets its own copy (the handlers pop from it)
+    config: Any
+
+
+_SCALARS = (str, int, float, bool, type(None))
+Shape = tuple[tuple[str, type, Any], ...]
+
+
+def _shape(params: dict[str, Any]) -> Shape | None:
+    """The request's parameters as a cache key (each value with its type: 1, 1.0 and True map
+    differently); None when one is a list or a nested structure (tools, a response schema, stop
+    sequences): those requests are mapped on every call, as before."""
+    items: list[tuple[str, type, Any]] = []
+    for key, value in params.items():
+        if isinstance(value, dict):
+            if not all(isinstance(v, _SCALARS) for v in value.values()):
+                return None
+            value = tuple((k, type(v), v) for k, v in value.items())  # a flat dict (stream_options), in its order
+            items.append((key, dict, value))
+        elif isinstance(value, _SCALARS):
+            items.append((key, type(value), value))
+        else:
+            return None
+    return tuple(items)
+
+
+def _params(shape: Shape) -> dict[str, Any]:
+    return {key: ({k: v for k, _, v in value} if kind is dict else value) for key, kind, value in shape}
+
+
+@functools.lru_cache(maxsize=512)
+def _template(provider: str, model: str, shape: Shape) -> _Template:
+    """The template for requests of this shape; built on a route's first such call (a failure,
+    such as a parameter the provider does not take, is raised and not kept)."""
+    optional = get_optional_params(model=model, custom_llm_provider=provider, messages=[], **_params(shape))
+    return _Template(optional, _chat_config(provider, model))
+
+
+def _chat_config(provider: str, model: str) -> Any:
+    return ProviderConfigManager.get_provider_chat_config(model=model, provider=LlmProviders(provider))
+
+
+def _copied(value: Any) -> Any:
+    """A copy of the template's mapped parameters, its dicts and lists copied too: what a handler
+    changes in a call's copy never reaches the template."""
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copied(v) for v in value]
+    return value
 
 
 def _json(body: dict[str, Any]) -> bytes:
