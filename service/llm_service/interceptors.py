@@ -265,17 +265,17 @@ class MetricsGuard(Guard):
         self.m = metrics
 
     async def start(self, service: str, method: str, kind: str, context: grpc.aio.ServicerContext) -> Any:
-        self.m.grpc_started.labels(kind, service, method).inc()
+        self.m.child(self.m.grpc_started, kind, service, method).inc()
         # The per-message counter is looked up once per call, not once per message.
-        return (kind, service, method, time.perf_counter(), self.m.grpc_sent.labels(kind, service, method))
+        return (kind, service, method, time.perf_counter(), self.m.child(self.m.grpc_sent, kind, service, method))
 
     def sent(self, token: Any) -> None:
         token[4].inc()
 
     def end(self, token: Any, code: str) -> None:
         kind, service, method, started, _ = token
-        self.m.grpc_handled.labels(kind, service, method, code).inc()
-        self.m.grpc_seconds.labels(kind, service, method).observe(time.perf_counter() - started)
+        self.m.child(self.m.grpc_handled, kind, service, method, code).inc()
+        self.m.child(self.m.grpc_seconds, kind, service, method).observe(time.perf_counter() - started)
 
 
 class AdmissionGuard(Guard):

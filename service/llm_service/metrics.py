@@ -161,7 +161,16 @@ class Metrics:
             registry=r,
         )
         self._http: WSGIServer | None = None
-        self._stream_event_children: dict[tuple[str, type], Any] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """metric.labels(*labels), made once per metric and label values: labels() checks, converts
+        and takes a lock on every call, and a call touches a dozen series that never change."""
+        key = (metric, *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def prime(self, routes: Iterable[Route]) -> None:
         """Create the series alerts watch at 0, so that their first increase is seen.
@@ -213,8 +222,8 @@ class Metrics:
         exemplar: the trace it belongs to (OpenMetrics exposition only; none in multiprocess mode)."""
         if route is None:
             return
-        self.requests.labels(rpc, route.name, route.provider, code).inc()
-        self.duration.labels(rpc, route.name, route.provider).observe(seconds, exemplar)
+        self.child(self.requests, rpc, route.name, route.provider, code).inc()
+        self.child(self.duration, rpc, route.name, route.provider).observe(seconds, exemplar)
 
     def used(self, route: Route, usage: types.Usage, cost_usd: float) -> None:
         """Tokens and cost of one answered upstream attempt (the provider core's on_usage hook)."""
@@ -227,9 +236,9 @@ class Metrics:
         )
         for kind, value in zip(TOKEN_KINDS, values, strict=True):
             if value:
-                self.tokens.labels(route.name, route.provider, kind).inc(value)
+                self.child(self.tokens, route.name, route.provider, kind).inc(value)
         if cost_usd > 0:
-            self.cost.labels(route.name, route.provider).inc(cost_usd)
+            self.child(self.cost, route.name, route.provider).inc(cost_usd)
         tab = TAB.get()
         if tab is not None:  # the call's own account, and its caller's series
             tab.billed(usage, cost_usd)
@@ -241,7 +250,7 @@ class Metrics:
 
     def caller_finished(self, caller: str, code: str) -> None:
         """A Complete, Stream or Embed call of this caller (its label) ended with this gRPC code name."""
-        self.caller_requests.labels(caller, code).inc()
+        self.child(self.caller_requests, caller, code).inc()
 
     def quota_refused(self, caller: str, limit: str) -> None:
         """A call refused by one of its caller's limits."""
@@ -258,7 +267,7 @@ class Metrics:
 
     def answered(self, route: Route, finish: types.Finish) -> None:
         """Attempts of a successful call."""
-        self.attempts.labels(route.name).observe(finish.gateway.attempts)
+        self.child(self.attempts, route.name).observe(finish.gateway.attempts)
 
     def embedded(self, route: Route, attempts: int) -> None:
         """Attempts of a successful Embed call (its tokens and cost came as each request was billed)."""
@@ -274,15 +283,11 @@ class Metrics:
 
     def streamed(self, route: Route, event: types.Event) -> None:
         """One stream event sent."""
-        key = (route.name, type(event))
-        child = self._stream_event_children.get(key)
-        if child is None:  # once per route and event type, not once per event
-            child = self._stream_event_children[key] = self.stream_events.labels(route.name, EVENT_TYPES[type(event)])
-        child.inc()
+        self.child(self.stream_events, route.name, EVENT_TYPES[type(event)]).inc()
 
     def first_token(self, route: Route, seconds: float, exemplar: dict[str, str] | None = None) -> None:
         """Time to the first content event of a stream (exemplar: as for `finished`)."""
-        self.ttft.labels(route.name, route.provider).observe(seconds, exemplar)
+        self.child(self.ttft, route.name, route.provider).observe(seconds, exemplar)
 
     # --- exposition ----------------------------------------------------------------------------
 

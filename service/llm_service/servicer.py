@@ -58,7 +58,7 @@ class _RpcRecord:
         metadata = getattr(request, "metadata", None)
         if metadata:
             self.fields["caller"] = dict(list(metadata.items())[:16])
-        metrics.inflight.labels(rpc).inc()
+        metrics.child(metrics.inflight, rpc).inc()
 
     def routed(self, route: Route) -> None:
         """The call names a configured route: from here on, route-labelled metrics may be touched."""
@@ -106,7 +106,7 @@ class _RpcRecord:
 
     def emit(self) -> None:
         seconds = time.monotonic() - self.started
-        self.metrics.inflight.labels(self.rpc).dec()
+        self.metrics.child(self.metrics.inflight, self.rpc).dec()
         self.metrics.finished(self.rpc, self.route, self.fields["code"], seconds, self.exemplar)
         if self.tab is not None:
             self.metrics.caller_finished(self.tab.label, self.fields["code"])
