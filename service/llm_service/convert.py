@@ -357,22 +357,19 @@ def finish_reason_to_proto(raw: str) -> pb.FinishReason.ValueType:
     return _FINISH.get(raw, pb.FINISH_REASON_OTHER)
 
 
-def usage_to_proto(u: types.Usage) -> pb.Usage:
-    """Usage as protobuf."""
-    return pb.Usage(
-        input_tokens=u.input_tokens,
-        output_tokens=u.output_tokens,
-        cached_input_tokens=u.cached_input_tokens,
-        cache_creation_tokens=u.cache_creation_tokens,
-        reasoning_tokens=u.reasoning_tokens,
-    )
-
-
 def gateway_to_proto(g: types.GatewayInfo) -> pb.GatewayInfo:
     """GatewayInfo as protobuf."""
-    info = pb.GatewayInfo(route=g.route, attempts=g.attempts, deployment=g.deployment)
-    info.upstream_duration.FromNanoseconds(int(g.upstream_s * 1e9))
+    info = pb.GatewayInfo()
+    _fill_gateway(info, g)
     return info
+
+
+def _fill_gateway(info: pb.GatewayInfo, g: types.GatewayInfo) -> None:
+    info.route = g.route
+    info.attempts = g.attempts
+    if g.deployment:
+        info.deployment = g.deployment
+    info.upstream_duration.FromNanoseconds(int(g.upstream_s * 1e9))
 
 
 def tool_call_to_proto(tc: types.ToolCall) -> pb.ToolCall:
@@ -393,36 +390,55 @@ def _citations(citations: tuple[types.Citation, ...]) -> list[pb.Citation]:
 
 def finish_to_proto(f: types.Finish) -> pb.Finish:
     """The finish event as protobuf."""
-    return pb.Finish(
-        finish_reason=finish_reason_to_proto(f.finish_reason),
-        provider_finish_reason=f.finish_reason,
-        usage=usage_to_proto(f.usage),
-        cost_usd=f.cost_usd,
-        provider_model=f.provider_model,
-        gateway=gateway_to_proto(f.gateway),
-        thinking_blocks=_thinking(f.thinking_blocks),
-        refusal=f.refusal,
-        citations=_citations(f.citations),
-    )
+    message = pb.Finish(**_finish_fields(f))
+    _set_usage_and_gateway(message, f)
+    return message
 
 
 def completion_to_proto(c: types.Completion) -> pb.CompleteResponse:
     """A whole answer as CompleteResponse."""
-    f = c.finish
-    return pb.CompleteResponse(
-        text=c.text,
-        tool_calls=[tool_call_to_proto(tc) for tc in c.tool_calls],
-        reasoning=c.reasoning,
-        finish_reason=finish_reason_to_proto(f.finish_reason),
-        provider_finish_reason=f.finish_reason,
-        usage=usage_to_proto(f.usage),
-        cost_usd=f.cost_usd,
-        provider_model=f.provider_model,
-        gateway=gateway_to_proto(f.gateway),
-        thinking_blocks=_thinking(f.thinking_blocks),
-        refusal=f.refusal,
-        citations=_citations(f.citations),
-    )
+    fields = _finish_fields(c.finish)
+    if c.text:
+        fields["text"] = c.text
+    if c.reasoning:
+        fields["reasoning"] = c.reasoning
+    if c.tool_calls:
+        fields["tool_calls"] = [tool_call_to_proto(tc) for tc in c.tool_calls]
+    message = pb.CompleteResponse(**fields)
+    _set_usage_and_gateway(message, c.finish)
+    return message
+
+
+def _finish_fields(f: types.Finish) -> dict[str, Any]:
+    """The fields a finish sets, empty ones left out: a message built with every field named,
+    each empty list and string converted, cost about twice as much to build (the bytes are the same)."""
+    fields: dict[str, Any] = {
+        "finish_reason": finish_reason_to_proto(f.finish_reason),
+        "provider_finish_reason": f.finish_reason,
+        "provider_model": f.provider_model,
+    }
+    if f.cost_usd:
+        fields["cost_usd"] = f.cost_usd
+    if f.thinking_blocks:
+        fields["thinking_blocks"] = _thinking(f.thinking_blocks)
+    if f.refusal:
+        fields["refusal"] = f.refusal
+    if f.citations:
+        fields["citations"] = _citations(f.citations)
+    return fields
+
+
+def _set_usage_and_gateway(message: pb.Finish | pb.CompleteResponse, f: types.Finish) -> None:
+    """Usage and gateway set in place (always present, even when zero), non-zero counts only."""
+    u, usage = f.usage, message.usage
+    usage.SetInParent()
+    for name in _USAGE_FIELDS:
+        if value := getattr(u, name):
+            setattr(usage, name, value)
+    _fill_gateway(message.gateway, f.gateway)
+
+
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_creation_tokens", "reasoning_tokens")
 
 
 _TEXT_END = pb.StreamResponse(text_end=pb.TextEnd())
