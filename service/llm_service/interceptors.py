@@ -131,6 +131,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, *guards: Guard, budget: RequestBudget | None = None) -> None:
         self.guards = guards
         self.budget = budget
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}  # method -> (handler, wrapped)
 
     async def intercept_service(
         self,
@@ -140,7 +141,16 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        service, _, method = str(handler_call_details.method).lstrip("/").partition("/")
+        # The wrapper is the same for every call of a method: made on its first call, not on each.
+        full_name = str(handler_call_details.method)
+        known = self._wrapped.get(full_name)
+        if known is None or known[0] is not handler:
+            known = self._wrapped[full_name] = (handler, self._wrap(handler, full_name))
+        return known[1]
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, full_name: str) -> grpc.RpcMethodHandler:
+        """handler with the guards that apply to its service around it."""
+        service, _, method = full_name.lstrip("/").partition("/")
         guards = tuple(g for g in self.guards if g.applies(service))
         if not guards:
             return handler
