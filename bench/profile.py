@@ -64,6 +64,7 @@ GROUPS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("convert", r"llm_service/convert\.py"),
         ("servicer", r"llm_service/servicer\.py|llm_service/relay\.py|llm_service/interceptors\.py|llm_service/auth\.py"),
         ("engine", r"llm_service/core/|llm_service/quotas|llm_service/tracing\.py"),
+        ("idle trimmer", r"llm_service/memory\.py"),  # gc and malloc_trim, once the server has paused 2 s
         ("grpc/cygrpc", r"grpc|cygrpc|\.pyx|\.pxi|protobuf|_message|upb"),
     )
 )
