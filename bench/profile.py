@@ -11,17 +11,18 @@ py-spy on the other), drives each load with `bench.load`, and attaches
 
 py-spy samples with `--nonblocking`: it reads the server's stacks while it runs. In its
 default blocking mode it stops every thread of the server for each sample (ptrace), and at
-1 kHz that slowed this server about twentyfold (66 unary calls/s instead of ~530) and
+1 kHz that slowed this server about eightfold (66 unary calls/s instead of ~530) and
 changed what it spends time on (timeouts, connection waits); a rare torn stack costs less
 than that. Blocking mode is also the only one that can unwind C frames (`--native`), so
 cygrpc's Cython code has no frames of its own here: the time in it is the self time of the
 Python frame that called into it, mostly asyncio's `Handle._run` (a callback cygrpc
 scheduled), which the summary counts as grpc/cygrpc (with asyncio's C task steps, which
-have no frames either). The rate is 997 Hz, a prime, so
-sampling does not fall in step with the 1 ms and 2 ms timers of the load. Only the event
-loop's thread is summarized (the thread pool, the metrics server and the idle trimmer
-wait); the CPU of grpc's core threads (its EventEngine poller, timers), which py-spy
-cannot see at all, is reported beside it from /proc, per thread.
+have no frames either). The rate is 997 Hz, a prime, so sampling does not fall in step with
+the 1 ms and 2 ms timers of the load; py-spy shares its core with the load and the upstream,
+so it takes fewer samples than that (a quarter to a third of them here), still spread over
+the whole window. Only the event loop's thread is summarized (the thread pool and the
+metrics server's thread wait); the CPU of grpc's core threads (its EventEngine poller,
+timers), which py-spy cannot see at all, is reported beside it from /proc, per thread.
 
 Each load runs twice: once unsampled, then sampled, so the summary shows how much sampling
 disturbed the figures.
