@@ -38,12 +38,12 @@ TEXT_BYTES = 15 * 1024 * 1024  # under limits.max_request_bytes (16 MiB), with r
 # What one request may add to the paced stream's longest gap. The figures were seconds
 # (9.1 s, 2.5 s, 1.2 s: shapes the limits now refuse) and 122 ms for 15 MiB parsed on the loop.
 # Measured here since the large-request path left the loop (conversion, planning, the body's JSON
-# in bounded pieces, token counts, all in a worker thread), the smallest of the tries: 5-20 ms
-# added with the machine lightly loaded, 10-55 ms with its two cores loaded three to six times
-# over; the 15 MiB shapes and CountTokens the highest. What is left is gRPC's own copy of a
-# received message into Python bytes (on the loop, ~5 ms for 15 MiB) and the turns the loop waits
-# for the GIL while a worker thread runs Python (CPython's switch interval, 5 ms a turn). The
-# bound is for "the loop is not held", not a speed figure: twice the worst seen under load.
+# in bounded pieces, token counts, all in a worker thread), less the pace: 2-75 ms across runs with
+# the machine's two cores loaded 2.5-6 times over by other work, the 15 MiB shapes the highest,
+# the small and many-small-part shapes 2-20 ms. What is left is gRPC's own copy of a received
+# message into Python bytes (on the loop, ~5 ms for 15 MiB) and the turns the loop waits for the
+# GIL while a worker thread runs Python (CPython's switch interval, 5 ms a turn); the rest is the
+# machine's load. The bound is for "the loop is not held", not a speed figure.
 BLOCK_BOUND_MS = 100.0
 TRIES = 3
 
