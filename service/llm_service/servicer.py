@@ -328,7 +328,8 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         """The vectors of a batch of inputs, in order, on an embedding route."""
         with self._rpc("Embed", request, context) as rec:
             route = self._routed(rec, request.model, kind="embedding")
-            call, _ = await self._converted(convert.embed_call_from_proto, request)
+            call, large = await self._converted(convert.embed_call_from_proto, request)
+            call = dataclasses.replace(call, large=True) if large else call
             await self._admit(rec, route, call, context)
             try:
                 embedding = await self.provider.embed(route, call, Deadline(context.time_remaining()))

@@ -4,7 +4,8 @@ A paced stream (a chunk every 5 ms from the upstream) runs while one large reque
 sent to the same server, in a process of its own; the longest gap between the stream's chunks
 while that request is handled, less the stream's pace, is how long the request kept the event
 loop from the stream. Complete requests go to a route whose upstream refuses connections, so all
-the request's work is the server's and none is the fake upstream's (which shares this process);
+the request's work is the server's and none is the fake upstream's (which shares this process),
+as does the Embed request;
 the one streamed shape is answered by the fake, without usage, so the server estimates it from
 the whole prompt (1 MiB: the fake decodes it in this process, a few ms).
 Requests are serialized before timing, so the client's own work is not in the gaps.
@@ -88,6 +89,12 @@ def _shapes() -> dict[str, tuple[str, bytes]]:
             "CountTokens",
             pb.CountTokensRequest(model="paced", messages=many_messages).SerializeToString(),
         ),
+        "Embed 2000 inputs, 8 MiB": (  # limits.max_embed_input_bytes, one upstream batch
+            "Embed",
+            pb.EmbedRequest(
+                model="refused-embed", max_retries=0, inputs=[pb.EmbedInput(text=_text(4096 - 16)) for _ in range(2000)]
+            ).SerializeToString(),
+        ),
         "Stream 1 MiB, usage estimated": (
             "Stream",
             pb.StreamRequest(model="paced", messages=[user_msg(_text(1024)) for _ in range(1000)]).SerializeToString(),
@@ -100,6 +107,11 @@ def test_f13_no_allowed_request_stalls_a_concurrent_stream(fake: FakeUpstream, t
     routes = {
         "paced": {"model": "openai/test-model", "api_base": base, "key": {"env": "TEST_PROVIDER_KEY"}},
         "refused": {"model": "openai/test-model", "api_base": "http://127.0.0.1:9/v1", "key": {"env": "TEST_PROVIDER_KEY"}},
+        "refused-embed": {
+            "model": "openai/text-embedding-3-small",
+            "api_base": "http://127.0.0.1:9/v1",
+            "key": {"env": "TEST_PROVIDER_KEY"},
+        },
     }
     shapes = _shapes()
     chunks = 6000  # 30 s at the pace: longer than the test; cancelled at its end

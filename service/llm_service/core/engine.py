@@ -430,7 +430,7 @@ class Engine:
         while True:
             target = state.route if pool is None else await pool.next(tried, state.deadline, state.attempts)
             if plan is None or plan.route is not target:
-                plan = self._embed_planner.plan(target, inputs, call)
+                plan = await self._embed_plan(target, inputs, call)
             tried.add(target.deployment)
             try:
                 return await self._embed_attempt(plan, state), plan.route.deployment
@@ -438,6 +438,13 @@ class Engine:
                 if pool is not None and await self._failed_over(pool, plan, state, err):
                     continue
                 await self._after_failure(plan, state, err)
+
+    async def _embed_plan(self, route: Route, inputs: tuple[str, ...], call: EmbedCall) -> EmbedPlan:
+        """A batch's plan; a large call's (its body encoded) in a worker thread, off the loop."""
+        assert self._embed_planner is not None
+        if call.large:
+            return await asyncio.to_thread(self._embed_planner.plan, route, inputs, call)
+        return self._embed_planner.plan(route, inputs, call)
 
     async def _embed_attempt(self, plan: EmbedPlan, state: _Call) -> EmbedAnswer:
         """One upstream embedding request; what it billed is reported as for a whole answer."""
