@@ -254,7 +254,7 @@ def test_a_large_request_sends_the_same_request_on_both_paths(
     for path, client in both.items():
         fake.reset()
         fake.script(Script(text="fine"))
-        request = {"model": route, "messages": messages, "system": "Be brief.", "tools": TOOLS}
+        request: dict[str, Any] = {"model": route, "messages": messages, "system": "Be brief.", "tools": TOOLS}
         if rpc == "stream":
             list(client.stub.Stream(pb.StreamRequest(**request), timeout=30))
         else:
