@@ -41,7 +41,8 @@ TEXT_BYTES = 15 * 1024 * 1024  # under limits.max_request_bytes (16 MiB), with r
 # Measured here since the large-request path left the loop (conversion, planning, the body's JSON
 # in bounded pieces, token counts, all in a worker thread), less the pace: 2-75 ms across runs with
 # the machine's two cores loaded 2.5-6 times over by other work, the 15 MiB shapes the highest,
-# the small and many-small-part shapes 2-20 ms. What is left is gRPC's own copy of a received
+# the small and many-small-part shapes 2-20 ms; a process's first one or two 15 MiB requests
+# 60-215 ms, later ones 17-50 ms (why is not known yet). What is left is gRPC's own copy of a received
 # message into Python bytes (on the loop, ~5 ms for 15 MiB) and the turns the loop waits for the
 # GIL while a worker thread runs Python (CPython's switch interval, 5 ms a turn); the rest is the
 # machine's load. The bound is for "the loop is not held", not a speed figure.
