@@ -35,16 +35,23 @@ KEYS_PER_SCOPE = 4
 LIMIT_ORDER = ("requests_per_minute", "tokens_per_minute", "concurrent_streams", "usd_per_day", "usd_per_month")
 
 # KEYS: per scope: minute, day, month, streams.
-# ARGV: now_ms, tokens, usd, stream_id, lease_ms, day_left_ms, month_left_ms, minute_ms,
-#       stream_retry_ms, then per scope its five limits (-1: none) in LIMIT_ORDER.
+# ARGV: now_ms, tokens, usd, stream_id, lease_ms, day_left_ms, month_left_ms, then per scope its
+#       five limits (-1: none) in LIMIT_ORDER, as one word joined by commas (`_limit_words`).
+# Few arguments and one string for an answer: redis-py's encoding and parsing of each costs this
+# process more than the script costs Redis.
 # Day and month keys outlive their period by an hour (3600000 ms), so --quota-status can still read them.
-# Returns {0, scope index, limit index, retry_ms} or {1, day spend, month spend, t0 per scope...}.
+# Returns "0 <scope index> <limit index> <retry_ms>" or "1 <day spend> <month spend> <t0 per scope...>".
 _ADMIT = """
 local now, tokens, usd, stream = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local lease, day_left, month_left = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local minute_ms, stream_retry = tonumber(ARGV[8]), tonumber(ARGV[9])
+local minute_ms, stream_retry = MINUTE_MS, STREAM_RETRY_MS
 local n = #KEYS / 4
-local function limit(i, j) return tonumber(ARGV[9 + (i - 1) * 5 + j]) end
+local limits = {}
+for i = 1, n do
+  limits[i] = {}
+  for v in string.gmatch(ARGV[7 + i], '[^,]+') do table.insert(limits[i], tonumber(v)) end
+end
+local function limit(i, j) return limits[i][j] end
 for i = 1, n do
   local minute, day, month, streams = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
   local left = redis.call('PTTL', minute)
@@ -63,7 +70,7 @@ for i = 1, n do
   end
   for j = 1, 5 do
     if limit(i, j) >= 0 and (j ~= 3 or stream ~= '') and used[j] >= limit(i, j) then
-      return {0, i, j, retry[j]}
+      return table.concat({0, i, j, retry[j]}, ' ')
     end
   end
 end
@@ -87,11 +94,11 @@ for i = 1, n do
   if i == 1 then out[2], out[3] = spent_day, spent_month end
   out[3 + i] = redis.call('HGET', minute, 't0')
 end
-return out
-"""
+return table.concat(out, ' ')
+""".replace("STREAM_RETRY_MS", str(int(STREAM_RETRY_S * 1000))).replace("MINUTE_MS", str(int(MINUTE_S * 1000)))
 
 # KEYS as for _ADMIT. ARGV: tokens_delta, usd_delta, stream_id, then per scope the window's t0.
-# Returns {day spend, month spend} of the first scope.
+# Returns "<day spend> <month spend>" of the first scope.
 _SETTLE = """
 local tokens, usd, stream = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local n = #KEYS / 4
@@ -107,7 +114,7 @@ for i = 1, n do
   if usd ~= 0 then add(day, ARGV[2]); add(month, ARGV[2]) end
   if stream ~= '' then redis.call('ZREM', streams, stream) end
 end
-return {redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '0'}
+return (redis.call('GET', KEYS[2]) or '0') .. ' ' .. (redis.call('GET', KEYS[3]) or '0')
 """
 
 
@@ -210,9 +217,9 @@ class _Batches:
 
 
 @functools.lru_cache(maxsize=1024)
-def _limit_words(limits: Limits) -> tuple[str, ...]:
-    """A scope's limits as the admission script's arguments (made once per set of limits)."""
-    return tuple(repr(v) for v in limit_args(limits))
+def _limit_words(limits: Limits) -> str:
+    """A scope's limits as the admission script's argument (made once per set of limits)."""
+    return ",".join(repr(v) for v in limit_args(limits))
 
 
 def key_base(prefix: str, caller: str, scope: str) -> str:
@@ -245,13 +252,10 @@ class RedisCounters:
             int(ask.lease_s * 1000),
             int(ask.day_left_s * 1000),
             int(ask.month_left_s * 1000),
-            int(MINUTE_S * 1000),
-            int(STREAM_RETRY_S * 1000),
+            *(_limit_words(limits) for _, limits in ask.scopes),
         ]
-        for _, limits in ask.scopes:
-            args += _limit_words(limits)
-        out = await self._scripts.run(ADMIT_SHA, self._keys(ask), args)
-        if int(out[0]) == 0:
+        out = (await self._scripts.run(ADMIT_SHA, self._keys(ask), args)).split()
+        if out[0] == "0":
             scope, limits = ask.scopes[int(out[1]) - 1]
             name = LIMIT_ORDER[int(out[2]) - 1]
             return Admission(Refusal(name, scope, float(getattr(limits, name)), int(out[3]) / 1000))
@@ -259,7 +263,7 @@ class RedisCounters:
 
     async def settle(self, ask: Ask, admission: Admission, tokens_delta: int, usd_delta: float) -> tuple[float, float]:
         args = [tokens_delta, repr(usd_delta), ask.stream_id, *(str(int(t)) for t in admission.windows)]
-        day, month = await self._scripts.run(SETTLE_SHA, self._keys(ask), args)
+        day, month = (await self._scripts.run(SETTLE_SHA, self._keys(ask), args)).split()
         return float(day), float(month)
 
     async def ping(self) -> None:
