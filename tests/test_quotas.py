@@ -11,7 +11,9 @@ Redis are in tests/test_quota_replicas.py.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -238,6 +240,34 @@ def test_concurrent_calls_counted_in_one_pipeline_each_get_their_own_answer_even
     assert outcomes == {"OK": 20, "QUOTA_EXCEEDED": 4}
     assert int(counters.hget("open:{_anonymous}:burst:minute", "req") or 0) == 20, "counted in Redis, not in process"
     assert _metric(shared, "llm_quota_backend_up") == 1
+
+
+def test_a_redis_behind_a_password_counts_in_its_database_and_one_that_stops_answering_is_failed_open_after_the_timeout(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    redis_server = RedisServer(tmp_path, password="s3cret")
+    assert redis_server.proc is not None
+    url = f"redis://:s3cret@127.0.0.1:{redis_server.port}/3"
+    srv = _server(fake, {"redis_url": url, "backend_timeout_s": 0.3, "backend_retry_s": 0.05, "key_prefix": "pw"})
+    counters = redis.Redis(port=redis_server.port, password="s3cret", db=3, decode_responses=True)
+    key = "pw:{_anonymous}:rpm:minute"
+    try:
+        with _client(srv) as client:
+            assert _outcomes(client, "rpm", 1) == ["OK"]
+            assert counters.hget(key, "req") == "1", "counted in database 3"
+            os.kill(redis_server.proc.pid, signal.SIGSTOP)  # connected, and answering nothing
+            try:
+                assert _outcomes(client, "rpm", 1) == ["OK"]  # served once the backend timed out
+                assert _metric(srv, "llm_quota_backend_up") == 0
+            finally:
+                os.kill(redis_server.proc.pid, signal.SIGCONT)
+            _wait(lambda: _metric(srv, "llm_quota_backend_up") == 1)
+            before = int(counters.hget(key, "req") or 0)
+            assert _outcomes(client, "rpm", 1) == ["OK"]
+            assert int(counters.hget(key, "req") or 0) == before + 1, "counted in Redis again"
+    finally:
+        srv.stop()
+        redis_server.kill()
 
 
 def test_redis_down_fails_open_or_closed_as_configured_and_enforcement_resumes_when_it_is_back(

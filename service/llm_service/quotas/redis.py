@@ -29,6 +29,7 @@ from redis.backoff import NoBackoff
 
 from llm_service.quotas.counters import MINUTE_S, STREAM_RETRY_S, Admission, Ask, Refusal, limit_args
 from llm_service.quotas.limits import Limits
+from llm_service.quotas.resp import LeanScripts
 
 BACKEND_ERRORS = (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)  # Redis did not answer
 KEYS_PER_SCOPE = 4
@@ -234,7 +235,9 @@ class RedisCounters:
     def __init__(self, url: str, prefix: str, timeout_s: float, cluster: bool = False) -> None:
         self.prefix = prefix
         self.client = connect(url, timeout_s, cluster)
-        self._scripts = _Batches(self.client, SCRIPTS)
+        # One Redis reached directly: the scripts go through the lean client, the rest through redis-py.
+        lean = not cluster and url.startswith(("redis://", "unix://"))
+        self._scripts: LeanScripts | _Batches = LeanScripts(url, timeout_s, SCRIPTS) if lean else _Batches(self.client, SCRIPTS)
 
     def _keys(self, ask: Ask) -> list[str]:
         keys = []
@@ -276,6 +279,8 @@ class RedisCounters:
             await self.client.aclose()  # it initializes again on its next command
         else:
             await self.client.connection_pool.disconnect(inuse_connections=False)
+        if isinstance(self._scripts, LeanScripts):
+            self._scripts.reset()
 
     async def status(self, caller: str = "") -> list[dict[str, Any]]:
         """The live counters of one caller (every caller: ""), one row per caller and scope."""
@@ -299,4 +304,6 @@ class RedisCounters:
         return [rows[k] for k in sorted(rows)]
 
     async def aclose(self) -> None:
+        if isinstance(self._scripts, LeanScripts):
+            await self._scripts.aclose()
         await self.client.aclose()
