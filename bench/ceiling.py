@@ -5,7 +5,10 @@ the same 200 text deltas the upstream would have (pacing them like the paced ups
 when the model ends in `-paced`), then a finish. What the service costs beyond this is
 its own work; this is the most a Python gRPC server can do here.
 
-    python -m bench.ceiling --port 8301
+    python -m bench.ceiling --port 8301 [--health]
+
+With --health it also answers grpc.health.v1 Check: the fault suite (f06) times bursts against it
+as the floor of what one grpc.aio process answers 50 callers in.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
+from grpc_health.v1 import health, health_pb2_grpc
 
 from bench.upstream import CHUNKS, PACE_S
 from llm_client._proto.llm.v1 import llm_service_pb2 as pb
@@ -54,9 +58,11 @@ class Canned(pb_grpc.LLMServiceServicer):  # type: ignore[misc]  # ListModels, C
             yield message
 
 
-async def serve(port: int) -> None:
+async def serve(port: int, with_health: bool = False) -> None:
     server = grpc.aio.server()
     pb_grpc.add_LLMServiceServicer_to_server(Canned(), server)
+    if with_health:
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
@@ -65,7 +71,9 @@ async def serve(port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True)
-    asyncio.run(serve(parser.parse_args().port))
+    parser.add_argument("--health", action="store_true", help="also serve grpc.health.v1 (SERVING)")
+    args = parser.parse_args()
+    asyncio.run(serve(args.port, args.health))
 
 
 if __name__ == "__main__":

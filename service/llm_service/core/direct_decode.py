@@ -14,6 +14,7 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+import orjson
 from litellm import token_counter
 from litellm.litellm_core_utils.core_helpers import map_finish_reason
 
@@ -81,6 +82,14 @@ def _reasoning(delta: dict[str, Any]) -> str:
 
 
 def _load(data: str | bytes) -> Any:
+    """JSON, as json.loads reads it. orjson reads the strict JSON providers send in about a fifth of
+    the time (a cost paid per streamed chunk); what it refuses and json takes (NaN, a byte-order
+    mark, lone surrogate escapes) is read again by json, so the same bytes are accepted. One value
+    differs: an integer past 64 bits is a float here (no field the decoders read holds one)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(data)
     except ValueError:

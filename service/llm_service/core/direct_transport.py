@@ -242,28 +242,70 @@ MAX_EVENT_BYTES = 16 * 1024 * 1024  # one SSE line: a whole tool call's argument
 _SSE_OTHER_FIELDS = (b"event:", b"id:", b"retry:", b":")
 
 
-async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """The body's lines, each up to MAX_EVENT_BYTES (aiohttp's readline stops near 512 KiB and
-    raised a bare ValueError on the larger events providers do send), then one blank line, so
-    an event the body ends without its blank line after is still complete."""
-    buffer = bytearray()
-    while True:
-        data = await content.readany()
-        if not data:
-            if buffer:
-                yield bytes(buffer)
-            yield b"\n"
-            return
-        buffer += data
-        start = 0
-        while (end := buffer.find(b"\n", start)) >= 0:
-            yield bytes(buffer[start : end + 1])
-            start = end + 1
-        del buffer[:start]
-        if len(buffer) > MAX_EVENT_BYTES:
-            raise errors.UpstreamBadResponse(
+class SseEvents:
+    """The event-stream rules over a body read in pieces: each piece gives the data of the events
+    it completed (an event's `data:` lines joined by a newline, up to the blank line that ends
+    it), CRLF or LF line ends, comments and other fields skipped. Only a piece's complete lines
+    are parsed, and a line still open may grow to MAX_EVENT_BYTES (aiohttp's readline stopped near
+    512 KiB and raised a bare ValueError on the larger events providers do send). Parsing a piece
+    at a time rather than a line at a time keeps a burst of events to one pass of plain loops,
+    with no coroutine step per line.
+
+    A line that is none of these is not SSE, and an open line past the limit is too large: the
+    events before either are still given, and `failure` is then the error to raise."""
+
+    def __init__(self, status: int) -> None:
+        self._status = status
+        self._open = bytearray()  # the piece of a line whose end has not arrived
+        self._pending: bytes | None = None  # the data of the event being read
+        self.failure: errors.UpstreamBadResponse | None = None
+
+    def feed(self, piece: bytes) -> list[bytes]:
+        cut = piece.rfind(b"\n")
+        if cut < 0:  # no line ended in this piece (a large event arriving): only the new bytes searched
+            self._open += piece
+            self._check_open()
+            return []
+        if self._open:
+            self._open += piece[:cut]
+            block, self._open = bytes(self._open), bytearray(piece[cut + 1 :])
+        else:
+            block, self._open = piece[:cut], bytearray(piece[cut + 1 :])
+        events = self._parse(block.split(b"\n"))
+        self._check_open()
+        return events
+
+    def end(self) -> list[bytes]:
+        """The events the body completed by ending: its last line, if open, and a blank line, so
+        an event the body ends without its blank line after is still complete."""
+        lines = [bytes(self._open), b""] if self._open else [b""]
+        self._open = bytearray()
+        return self._parse(lines)
+
+    def _check_open(self) -> None:
+        if len(self._open) > MAX_EVENT_BYTES and self.failure is None:
+            self.failure = errors.UpstreamBadResponse(
                 f"the upstream sent an event larger than {MAX_EVENT_BYTES // (1024 * 1024)} MiB", upstream_status=200
             )
+
+    def _parse(self, lines: list[bytes]) -> list[bytes]:
+        events: list[bytes] = []
+        pending = self._pending
+        for line in lines:
+            if line.startswith(b"data:"):
+                data = line[5:].strip()
+                pending = data if pending is None else pending + b"\n" + data
+            elif line.strip():  # a field line: event names, ids, retry, comments (keep-alives)
+                if not line.startswith(_SSE_OTHER_FIELDS):
+                    self.failure = errors.truncated(self._status)  # not SSE: said as LiteLLM's path finds it
+                    break
+            elif pending:  # a blank line ends an event; one without data is nothing
+                events.append(pending)
+                pending = None
+            else:
+                pending = None
+        self._pending = pending
+        return events
 
 
 class _Stalled(Exception):
@@ -314,32 +356,28 @@ class FastStream:
         finished = named = False
         due = self._deadline.at
         try:
-            pending: bytes | None = None  # the data of the event being read (its data lines joined by \n)
-            async for line in _lines(self._response.content):
-                if line.startswith(b"data:"):
-                    data = line[5:].strip()
-                    pending = data if pending is None else pending + b"\n" + data
-                    continue
-                if line.strip():  # a field line: event names, ids, retry, comments (keep-alives)
-                    if not line.startswith(_SSE_OTHER_FIELDS):
-                        raise errors.truncated(self._response.status)  # not SSE: said as LiteLLM's path finds it
-                    continue
-                if not pending:  # a blank line ends an event; one without data is nothing
-                    pending = None
-                    continue
-                data, pending = pending, None
-                chunk = decode(data)
-                if chunk is None:
-                    if self._anthropic is None:
-                        break  # [DONE]
-                    continue
-                self.decoded += 1
-                self._last_chunk = self._loop.time()
-                if due is not None and time.monotonic() > due:
-                    raise self._deadline.passed()
-                finished = finished or chunk.finish_reason is not None
-                named = named or bool(chunk.model)
-                yield chunk
+            events = SseEvents(self._response.status)
+            content = self._response.content
+            done = False
+            while not done:
+                piece = await content.readany()
+                for data in events.feed(piece) if piece else events.end():
+                    chunk = decode(data)
+                    if chunk is None:
+                        if self._anthropic is None:
+                            done = True  # [DONE]
+                            break
+                        continue
+                    self.decoded += 1
+                    self._last_chunk = self._loop.time()
+                    if due is not None and time.monotonic() > due:
+                        raise self._deadline.passed()
+                    finished = finished or chunk.finish_reason is not None
+                    named = named or bool(chunk.model)
+                    yield chunk
+                if events.failure is not None and not done:
+                    raise events.failure
+                done = done or not piece
         except UpstreamStreamError as exc:
             raise self._request.answered(exc.status_code, exc.message) from None
         except _Stalled:
