@@ -23,6 +23,7 @@ from llm_client.client import error_from_rpc
 from llm_service.core.direct_request import direct_provider
 from llm_service.core.request import build_request
 from llm_service.core.types import CallRequest
+from llm_service.interceptors import PARSE_OFF_LOOP_BYTES
 from tests.support.messages import user_msg
 from tests.support.servers import ServerThread, litellm_path, service_config
 
@@ -237,3 +238,27 @@ def test_request_bodies_are_json_objects(fake: FakeUpstream, both: dict[str, LLM
     body = fake.requests()[0].body
     assert isinstance(body, dict) and body["tools"][0]["name"] == "get_weather"
     json.dumps(body)
+
+
+@pytest.mark.parametrize("rpc", ["stream", "complete"])
+@pytest.mark.parametrize("route", ["openai", "anthropic"])
+def test_a_large_request_sends_the_same_request_on_both_paths(
+    fake: FakeUpstream, both: dict[str, LLMClient], route: str, rpc: str
+) -> None:
+    """Over the off-loop threshold the direct path converts, plans and encodes the request in a
+    worker thread, its body in bounded pieces (tests/test_json_pieces.py): still LiteLLM's request."""
+    text = 'naïve "café" — 日本語 🙂 \\ line\n' * (PARSE_OFF_LOOP_BYTES // 30)
+    messages = [user_msg(text), pb.Message(role=pb.ROLE_ASSISTANT, parts=[pb.ContentPart(text="ok")]), user_msg(text)]
+    assert pb.CompleteRequest(model=route, messages=messages).ByteSize() > PARSE_OFF_LOOP_BYTES
+    sent = {}
+    for path, client in both.items():
+        fake.reset()
+        fake.script(Script(text="fine"))
+        request: dict[str, Any] = {"model": route, "messages": messages, "system": "Be brief.", "tools": TOOLS}
+        if rpc == "stream":
+            list(client.stub.Stream(pb.StreamRequest(**request), timeout=30))
+        else:
+            client.stub.Complete(pb.CompleteRequest(**request), timeout=30)
+        sent[path] = _sent(fake)
+    assert sent["fast"] == sent["litellm"]
+    assert len(json.dumps(sent["fast"][0]["body"], ensure_ascii=False)) > 2 * len(text), "both texts went upstream"

@@ -25,7 +25,7 @@ from llm_service.core import errors, types
 from llm_service.core.embedding import EmbedCall, Embedding
 from llm_service.core.provider import Provider
 from llm_service.core.retry import Deadline
-from llm_service.interceptors import PARSE_OFF_LOOP_BYTES
+from llm_service.interceptors import LARGE_REQUEST_BYTES
 from llm_service.metrics import Metrics
 from llm_service.quotas.gate import QuotaGate
 from llm_service.quotas.tab import Tab
@@ -36,7 +36,6 @@ from llm_service.tracing import Tracing
 log = logging.getLogger("llm_service.rpc")
 T = TypeVar("T")
 ROUTE_NAME_SHOWN_MAX_CHARS = 64
-OFF_LOOP_BYTES = PARSE_OFF_LOOP_BYTES  # requests this large are decoded, converted and planned off the loop
 OFF_LOOP_FLOATS = 64 * 1024  # an Embed answer of more vector components than this is encoded off the loop
 
 
@@ -156,10 +155,11 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         return dataclasses.replace(call, large=True) if large else call
 
     async def _converted(self, to_core: Callable[[Any, int, LimitsConfig], T], request: Any) -> tuple[T, bool]:
-        """The request converted by to_core, and whether it was large: a large one is converted in
-        a worker thread, so the event loop keeps serving every other call meanwhile."""
+        """The request converted by to_core, and whether it was large (decoded off the loop by the
+        interceptor): a large one is converted in a worker thread, so the event loop keeps serving
+        every other call meanwhile."""
         args = (request, self.config.server.max_metadata_entries, self.config.limits)
-        if request.ByteSize() <= OFF_LOOP_BYTES:
+        if not LARGE_REQUEST_BYTES.get():
             return to_core(*args), False
         return await asyncio.to_thread(to_core, *args), True
 
@@ -317,7 +317,8 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         """The input-token estimate for a request on a route."""
         with self._rpc("CountTokens", request, context) as rec:
             route = self._routed(rec, request.model)
-            count, method = await self.provider.count_tokens(route, convert.count_call_from_proto(request, self.config.limits))
+            call, _ = await self._converted(_count_call, request)
+            count, method = await self.provider.count_tokens(route, call)
             rec.fields["input_tokens"] = count
             kind = pb.TOKEN_COUNT_METHOD_LITELLM if method == "litellm" else pb.TOKEN_COUNT_METHOD_ESTIMATE
             return pb.CountTokensResponse(input_tokens=count, method=kind)
@@ -327,7 +328,8 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         """The vectors of a batch of inputs, in order, on an embedding route."""
         with self._rpc("Embed", request, context) as rec:
             route = self._routed(rec, request.model, kind="embedding")
-            call, _ = await self._converted(convert.embed_call_from_proto, request)
+            call, large = await self._converted(convert.embed_call_from_proto, request)
+            call = dataclasses.replace(call, large=True) if large else call
             await self._admit(rec, route, call, context)
             try:
                 embedding = await self.provider.embed(route, call, Deadline(context.time_remaining()))
@@ -341,6 +343,11 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
 
 
 _MODEL_KINDS = {"chat": pb.MODEL_KIND_CHAT, "embedding": pb.MODEL_KIND_EMBEDDING}
+
+
+def _count_call(request: pb.CountTokensRequest, max_metadata_entries: int, limits: LimitsConfig) -> types.CallRequest:
+    """CountTokens' request converted as `_converted` converts the others (it carries no metadata)."""
+    return convert.count_call_from_proto(request, limits)
 
 
 async def _abort(context: grpc.aio.ServicerContext, rec: _RpcRecord) -> Any:

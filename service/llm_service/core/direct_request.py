@@ -10,6 +10,7 @@ upstream that both paths send the same request.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from litellm.anthropic_beta_headers_manager import update_request_with_filtered_
 from litellm.types.utils import LlmProviders
 from litellm.utils import ProviderConfigManager, get_optional_params, get_optional_params_embeddings
 
+from llm_service.core.json_pieces import dumps_in_pieces
 from llm_service.core.request import UpstreamRequest
 
 Wire = Literal["openai", "anthropic"]
@@ -113,6 +115,11 @@ def prepare(req: UpstreamRequest, provider: str) -> HttpCall | None:
 
 
 def _json(body: dict[str, Any]) -> bytes:
+    """The body's JSON. A large request is prepared off the event loop (Engine._plan), where one
+    json.dumps would still hold the GIL, and the loop with it, for the whole body: there it is
+    made in bounded pieces, the same bytes."""
+    if asyncio._get_running_loop() is None:
+        return dumps_in_pieces(body)
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 

@@ -60,6 +60,7 @@ class EmbedCall:
     dimensions: int | None = None
     input_type: str = ""  # "query", "document", or "" for the provider's default
     max_retries: int | None = None
+    large: bool = False  # the request is large enough that building its upstream requests leaves the event loop
 
 
 @dataclass(frozen=True)

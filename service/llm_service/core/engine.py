@@ -248,7 +248,7 @@ class Engine:
                     for event in asm.feed(chunk):
                         yield event
             if asm.usage is None:
-                asm.usage = upstream.fallback_usage(asm, finished=True)
+                asm.usage = await _estimated_usage(plan, upstream, asm)
             self._answered(plan, state, asm)
         except TimeoutError as exc:
             failure = exc
@@ -430,7 +430,7 @@ class Engine:
         while True:
             target = state.route if pool is None else await pool.next(tried, state.deadline, state.attempts)
             if plan is None or plan.route is not target:
-                plan = self._embed_planner.plan(target, inputs, call)
+                plan = await self._embed_plan(target, inputs, call)
             tried.add(target.deployment)
             try:
                 return await self._embed_attempt(plan, state), plan.route.deployment
@@ -438,6 +438,13 @@ class Engine:
                 if pool is not None and await self._failed_over(pool, plan, state, err):
                     continue
                 await self._after_failure(plan, state, err)
+
+    async def _embed_plan(self, route: Route, inputs: tuple[str, ...], call: EmbedCall) -> EmbedPlan:
+        """A batch's plan; a large call's (its body encoded) in a worker thread, off the loop."""
+        assert self._embed_planner is not None
+        if call.large:
+            return await asyncio.to_thread(self._embed_planner.plan, route, inputs, call)
+        return self._embed_planner.plan(route, inputs, call)
 
     async def _embed_attempt(self, plan: EmbedPlan, state: _Call) -> EmbedAnswer:
         """One upstream embedding request; what it billed is reported as for a whole answer."""
@@ -452,3 +459,11 @@ class Engine:
             return answer
 
         return await self._unary_attempt(plan, state, answered)
+
+
+async def _estimated_usage(plan: Plan, upstream: UpstreamStream, asm: StreamAssembler) -> Usage | None:
+    """The usage of a stream read to its end that reported none; a large call's estimate (LiteLLM's
+    token counter over its whole prompt: a second for 15 MiB) in a worker thread, off the loop."""
+    if plan.call.large:
+        return await asyncio.to_thread(upstream.fallback_usage, asm, True)
+    return upstream.fallback_usage(asm, finished=True)

@@ -104,8 +104,11 @@ class Planner:
     async def count_tokens(self, route: Route, call: CallRequest) -> tuple[int, str]:
         """Input tokens of the request this call would send on the route (PC27): LiteLLM's counter
         for the model, else characters / 4; and which of the two counted."""
+        return await asyncio.to_thread(self._counted, route, call)  # building a large request is work too
+
+    def _counted(self, route: Route, call: CallRequest) -> tuple[int, str]:
         req = self._build(route, call, False, False)
-        return await asyncio.to_thread(estimate_tokens, req.model, req.kwargs["messages"], req.kwargs.get("tools"))
+        return estimate_tokens(req.model, req.kwargs["messages"], req.kwargs.get("tools"))
 
     def _build(self, route: Route, call: CallRequest, streamed: bool, tool_compat_mode: bool) -> UpstreamRequest:
         return build_request(
