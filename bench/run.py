@@ -14,6 +14,20 @@ left bench/results/peer.json.
 The quotas row is the fast path again with a caller's limits counted in a Redis on loopback
 (pinned to the other core; unary calls only): its added CPU per call and p50 beside quotas off.
 
+The idle row (issue 24: "nothing regresses") is the fast path with quotas, tracing and several
+deployments per route configured as a platform team runs them, but with nothing for them to do
+on the measured calls (unary and paced; its CPU per call and per chunk ÷ the plain fast path's,
+bound 1.05):
+- quotas: a `quotas:` section counting in a live Redis, with limits for other callers only
+  (`callers:`, no `default`): the bench's caller has no limit, so its calls make no Redis round
+  trip (a caller with limits pays for its counting: that is the quotas row's figure);
+- tracing: an OTLP/gRPC exporter to a local receiver, sampler `parentbased_traceidratio` at 0:
+  the bench's calls carry no sampled parent, so none is sampled and no span is exported;
+- deployments: each route a key pool of three deployments on the same upstream (round-robin,
+  the default balance), all healthy: no rest, no failover, each call's attempt answered.
+`--paths service-idle-quotas`, `service-idle-traced` or `service-idle-deployments` measure one
+of the three alone (not in the default paths).
+
     python -m bench.run [--runs 3] [--seconds 2] [--concurrency 1,32,256]
 """
 
@@ -48,8 +62,13 @@ PATHS = (
     "service-fast-uncoalesced",
     "service-quotas",
     "service-traced",
+    "service-idle",
     "ceiling",
 )
+IDLE_FEATURES = ("quotas", "traced", "deployments")  # what the idle row configures (see the docstring)
+IDLE_PATHS = {"service-idle": IDLE_FEATURES} | {f"service-idle-{f}": (f,) for f in IDLE_FEATURES}
+IDLE_RATIO = 1.05  # issue 24: configured but idle, CPU per call and per chunk within 5% of without
+IDLE_DEPLOYMENTS = 3
 LABELS = {
     "http": "raw HTTP + JSON/SSE parse (floor)",
     "litellm": "litellm.acompletion in-process",
@@ -57,6 +76,10 @@ LABELS = {
     "service-fast": "service, fast path",
     "service-quotas": "service, fast path, quotas in Redis",
     "service-traced": "service, fast path, traced 100% (OTLP)",
+    "service-idle": "service, fast, idle quotas+tracing+3 deps",
+    "service-idle-quotas": "service, fast, idle quotas (no limit)",
+    "service-idle-traced": "service, fast, idle tracing (0% sampled)",
+    "service-idle-deployments": "service, fast, 3 healthy deployments",
     "ceiling": "bare grpc.aio, canned messages (ceiling)",
     "proxy": "LiteLLM Proxy, 1 worker (peer)",
     "portkey": "Portkey AI gateway, 1 Node process (peer)",
@@ -64,7 +87,9 @@ LABELS = {
     "service-fast-h2load": "service, fast path (h2load client)",
     "ceiling-h2load": "bare grpc.aio, canned messages (h2load client)",
 }
-ONLY_MODES = {"service-fast-uncoalesced": "burst,paced", "service-quotas": "unary"}  # the rest run every mode
+ONLY_MODES = {"service-fast-uncoalesced": "burst,paced", "service-quotas": "unary"} | dict.fromkeys(
+    IDLE_PATHS, "unary,paced"
+)  # the rest run every mode
 H2LOAD_PATHS = ("service-fast", "ceiling")  # their unary rows again, from h2load
 FIGURES = ("calls_per_s", "p50_ms", "p99_ms", "ttft_p50_ms", "cpu_us_per_call", "cpu_us_per_chunk", "rss_mb")
 HOLD_STREAMS = 1000
@@ -111,6 +136,25 @@ def quota_config(redis_url: str) -> dict[str, Any]:
     """Limits no call reaches, every kind checked and counted (a budget prices each call too)."""
     limits = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12, "usd_per_day": 10**6}
     return {"redis_url": redis_url, "default": limits}
+
+
+def idle_config(settings: dict[str, Any], features: tuple[str, ...], redis_url: str) -> None:
+    """Quotas and deployments configured, with nothing to do on the bench's calls (see the docstring)."""
+    if "quotas" in features:
+        limited = {"requests_per_minute": 600, "tokens_per_minute": 100_000, "usd_per_day": 50.0}
+        settings["quotas"] = {"redis_url": redis_url, "callers": {"team-batch": limited}}
+    if "deployments" in features:
+        for route in settings["routes"].values():
+            route["deployments"] = [{"name": f"key-{i}", "key": route["key"]} for i in range(1, IDLE_DEPLOYMENTS + 1)]
+
+
+def idle_tracing(endpoint: str) -> dict[str, str]:
+    """Tracing on, exporting over OTLP/gRPC, sampling no call that has no sampled parent."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0",
+    }
 
 
 def start_redis(workdir: Path) -> Any:
@@ -181,15 +225,20 @@ class Server:
             argv = pinned(MEASURED_CPU, "-m", "bench.ceiling", "--port", str(self.port))
         else:
             config = workdir / f"{label}.yaml"
-            fast = label.startswith("service-fast") or label in ("service-quotas", "service-traced")
+            fast = label.startswith("service-fast") or label in ("service-quotas", "service-traced", *IDLE_PATHS)
             settings = service_config(upstream, self.port, fast=fast)
             if label == "service-fast-uncoalesced":
                 settings["server"]["stream_coalescing"] = False
             if label == "service-quotas":
                 settings["quotas"] = quota_config(redis_url)
+            idle_config(settings, IDLE_PATHS.get(label, ()), redis_url)
             config.write_text(yaml.safe_dump(settings))
             argv = pinned(MEASURED_CPU, "-m", "llm_service", "--config", str(config))
-        tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": traced_to, "OTEL_TRACES_SAMPLER": "always_on"} if traced_to else {}
+        tracing = {}
+        if traced_to and "traced" in IDLE_PATHS.get(label, ()):
+            tracing = idle_tracing(traced_to)
+        elif traced_to:
+            tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": traced_to, "OTEL_TRACES_SAMPLER": "always_on"}
         started = time.monotonic()
         self.proc = subprocess.Popen(argv, env=env() | tracing, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.startup_s = first_completion(self.port, started)
@@ -283,6 +332,8 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
     hold = extra.get("hold", {})
     quota_cpu = _minus(fig("service-quotas", "unary", "cpu_us_per_call"), fast_call)
     quota_p50 = _minus(fig("service-quotas", "unary", "p50_ms", 1), fig("service-fast", "unary", "p50_ms", 1))
+    idle_call = ratio(fig("service-idle", "unary", "cpu_us_per_call"), fast_call)
+    idle_chunk = ratio(fig("service-idle", "paced", "cpu_us_per_chunk"), fast_chunk)
 
     # Issue 24 (second round): unary against the floor, from h2load's rows where there are some.
     def unary_cpu(path: str) -> float | None:
@@ -327,6 +378,8 @@ def targets(cells: dict[tuple[str, str, int], dict[str, Any]], extra: dict[str, 
         ("RSS after they closed ÷ before", hold.get("after_vs_before"), "≤", 1.10),
         ("quotas in Redis: added CPU per unary call (µs)", quota_cpu, "≤", 300.0),
         ("quotas in Redis: added p50 latency at c=1, unary (ms)", quota_p50, "≤", 0.5),
+        ("quotas, tracing, 3 deployments configured but idle ÷ none: CPU per call, unary", idle_call, "≤", IDLE_RATIO),
+        ("quotas, tracing, 3 deployments configured but idle ÷ none: CPU per chunk, paced", idle_chunk, "≤", IDLE_RATIO),
     ]
     out = []
     for name, value, op, bound in rows:
@@ -408,7 +461,8 @@ def main() -> None:
     upstream = subprocess.Popen(pinned(OTHER_CPU, "-m", "bench.upstream", "--port", str(upstream_port)), env=env(), cwd=ROOT)
     rows: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
-    sink = SpanSink() if "service-traced" in args.paths.split(",") else None
+    traced = [label for label in args.paths.split(",") if label == "service-traced" or "traced" in IDLE_PATHS.get(label, ())]
+    sink = SpanSink() if traced else None
     try:
         wait_port(upstream_port)
         with tempfile.TemporaryDirectory() as tmp:
@@ -416,8 +470,10 @@ def main() -> None:
                 if label in ("http", "litellm"):
                     rows += load(args, label, "--path", label, "--upstream", upstream_url, cpu=MEASURED_CPU)
                     continue
-                redis = start_redis(Path(tmp)) if label == "service-quotas" else None
-                traced_to = sink.endpoint if sink is not None and label == "service-traced" else ""
+                quotas = label == "service-quotas" or "quotas" in IDLE_PATHS.get(label, ())
+                redis = start_redis(Path(tmp)) if quotas else None
+                traced_to = sink.endpoint if sink is not None and label in traced else ""
+                spans_before = sink.spans if sink is not None else 0
                 server = Server(label, Path(tmp), upstream_url, redis.url if redis else "", traced_to)
                 try:
                     target = f"127.0.0.1:{server.port}"
@@ -432,6 +488,8 @@ def main() -> None:
                     extra.setdefault("startup", {})[label] = {"startup_s": server.startup_s, "idle_rss_mb": server.idle_rss_mb}
                 finally:
                     server.stop()
+                    if sink is not None and traced_to:  # stopped: what it had batched is exported
+                        extra.setdefault("spans_by_path", {})[label] = sink.spans - spans_before
                     if redis is not None:
                         redis.kill()
     finally:
@@ -459,7 +517,7 @@ def main() -> None:
         print(f"\n1,000 open streams: RSS {before:.0f} MB before, {opened:.0f} MB open, {after:.0f} MB after they closed")
     print(f"start-up to first completion and idle RSS: {json.dumps(extra.get('startup', {}))}")
     if "spans_received" in extra:
-        print(f"spans the traced server exported to the local receiver: {extra['spans_received']:,}")
+        print(f"spans the traced servers exported to the local receiver: {json.dumps(extra.get('spans_by_path', {}))}")
     out = {
         "method": {"runs": args.runs, "seconds_per_run": args.seconds, "measured_cpu": MEASURED_CPU, "nproc": os.cpu_count()},
         "cells": [{"path": p, "mode": m, "concurrency": c_, **cell} for (p, m, c_), cell in sorted(cells.items())],

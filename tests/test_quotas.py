@@ -11,10 +11,14 @@ Redis are in tests/test_quota_replicas.py.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +55,7 @@ def _server(fake: FakeUpstream, quotas: dict[str, Any]) -> ServerThread:
         "tpm-billed": _route(fake, "tpm-billed"),
         "cancelled": {"model": "anthropic/cancelled", "api_base": fake.base_url, "key": {"env": "TEST_PROVIDER_KEY"}},
         "embed": _route(fake, "text-embedding-3-small"),
+        "burst": _route(fake, "burst"),
     }
     limits = {
         "rpm": {"requests_per_minute": 3},
@@ -60,6 +65,7 @@ def _server(fake: FakeUpstream, quotas: dict[str, Any]) -> ServerThread:
         "tpm-billed": {"tokens_per_minute": 40},
         "cancelled": {"tokens_per_minute": 10_000},
         "embed": {"requests_per_minute": 1},
+        "burst": {"requests_per_minute": 20},
     }
     return ServerThread(service_config(fake.base_url, routes=routes, quotas={"default": {"routes": limits}, **quotas}))
 
@@ -220,6 +226,48 @@ def test_third_concurrent_stream_is_refused_at_once_and_one_is_admitted_after_on
         second.cancel()
     finally:
         channel.close()
+
+
+def test_concurrent_calls_counted_in_one_pipeline_each_get_their_own_answer_even_after_redis_lost_its_scripts(
+    shared: ServerThread, redis_server: RedisServer
+) -> None:
+    # The admissions asked for in one round of the server's event loop go to Redis in one pipeline;
+    # a Redis that lost its scripts (SCRIPT FLUSH, as after a restart) gets them again.
+    counters = redis.Redis(port=redis_server.port, decode_responses=True)
+    counters.script_flush()
+    with _client(shared) as client, ThreadPoolExecutor(24) as pool:
+        outcomes = Counter(pool.map(lambda _: _outcomes(client, "burst", 1)[0], range(24)))
+    assert outcomes == {"OK": 20, "QUOTA_EXCEEDED": 4}
+    assert int(counters.hget("open:{_anonymous}:burst:minute", "req") or 0) == 20, "counted in Redis, not in process"
+    assert _metric(shared, "llm_quota_backend_up") == 1
+
+
+def test_a_redis_behind_a_password_counts_in_its_database_and_one_that_stops_answering_is_failed_open_after_the_timeout(
+    fake: FakeUpstream, tmp_path: Path
+) -> None:
+    redis_server = RedisServer(tmp_path, password="s3cret")
+    assert redis_server.proc is not None
+    url = f"redis://:s3cret@127.0.0.1:{redis_server.port}/3"
+    srv = _server(fake, {"redis_url": url, "backend_timeout_s": 0.3, "backend_retry_s": 0.05, "key_prefix": "pw"})
+    counters = redis.Redis(port=redis_server.port, password="s3cret", db=3, decode_responses=True)
+    key = "pw:{_anonymous}:rpm:minute"
+    try:
+        with _client(srv) as client:
+            assert _outcomes(client, "rpm", 1) == ["OK"]
+            assert counters.hget(key, "req") == "1", "counted in database 3"
+            os.kill(redis_server.proc.pid, signal.SIGSTOP)  # connected, and answering nothing
+            try:
+                assert _outcomes(client, "rpm", 1) == ["OK"]  # served once the backend timed out
+                assert _metric(srv, "llm_quota_backend_up") == 0
+            finally:
+                os.kill(redis_server.proc.pid, signal.SIGCONT)
+            _wait(lambda: _metric(srv, "llm_quota_backend_up") == 1)
+            before = int(counters.hget(key, "req") or 0)
+            assert _outcomes(client, "rpm", 1) == ["OK"]
+            assert int(counters.hget(key, "req") or 0) == before + 1, "counted in Redis again"
+    finally:
+        srv.stop()
+        redis_server.kill()
 
 
 def test_redis_down_fails_open_or_closed_as_configured_and_enforcement_resumes_when_it_is_back(

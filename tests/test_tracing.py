@@ -411,3 +411,33 @@ def test_without_tracing_the_server_never_imports_opentelemetry() -> None:
                 importers.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert importers == []
     assert TracingSettings.from_environ({}) is None
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_call_the_sampler_leaves_out_exports_nothing_yet_logs_its_trace_id_and_forwards_its_context(
+    path: ServerPath, fake: FakeUpstream, receiver: OtlpGrpcReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """parentbased_always_on (the default) under a caller's unsampled trace: no span is recorded
+    (the call builds none), the log line still names the trace, and a route that forwards the
+    trace context sends it on unsampled (flags 00), on both transports."""
+    openai = {"model": "openai/test-model", "api_base": f"{fake.base_url}/v1", "key": {"env": "TEST_PROVIDER_KEY"}}
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": BATCH_DELAY_MS}
+    settings = TracingSettings.from_environ(environ)
+    routes = {"forwarding": {**openai, "forward_traceparent": True}}
+    srv = ServerThread(on_path(service_config(fake.base_url, routes=routes), path), settings)
+    try:
+        with LLMClient(srv.target, options=channel_options(retries=False)) as c:
+            unsampled, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+            with caplog.at_level(logging.INFO, logger="llm_service.rpc"):
+                request = pb.CompleteRequest(model="forwarding", messages=[user_msg()])
+                c.stub.Complete(request, metadata=[("traceparent", f"00-{unsampled}-{caller_span}-00")], timeout=10)
+            sampled, _, metadata = _caller()
+            c.stub.Complete(pb.CompleteRequest(model="openai", messages=[user_msg()]), metadata=metadata, timeout=10)
+        _, trace, parent, flags = {k.lower(): v for k, v in fake.requests()[0].headers.items()}["traceparent"].split("-")
+        assert (trace, flags) == (unsampled, "00") and parent != caller_span
+        line = next(r for r in caplog.records if r.getMessage() == "rpc" and getattr(r, "rpc", "") == "Complete")
+        assert line.trace_id == unsampled  # type: ignore[attr-defined]
+        _exported(receiver, sampled, "Complete")  # the later, sampled call's spans are in: the first's would be too
+        assert not [s for s in receiver.spans() if s.trace_id == unsampled]
+    finally:
+        srv.stop()

@@ -154,13 +154,18 @@ class AttemptTrace:
 
 class RpcTrace:
     """One RPC's server span, and the attempt spans open under it (one at a time for a chat call;
-    an Embed call's batches are attempted side by side, each in a task of its own)."""
+    an Embed call's batches are attempted side by side, each in a task of its own).
 
-    __slots__ = ("context", "open", "span")
+    A call the sampler left out has a span that records nothing (it still carries the trace's ids,
+    for the log line and for a traceparent forwarded upstream), and no attempt spans unless its
+    route forwards the trace context: a call not sampled costs next to nothing."""
 
-    def __init__(self, span: Span, context: Context) -> None:
+    __slots__ = ("context", "open", "recording", "span")
+
+    def __init__(self, span: Span) -> None:
         self.span = span
-        self.context = context  # the span's own context: its attempts' parent
+        self.recording = span.is_recording()  # sampled: its attributes, events and attempts are recorded
+        self.context: Context | None = None  # the span's own context, its attempts' parent (made at the first)
         self.open: set[AttemptTrace] = set()
 
     def ids(self) -> tuple[str, str, bool]:
@@ -209,25 +214,29 @@ class Tracing:
     def rpc_started(self, rpc: str, context: Any) -> RpcTrace:
         """Open the RPC's server span, a child of the caller's context when its metadata carries one."""
         carrier = {k: v for k, v in context.invocation_metadata() or () if k in PROPAGATED_METADATA and isinstance(v, str)}
-        attributes: dict[str, Any] = {"rpc.system": "grpc", "rpc.service": RPC_SERVICE, "rpc.method": rpc}
-        host, port = self.server_address
-        if host:
-            attributes.update({"server.address": host, "server.port": port})
-        attributes.update(_peer(context.peer()))
-        span = self._tracer.start_span(
-            f"{RPC_SERVICE}/{rpc}", context=self._extract(carrier) if carrier else None, kind=self._server, attributes=attributes
-        )
-        trace = RpcTrace(span, self._in_context(span))
+        # Started without attributes: the samplers OTEL_TRACES_SAMPLER names decide on the trace id
+        # and the parent alone, so a call left out builds none.
+        parent = self._extract(carrier) if carrier else None
+        span = self._tracer.start_span(f"{RPC_SERVICE}/{rpc}", context=parent, kind=self._server)
+        trace = RpcTrace(span)
+        if trace.recording:
+            attributes: dict[str, Any] = {"rpc.system": "grpc", "rpc.service": RPC_SERVICE, "rpc.method": rpc}
+            host, port = self.server_address
+            if host:
+                attributes.update({"server.address": host, "server.port": port})
+            attributes.update(_peer(context.peer()))
+            span.set_attributes(attributes)
         _CURRENT.set(trace)
         return trace
 
     def rpc_ended(self, trace: RpcTrace, code: str, route: str, reason: str, caller: str) -> None:
         """End the server span with the RPC's status (an attempt still open ends first, cancelled)."""
-        for attempt in list(trace.open):  # ended by the call's end before their own (a cancelled batch)
-            self._end_attempt(attempt, asyncio.CancelledError(), None)
-        trace.open.clear()
+        if trace.open:
+            for attempt in list(trace.open):  # ended by the call's end before their own (a cancelled batch)
+                self._end_attempt(attempt, asyncio.CancelledError(), None)
+            trace.open.clear()
         span = trace.span
-        if span.is_recording():
+        if trace.recording:
             span.set_attribute("rpc.grpc.status_code", grpc.StatusCode[code].value[0])
             if route:
                 span.set_attribute("llm_service.route", route)
@@ -245,13 +254,16 @@ class Tracing:
     def attempt_started(self, plan: AttemptedPlan, attempt: int) -> None:
         """Open the attempt's span under the RPC's; set the trace context it forwards upstream, if any."""
         trace = _CURRENT.get()
-        if trace is None:
-            return
-        route, req = plan.route, plan.request
+        route = plan.route
+        if trace is None or not (trace.recording or route.forward_traceparent):
+            return  # not traced, or not sampled and nothing to forward: no attempt span
+        req = plan.request
         streamed = getattr(plan, "streamed", None)  # None: a batch of embeddings
         operation = "embeddings" if streamed is None else "chat"
         model = req.model.split("/", 1)[1] if "/" in req.model else req.model
         started_ns = time.time_ns()
+        if trace.context is None:
+            trace.context = self._in_context(trace.span)
         span = self._tracer.start_span(f"{operation} {model}", context=trace.context, kind=self._client, start_time=started_ns)
         current = AttemptTrace(span, started_ns, route.forward_traceparent)
         trace.open.add(current)
@@ -352,7 +364,7 @@ class Tracing:
 
     def _event(self, name: str, attributes: dict[str, Any]) -> None:
         trace = _CURRENT.get()
-        if trace is not None:
+        if trace is not None and trace.recording:
             trace.span.add_event(name, attributes)
 
     def _end_attempt(self, attempt: AttemptTrace, failure: BaseException | None, first_chunk_s: float | None) -> None:

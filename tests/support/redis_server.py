@@ -28,7 +28,7 @@ def _cluster_port() -> int:
 class RedisServer:
     """redis-server on 127.0.0.1 and a free port, its data in memory only."""
 
-    def __init__(self, workdir: Path, cluster: bool = False) -> None:
+    def __init__(self, workdir: Path, cluster: bool = False, password: str = "") -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed: `make test` installs Debian's redis-server package"
         self.binary = binary
@@ -36,6 +36,7 @@ class RedisServer:
         self.port = _cluster_port() if cluster else free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.cluster = cluster
+        self.password = password  # required of every client (requirepass) when set
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -44,7 +45,8 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.workdir), "--loglevel", "warning",
-             *(["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"] if self.cluster else [])],
+             *(["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"] if self.cluster else []),
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -58,6 +60,10 @@ class RedisServer:
         """Whether it answers PING now."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                if self.password:
+                    s.sendall(f"AUTH {self.password}\r\n".encode())
+                    if not s.recv(16).startswith(b"+OK"):
+                        return False
                 s.sendall(b"PING\r\n")
                 return s.recv(16).startswith(b"+PONG")
         except OSError:

@@ -50,10 +50,17 @@ class DeploymentPool:
         self._back_at: dict[str, float] = {}  # when a deployment came back from a rest or from out
         self._inflight = dict.fromkeys(self._views, 0)
         self._latency_s = dict.fromkeys(self._views, 0.0)  # moving average of the wait for the first answer
+        # Steady: every deployment has its key and is neither resting, out nor ramping up. Then a
+        # first attempt's choice is over all of them at their whole weights, with nothing to check.
+        self._steady_from = 0.0  # until then, a rest or a ramp may still be under way
+        self._all_ready = False  # a key, once there, stays (a key file emptied keeps the last one)
+        self._total_weight = float(sum(self._weights.values()))
 
     def choose(self, tried: Container[str] = ()) -> Route | None:
         """The deployment for the next attempt, or None when none is available now."""
         now = self._clock()
+        if not tried and not self._out and now >= self._steady_from and self._ready():
+            return self._steady_choice()
         available = [name for name in self._views if self.available(name, now)]
         if not available:
             return None
@@ -68,6 +75,26 @@ class DeploymentPool:
         best = max(fresh, key=lambda name: self._current[name])
         self._current[best] -= total
         return self._views[best]
+
+    def _ready(self) -> bool:
+        if not self._all_ready:
+            self._all_ready = all(view.ready for view in self._views.values())
+        return self._all_ready
+
+    def _steady_choice(self) -> Route:
+        """choose() over every deployment at its whole weight (what it comes to when steady)."""
+        if self.route.balance == "least_inflight":
+            best = min(self._views, key=lambda name: (self._inflight[name], self._latency_s[name]))
+            return self._views[best]
+        current = self._current
+        for name, weight in self._weights.items():
+            current[name] += weight
+        best = max(current, key=current.__getitem__)
+        current[best] -= self._total_weight
+        return self._views[best]
+
+    def _unsteady_until(self, until: float) -> None:
+        self._steady_from = max(self._steady_from, until)
 
     def _weight(self, name: str, now: float) -> float:
         """The deployment's weight, ramped back from a tenth to whole over ramp_s after it came back,
@@ -131,6 +158,7 @@ class DeploymentPool:
                 return False
             del self._out[name]
             self._back_at[name] = now
+            self._unsteady_until(now + self.route.ramp_s)
             log.warning("deployment back in", extra={"route": self.route.name, "deployment": name})
             self._on_change(self.route, name, True, "")
         return view.ready
@@ -139,6 +167,7 @@ class DeploymentPool:
         """A rate limit: no calls to the deployment for seconds (the upstream's ask), else rest_s."""
         rest_s = self.route.rest_s if seconds is None else seconds
         self._resting_until[name] = self._clock() + rest_s
+        self._unsteady_until(self._resting_until[name] + self.route.ramp_s)
         log.info("deployment resting", extra={"route": self.route.name, "deployment": name, "rest_s": round(rest_s, 3)})
         self._on_change(self.route, name, False, "rate_limit")
         asyncio.get_running_loop().call_later(rest_s, self._woke, name)
@@ -157,6 +186,7 @@ class DeploymentPool:
     def _woke(self, name: str) -> None:
         if self.available(name):
             self._back_at[name] = self._clock()
+            self._unsteady_until(self._back_at[name] + self.route.ramp_s)
             self._on_change(self.route, name, True, "")
 
     def wake_in(self) -> float | None:

@@ -40,23 +40,30 @@ class Ask:
     lease_s: float  # how long a stream slot is held at most
     now_s: float  # wall-clock time of the ask
 
-    @functools.cached_property
+    @property
     def day(self) -> str:
-        return time.strftime("%Y-%m-%d", time.gmtime(self.now_s))
+        return _calendar(int(self.now_s // 86_400))[0]
 
-    @functools.cached_property
+    @property
     def month(self) -> str:
-        return time.strftime("%Y-%m", time.gmtime(self.now_s))
+        return _calendar(int(self.now_s // 86_400))[1]
 
-    @functools.cached_property
+    @property
     def day_left_s(self) -> float:
         return 86_400.0 - self.now_s % 86_400.0
 
-    @functools.cached_property
+    @property
     def month_left_s(self) -> float:
-        t = time.gmtime(self.now_s)
-        year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
-        return calendar.timegm((year, month, 1, 0, 0, 0)) - self.now_s
+        return _calendar(int(self.now_s // 86_400))[2] - self.now_s
+
+
+@functools.lru_cache(maxsize=4)
+def _calendar(day_number: int) -> tuple[str, str, float]:
+    """A UTC day's name, its month's name and when that month ends (Unix seconds): worked out once
+    a day rather than once a call."""
+    t = time.gmtime(day_number * 86_400)
+    year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+    return time.strftime("%Y-%m-%d", t), time.strftime("%Y-%m", t), float(calendar.timegm((year, month, 1, 0, 0, 0)))
 
 
 @dataclass(frozen=True)

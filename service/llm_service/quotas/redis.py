@@ -1,6 +1,11 @@
 """The quota counters in Redis, shared by every replica: each admission and each settlement is
 one Lua script, so replicas never race between checking a limit and counting against it.
 
+The scripts asked for while the event loop runs one round of its ready callbacks go to Redis
+together, in one pipeline (`_Batches`): under concurrency, a call's admission and settlement
+share the write, the read and the wake-ups with the other calls', which is most of what a round
+trip through redis-py costs this process.
+
 Keys, per caller and scope, all with the caller's name as the hash tag (one caller's keys stay
 in one Cluster slot, so each script runs on one node of a Redis Cluster):
 `<prefix>:{<caller>}:<scope>:minute` (a hash: t0, req, tok; expires 60 s after the window's
@@ -11,6 +16,8 @@ their period), `…:streams` (a sorted set of stream ids by lease end).
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import urllib.parse
 from typing import Any
 
@@ -21,22 +28,31 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from llm_service.quotas.counters import MINUTE_S, STREAM_RETRY_S, Admission, Ask, Refusal, limit_args
+from llm_service.quotas.limits import Limits
+from llm_service.quotas.resp import LeanScripts
 
 BACKEND_ERRORS = (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)  # Redis did not answer
 KEYS_PER_SCOPE = 4
 LIMIT_ORDER = ("requests_per_minute", "tokens_per_minute", "concurrent_streams", "usd_per_day", "usd_per_month")
 
 # KEYS: per scope: minute, day, month, streams.
-# ARGV: now_ms, tokens, usd, stream_id, lease_ms, day_left_ms, month_left_ms, minute_ms,
-#       stream_retry_ms, then per scope its five limits (-1: none) in LIMIT_ORDER.
+# ARGV: now_ms, tokens, usd, stream_id, lease_ms, day_left_ms, month_left_ms, then per scope its
+#       five limits (-1: none) in LIMIT_ORDER, as one word joined by commas (`_limit_words`).
+# Few arguments and one string for an answer: redis-py's encoding and parsing of each costs this
+# process more than the script costs Redis.
 # Day and month keys outlive their period by an hour (3600000 ms), so --quota-status can still read them.
-# Returns {0, scope index, limit index, retry_ms} or {1, day spend, month spend, t0 per scope...}.
+# Returns "0 <scope index> <limit index> <retry_ms>" or "1 <day spend> <month spend> <t0 per scope...>".
 _ADMIT = """
 local now, tokens, usd, stream = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local lease, day_left, month_left = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local minute_ms, stream_retry = tonumber(ARGV[8]), tonumber(ARGV[9])
+local minute_ms, stream_retry = MINUTE_MS, STREAM_RETRY_MS
 local n = #KEYS / 4
-local function limit(i, j) return tonumber(ARGV[9 + (i - 1) * 5 + j]) end
+local limits = {}
+for i = 1, n do
+  limits[i] = {}
+  for v in string.gmatch(ARGV[7 + i], '[^,]+') do table.insert(limits[i], tonumber(v)) end
+end
+local function limit(i, j) return limits[i][j] end
 for i = 1, n do
   local minute, day, month, streams = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
   local left = redis.call('PTTL', minute)
@@ -55,7 +71,7 @@ for i = 1, n do
   end
   for j = 1, 5 do
     if limit(i, j) >= 0 and (j ~= 3 or stream ~= '') and used[j] >= limit(i, j) then
-      return {0, i, j, retry[j]}
+      return table.concat({0, i, j, retry[j]}, ' ')
     end
   end
 end
@@ -79,11 +95,11 @@ for i = 1, n do
   if i == 1 then out[2], out[3] = spent_day, spent_month end
   out[3 + i] = redis.call('HGET', minute, 't0')
 end
-return out
-"""
+return table.concat(out, ' ')
+""".replace("STREAM_RETRY_MS", str(int(STREAM_RETRY_S * 1000))).replace("MINUTE_MS", str(int(MINUTE_S * 1000)))
 
 # KEYS as for _ADMIT. ARGV: tokens_delta, usd_delta, stream_id, then per scope the window's t0.
-# Returns {day spend, month spend} of the first scope.
+# Returns "<day spend> <month spend>" of the first scope.
 _SETTLE = """
 local tokens, usd, stream = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local n = #KEYS / 4
@@ -99,10 +115,12 @@ for i = 1, n do
   if usd ~= 0 then add(day, ARGV[2]); add(month, ARGV[2]) end
   if stream ~= '' then redis.call('ZREM', streams, stream) end
 end
-return {redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '0'}
+return (redis.call('GET', KEYS[2]) or '0') .. ' ' .. (redis.call('GET', KEYS[3]) or '0')
 """
 
 
+ADMIT_SHA, SETTLE_SHA = (hashlib.sha1(script.encode()).hexdigest() for script in (_ADMIT, _SETTLE))
+SCRIPTS = {ADMIT_SHA: _ADMIT, SETTLE_SHA: _SETTLE}
 SENTINEL_SCHEME = "redis+sentinel://"
 
 
@@ -138,6 +156,73 @@ def sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, str | Non
     return sentinels, service, int(db or 0), password
 
 
+class _Batches:
+    """Runs the scripts by their SHA1, every one asked for in the same round of the event loop in
+    one pipeline (not a transaction: each script is atomic on its own), sent by a task of its own
+    so that no caller's cancellation cuts the others' replies. A script Redis no longer has (it
+    restarted) is loaded and run again."""
+
+    def __init__(self, client: Any, scripts: dict[str, str]) -> None:
+        self.client = client
+        self._scripts = scripts  # SHA1: source
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def run(self, sha: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        """The script's reply, once the pipeline it goes in has been answered."""
+        loop = asyncio.get_running_loop()
+        reply = loop.create_future()
+        if not self._pending:  # the task runs after the callbacks ready now: their scripts go with this one
+            sending = loop.create_task(self._send())
+            self._sending.add(sending)
+            sending.add_done_callback(self._sending.discard)
+        self._pending.append((("EVALSHA", sha, len(keys), *keys, *args), reply))
+        return reply
+
+    async def _send(self) -> None:
+        batch, self._pending = self._pending, []
+        try:
+            replies = await self._pipelined([command for command, _ in batch])
+            missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+            if missing:
+                for source in self._scripts.values():
+                    await self.client.script_load(source)
+                again = await self._pipelined([batch[i][0] for i in missing])
+                for i, r in zip(missing, again, strict=True):
+                    replies[i] = r
+        except Exception as exc:  # Redis did not answer: every call in the batch learns it
+            for _, reply in batch:
+                if not reply.done():
+                    reply.set_exception(exc)
+            return
+        except BaseException:  # the loop is closing: so are the calls waiting
+            for _, reply in batch:
+                reply.cancel()
+            raise
+        for (_, reply), r in zip(batch, replies, strict=True):
+            if not reply.done():
+                reply.set_exception(r) if isinstance(r, Exception) else reply.set_result(r)
+
+    async def _pipelined(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Each command's reply, or the error Redis answered it with."""
+        if len(commands) == 1:  # alone in its round (a quiet server): no pipeline to build
+            try:
+                return [await self.client.execute_command(*commands[0])]
+            except redis.exceptions.ResponseError as exc:
+                return [exc]
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+
+@functools.lru_cache(maxsize=1024)
+def _limit_words(limits: Limits) -> str:
+    """A scope's limits as the admission script's argument (made once per set of limits)."""
+    return ",".join(repr(v) for v in limit_args(limits))
+
+
 def key_base(prefix: str, caller: str, scope: str) -> str:
     """The start of every key of one caller's scope."""
     return f"{prefix}:{{{caller}}}:{scope}"
@@ -150,8 +235,9 @@ class RedisCounters:
     def __init__(self, url: str, prefix: str, timeout_s: float, cluster: bool = False) -> None:
         self.prefix = prefix
         self.client = connect(url, timeout_s, cluster)
-        self._admit = self.client.register_script(_ADMIT)
-        self._settle = self.client.register_script(_SETTLE)
+        # One Redis reached directly: the scripts go through the lean client, the rest through redis-py.
+        lean = not cluster and url.startswith(("redis://", "unix://"))
+        self._scripts: LeanScripts | _Batches = LeanScripts(url, timeout_s, SCRIPTS) if lean else _Batches(self.client, SCRIPTS)
 
     def _keys(self, ask: Ask) -> list[str]:
         keys = []
@@ -169,13 +255,10 @@ class RedisCounters:
             int(ask.lease_s * 1000),
             int(ask.day_left_s * 1000),
             int(ask.month_left_s * 1000),
-            int(MINUTE_S * 1000),
-            int(STREAM_RETRY_S * 1000),
+            *(_limit_words(limits) for _, limits in ask.scopes),
         ]
-        for _, limits in ask.scopes:
-            args += [repr(v) for v in limit_args(limits)]
-        out = await self._admit(keys=self._keys(ask), args=args)
-        if int(out[0]) == 0:
+        out = (await self._scripts.run(ADMIT_SHA, self._keys(ask), args)).split()
+        if out[0] == "0":
             scope, limits = ask.scopes[int(out[1]) - 1]
             name = LIMIT_ORDER[int(out[2]) - 1]
             return Admission(Refusal(name, scope, float(getattr(limits, name)), int(out[3]) / 1000))
@@ -183,7 +266,7 @@ class RedisCounters:
 
     async def settle(self, ask: Ask, admission: Admission, tokens_delta: int, usd_delta: float) -> tuple[float, float]:
         args = [tokens_delta, repr(usd_delta), ask.stream_id, *(str(int(t)) for t in admission.windows)]
-        day, month = await self._settle(keys=self._keys(ask), args=args)
+        day, month = (await self._scripts.run(SETTLE_SHA, self._keys(ask), args)).split()
         return float(day), float(month)
 
     async def ping(self) -> None:
@@ -196,6 +279,8 @@ class RedisCounters:
             await self.client.aclose()  # it initializes again on its next command
         else:
             await self.client.connection_pool.disconnect(inuse_connections=False)
+        if isinstance(self._scripts, LeanScripts):
+            self._scripts.reset()
 
     async def status(self, caller: str = "") -> list[dict[str, Any]]:
         """The live counters of one caller (every caller: ""), one row per caller and scope."""
@@ -219,4 +304,6 @@ class RedisCounters:
         return [rows[k] for k in sorted(rows)]
 
     async def aclose(self) -> None:
+        if isinstance(self._scripts, LeanScripts):
+            await self._scripts.aclose()
         await self.client.aclose()
