@@ -5,6 +5,10 @@ process rather than returning them; after the burst RSS would stay ~20% above wh
 Once no RPC has started or been running for IDLE_S, the trimmer runs the cycle collector and
 `malloc_trim(0)` (both a few milliseconds on an idle heap), so a pod's memory follows its load
 back down. Nothing runs while calls are in flight.
+
+What start-up loaded is frozen out of the cycle collector once the server is up
+(`freeze_startup_heap`), so neither these collections nor the ones allocation triggers during
+calls walk LiteLLM's few hundred thousand long-lived objects.
 """
 
 from __future__ import annotations
@@ -65,3 +69,12 @@ class IdleTrimmer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def freeze_startup_heap() -> None:
+    """Once the server is up: collect what start-up left behind, then move every object still alive
+    (LiteLLM's modules and tables, about a third of a million objects) out of the cycle collector's
+    reach. They live as long as the process, yet each full collection walked them all: 0.2-0.5 s
+    with the loop held, at whatever moment an allocation triggered it, a request's included."""
+    gc.collect()
+    gc.freeze()

@@ -20,6 +20,7 @@ from llm_service.core.observer import Observers
 from llm_service.core.provider import Provider
 from llm_service.health import Health
 from llm_service.interceptors import AdmissionGuard, GuardInterceptor, MetricsGuard, RequestBudget
+from llm_service.memory import freeze_startup_heap
 from llm_service.metrics import CannotListen, Metrics
 from llm_service.reflection import REFLECTION_SERVICES, serve_reflection
 from llm_service.servicer import LLMServicer
@@ -183,6 +184,7 @@ async def serve_until_signalled(
         await fake.start()
         log.info("fake upstream started", extra={"address": fake.base_url})
     running = await start(config, listen, reuse_port, tracing)
+    freeze_startup_heap()
     await stop.wait()
     await running.drain()
     if fake is not None:
