@@ -211,7 +211,7 @@ class Metrics:
 
     def deployment_attempted(self, route: Route, deployment: str, upstream_s: float) -> None:
         """One upstream attempt on a deployment."""
-        self.deployment_seconds.labels(route.name, deployment).observe(upstream_s)
+        self.child(self.deployment_seconds, route.name, deployment).observe(upstream_s)
 
     def breaker_changed(self, route: Route, state: BreakerState) -> None:
         """A route's circuit breaker changed state."""
