@@ -31,5 +31,27 @@ def estimate_tokens(model: str, messages: list[dict[str, Any]], tools: list[dict
 def chars_estimate(messages: list[dict[str, Any]], tools: Any = None, system: str = "") -> int:
     """Input tokens as characters / 4: what costs nothing to count (a quota's reservation, or when
     LiteLLM's counter fails)."""
-    chars = len(system) + sum(len(str(m.get("content", ""))) for m in messages) + sum(len(str(t)) for t in tools or ())
+    chars = len(system) + sum(_chars(m.get("content", "")) for m in messages) + sum(_chars(t) for t in tools or ())
     return chars // CHARS_PER_TOKEN
+
+
+def _chars(value: Any) -> int:
+    """The characters of a message's content or a tool: the lengths of its keys and strings, however
+    nested (parts, images, schemas), walked without recursion. Rendering it with str() first made a
+    copy of it all, escaped: 100 ms on the event loop for the quota reservation of a 10 MiB document."""
+    if isinstance(value, str):
+        return len(value)
+    total = 0
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+        elif item is not None:
+            total += len(str(item))  # numbers and booleans: short
+    return total
