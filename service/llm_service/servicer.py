@@ -23,6 +23,7 @@ from llm_service.auth import CALLER
 from llm_service.config import Config, LimitsConfig, Route
 from llm_service.core import errors, types
 from llm_service.core.embedding import EmbedCall, Embedding
+from llm_service.core.off_loop import when_large
 from llm_service.core.provider import Provider
 from llm_service.core.retry import Deadline
 from llm_service.interceptors import LARGE_REQUEST_BYTES
@@ -34,7 +35,7 @@ from llm_service.status import MappedStatus, caller_ended_code, to_status
 from llm_service.tracing import Tracing
 
 log = logging.getLogger("llm_service.rpc")
-T = TypeVar("T")
+T = TypeVar("T", types.CallRequest, EmbedCall)  # what a request converts to; both say whether it was large
 ROUTE_NAME_SHOWN_MAX_CHARS = 64
 OFF_LOOP_FLOATS = 64 * 1024  # an Embed answer of more vector components than this is encoded off the loop
 
@@ -151,17 +152,15 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
 
     async def _call(self, request: pb.CompleteRequest | pb.StreamRequest) -> types.CallRequest:
         """The request as the core takes it (a large one planned off the loop by the core too)."""
-        call, large = await self._converted(convert.call_from_proto, request)
-        return dataclasses.replace(call, large=True) if large else call
+        return await self._converted(convert.call_from_proto, request)
 
-    async def _converted(self, to_core: Callable[[Any, int, LimitsConfig], T], request: Any) -> tuple[T, bool]:
-        """The request converted by to_core, and whether it was large (decoded off the loop by the
-        interceptor): a large one is converted in a worker thread, so the event loop keeps serving
-        every other call meanwhile."""
-        args = (request, self.config.server.max_metadata_entries, self.config.limits)
-        if not LARGE_REQUEST_BYTES.get():
-            return to_core(*args), False
-        return await asyncio.to_thread(to_core, *args), True
+    async def _converted(self, to_core: Callable[[Any, int, LimitsConfig], T], request: Any) -> T:
+        """The request converted by to_core, marked large when it was (decoded off the loop by the
+        interceptor): a large one is converted in a worker thread, and the core keeps the rest of
+        its work off the loop too."""
+        large = bool(LARGE_REQUEST_BYTES.get())
+        call = await when_large(large, to_core, request, self.config.server.max_metadata_entries, self.config.limits)
+        return dataclasses.replace(call, large=True) if large else call
 
     def _routed(self, rec: _RpcRecord, name: str, kind: str = "chat") -> Route:
         """The route the call names, checked for this caller and for the RPC's kind of model; from
@@ -317,7 +316,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         """The input-token estimate for a request on a route."""
         with self._rpc("CountTokens", request, context) as rec:
             route = self._routed(rec, request.model)
-            call, _ = await self._converted(_count_call, request)
+            call = await self._converted(_count_call, request)
             count, method = await self.provider.count_tokens(route, call)
             rec.fields["input_tokens"] = count
             kind = pb.TOKEN_COUNT_METHOD_LITELLM if method == "litellm" else pb.TOKEN_COUNT_METHOD_ESTIMATE
@@ -328,8 +327,7 @@ class LLMServicer(pb_grpc.LLMServiceServicer):
         """The vectors of a batch of inputs, in order, on an embedding route."""
         with self._rpc("Embed", request, context) as rec:
             route = self._routed(rec, request.model, kind="embedding")
-            call, large = await self._converted(convert.embed_call_from_proto, request)
-            call = dataclasses.replace(call, large=True) if large else call
+            call = await self._converted(convert.embed_call_from_proto, request)
             await self._admit(rec, route, call, context)
             try:
                 embedding = await self.provider.embed(route, call, Deadline(context.time_remaining()))

@@ -26,6 +26,7 @@ from llm_service.core.dumps import FailedRequestDumps
 from llm_service.core.embedding import EmbedAnswer, EmbedCall, Embedding, EmbedPlan, EmbedPlanner, batch_size, batches
 from llm_service.core.observer import AttemptedPlan as _Attempted
 from llm_service.core.observer import Observer, Observers, Watcher
+from llm_service.core.off_loop import when_large
 from llm_service.core.plan import Plan, Planner
 from llm_service.core.policy import policy_of
 from llm_service.core.pricing import cost_usd
@@ -192,9 +193,7 @@ class Engine:
 
     async def _plan(self, route: Route, call: CallRequest, live: bool, compat: bool) -> Plan:
         """The plan; a large call's (its request built and encoded) in a worker thread, off the loop."""
-        if call.large:
-            return await asyncio.to_thread(self._planner.plan, route, call, streamed=live, tool_compat_mode=compat)
-        return self._planner.plan(route, call, streamed=live, tool_compat_mode=compat)
+        return await when_large(call.large, self._planner.plan, route, call, streamed=live, tool_compat_mode=compat)
 
     async def _whole_attempt(self, plan: Plan, state: _Call, asm: StreamAssembler) -> None:
         async def answered(deadline: Deadline) -> None:
@@ -248,7 +247,8 @@ class Engine:
                     for event in asm.feed(chunk):
                         yield event
             if asm.usage is None:
-                asm.usage = await _estimated_usage(plan, upstream, asm)
+                # A large call's estimate (LiteLLM's counter over its whole prompt: a second for 15 MiB) off the loop.
+                asm.usage = await when_large(plan.call.large, upstream.fallback_usage, asm, True)
             self._answered(plan, state, asm)
         except TimeoutError as exc:
             failure = exc
@@ -442,9 +442,7 @@ class Engine:
     async def _embed_plan(self, route: Route, inputs: tuple[str, ...], call: EmbedCall) -> EmbedPlan:
         """A batch's plan; a large call's (its body encoded) in a worker thread, off the loop."""
         assert self._embed_planner is not None
-        if call.large:
-            return await asyncio.to_thread(self._embed_planner.plan, route, inputs, call)
-        return self._embed_planner.plan(route, inputs, call)
+        return await when_large(call.large, self._embed_planner.plan, route, inputs, call)
 
     async def _embed_attempt(self, plan: EmbedPlan, state: _Call) -> EmbedAnswer:
         """One upstream embedding request; what it billed is reported as for a whole answer."""
@@ -459,11 +457,3 @@ class Engine:
             return answer
 
         return await self._unary_attempt(plan, state, answered)
-
-
-async def _estimated_usage(plan: Plan, upstream: UpstreamStream, asm: StreamAssembler) -> Usage | None:
-    """The usage of a stream read to its end that reported none; a large call's estimate (LiteLLM's
-    token counter over its whole prompt: a second for 15 MiB) in a worker thread, off the loop."""
-    if plan.call.large:
-        return await asyncio.to_thread(upstream.fallback_usage, asm, True)
-    return upstream.fallback_usage(asm, finished=True)

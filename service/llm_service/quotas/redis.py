@@ -203,6 +203,12 @@ class _Batches:
             if not reply.done():
                 reply.set_exception(r) if isinstance(r, Exception) else reply.set_result(r)
 
+    def reset(self) -> None:
+        """Nothing of its own to drop: it sends through the client, which is reset with the counters."""
+
+    async def aclose(self) -> None:
+        """Nothing of its own to close: the client is closed with the counters."""
+
     async def _pipelined(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Each command's reply, or the error Redis answered it with."""
         if len(commands) == 1:  # alone in its round (a quiet server): no pipeline to build
@@ -279,8 +285,7 @@ class RedisCounters:
             await self.client.aclose()  # it initializes again on its next command
         else:
             await self.client.connection_pool.disconnect(inuse_connections=False)
-        if isinstance(self._scripts, LeanScripts):
-            self._scripts.reset()
+        self._scripts.reset()
 
     async def status(self, caller: str = "") -> list[dict[str, Any]]:
         """The live counters of one caller (every caller: ""), one row per caller and scope."""
@@ -304,6 +309,5 @@ class RedisCounters:
         return [rows[k] for k in sorted(rows)]
 
     async def aclose(self) -> None:
-        if isinstance(self._scripts, LeanScripts):
-            await self._scripts.aclose()
+        await self._scripts.aclose()
         await self.client.aclose()
